@@ -1,0 +1,40 @@
+"""`curator`: generate, import and gate instruction pairs into certified releases."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from curator import __version__
+from curator.errors import CuratorError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from curator import importers
+    from curator.gate import command as gate_command
+    from curator.generate import command as generate_command
+    from curator.release import command as release_command
+
+    parser = argparse.ArgumentParser(prog="curator", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"instruct-curator {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    generate_command.register(sub)
+    importers.register(sub)
+    gate_command.register(sub)
+    release_command.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CuratorError as e:
+        print(f"curator: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("curator: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

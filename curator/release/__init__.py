@@ -1,0 +1,1 @@
+"""Certified releases: write-once storage, verification, listing."""

@@ -1,0 +1,110 @@
+"""Run directories: where `curator generate` and `curator import` leave pairs for the gate.
+
+Layout of `data/runs/<name>/`:
+  run.json          what made the run (kind, spec, teacher or source file) and its counts
+  pairs.jsonl       accepted pair records, one per line, appended as they arrive
+  quarantine.jsonl  rows kept aside with a reason: {"reason", "origin", "plan_slot", "raw"}
+  failed.jsonl      plan slots whose teacher call failed for good: {"plan_slot", "reason"}
+
+Files are append-only and flushed per line, so a crash loses at most the line being written;
+readers skip a torn last line. Every input row of an import, or slot of a plan, lands in exactly
+one of pairs / quarantine / failed, so the counts add up.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from curator.hashing import sha256_file
+
+RUN_FILES = ("pairs.jsonl", "quarantine.jsonl", "failed.jsonl")
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """Records of a JSONL file written by this module; a torn final line (crash mid-write) is skipped."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                return  # torn write at the end of the file
+            if line.strip():
+                yield json.loads(line)
+
+
+class RunDir:
+    """A run directory opened for appending; reopening an existing one resumes it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path / "run.json"
+
+    def exists(self) -> bool:
+        return self.meta_path.exists()
+
+    def create(self, meta: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            p = self.path / name
+            _drop_torn_tail(p)
+            p.touch()
+        self.write_meta(meta)
+
+    def read_meta(self) -> dict:
+        return json.loads(self.meta_path.read_text())
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        tmp = self.meta_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.meta_path)
+
+    def _append(self, name: str, obj: dict) -> None:
+        with open(self.path / name, "a", encoding="utf-8") as f:
+            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def add_pair(self, record: dict) -> None:
+        self._append("pairs.jsonl", record)
+
+    def add_quarantine(self, reason: str, raw: Any, origin: str | None = None, plan_slot: str | None = None) -> None:
+        self._append("quarantine.jsonl", {"reason": reason, "origin": origin, "plan_slot": plan_slot, "raw": raw})
+
+    def add_failed(self, plan_slot: str, reason: str) -> None:
+        self._append("failed.jsonl", {"plan_slot": plan_slot, "reason": reason})
+
+    def pairs(self) -> Iterator[dict]:
+        return read_jsonl(self.path / "pairs.jsonl")
+
+    def quarantined(self) -> Iterator[dict]:
+        return read_jsonl(self.path / "quarantine.jsonl")
+
+    def failed(self) -> Iterator[dict]:
+        return read_jsonl(self.path / "failed.jsonl")
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "accepted": sum(1 for _ in self.pairs()),
+            "quarantined": sum(1 for _ in self.quarantined()),
+            "failed": sum(1 for _ in self.failed()),
+        }
+
+    def file_hashes(self) -> dict[str, str]:
+        return {name: sha256_file(self.path / name) for name in ("run.json",) + RUN_FILES if (self.path / name).exists()}
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a partial last line left by a crash, so appends start on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    with open(path, "r+b") as f:
+        f.truncate(cut)

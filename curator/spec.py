@@ -1,0 +1,318 @@
+"""Curriculum spec: YAML validated against the packaged JSON Schema, loaded into typed objects.
+
+Errors name the file, the line and the path of the field (`task_families[2].share: must be > 0`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from curator.errors import CuratorError
+from curator.hashing import sha256_json
+
+
+class SpecError(CuratorError):
+    """A spec that cannot be used; the message names file, line and field path."""
+
+
+def load_schema(name: str) -> dict:
+    """A JSON Schema shipped in `curator/schemas/` (`spec` or `pair`)."""
+    return json.loads(resources.files("curator").joinpath("schemas", f"{name}.schema.json").read_text())
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 256
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class Teacher:
+    model: str = "gemma-3-270m"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    mode: str = "completion"
+    max_in_flight: int = 1
+    max_attempts: int = 4
+    timeout_s: float = 120.0
+    sampling: Sampling = field(default_factory=Sampling)
+
+
+@dataclass(frozen=True)
+class LengthBand:
+    name: str
+    min_words: int
+    max_words: int
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    kind: str
+    description: str = ""
+    json_schema: dict | None = None
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Seed:
+    instruction: str
+    output: str
+    input: str = ""
+    format: str | None = None
+    difficulty: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    name: str
+    share: float
+    description: str
+    formats: tuple[str, ...]
+    difficulties: tuple[str, ...]
+    length_band: str
+    refusal: bool = False
+    seeds: tuple[Seed, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResponseStandards:
+    tone: str = ""
+    format_rules: tuple[str, ...] = ()
+    system_prompt: str = ""
+
+
+@dataclass(frozen=True)
+class RefusalPolicy:
+    refuse: tuple[str, ...] = ()
+    style: str = ""
+    example_refusal: str = ""
+    max_share: float = 0.2
+
+
+@dataclass(frozen=True)
+class MinHashConfig:
+    enabled: bool = True
+    threshold: float = 0.8
+    num_perm: int = 128
+    ngram: int = 5
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    exact_dedup: bool = True
+    minhash: MinHashConfig = field(default_factory=MinHashConfig)
+    eval_fraction: float = 0.1
+    min_train_rows: int = 1
+    max_reject_share: float = 0.9
+    mix_tolerance: float = 0.15
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    description: str
+    target_pairs: int
+    difficulty_levels: tuple[str, ...]
+    length_bands: tuple[LengthBand, ...]
+    formats: tuple[Format, ...]
+    task_families: tuple[TaskFamily, ...]
+    response_standards: ResponseStandards
+    refusal_policy: RefusalPolicy
+    teacher: Teacher
+    gate: GateConfig
+    path: str
+    hash: str
+    raw: dict = field(repr=False, compare=False)
+
+    def format(self, name: str) -> Format:
+        return next(f for f in self.formats if f.name == name)
+
+    def family(self, name: str) -> TaskFamily:
+        return next(t for t in self.task_families if t.name == name)
+
+    def band(self, name: str) -> LengthBand:
+        return next(b for b in self.length_bands if b.name == name)
+
+
+def _line_index(text: str) -> dict[tuple, int]:
+    """Map each YAML node's path (tuple of keys and indices) to its 1-based line."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                walk(v, path + (k.value,))
+                lines[path + (k.value,)] = k.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, path + (i,))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _fmt_path(path: tuple | list) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    v = err.validator
+    if v == "exclusiveMinimum":
+        return f"must be > {err.validator_value}"
+    if v == "minimum":
+        return f"must be >= {err.validator_value}"
+    if v == "maximum":
+        return f"must be <= {err.validator_value}"
+    if v == "exclusiveMaximum":
+        return f"must be < {err.validator_value}"
+    if v == "required":
+        return err.message.replace("is a required property", "is required")
+    if v == "additionalProperties":
+        return err.message.replace("Additional properties are not allowed", "unknown field(s)")
+    if v == "enum":
+        return f"must be one of {err.validator_value}"
+    return err.message
+
+
+def _error(path: Path, lines: dict[tuple, int], field_path: tuple, msg: str) -> SpecError:
+    line = None
+    probe = tuple(field_path)
+    while line is None and probe is not None:
+        line = lines.get(probe)
+        probe = probe[:-1] if probe else None
+    where = f"{path}:{line}" if line else str(path)
+    return SpecError(f"{where}: {_fmt_path(field_path)}: {msg}")
+
+
+def _cross_checks(doc: dict) -> list[tuple[tuple, str]]:
+    """Checks a JSON Schema cannot express: references between sections, shares summing to 1."""
+    problems: list[tuple[tuple, str]] = []
+    formats = {f["name"] for f in doc["formats"]}
+    bands = {b["name"] for b in doc["length_bands"]}
+    levels = set(doc["difficulty_levels"])
+    for i, b in enumerate(doc["length_bands"]):
+        if b["min_words"] > b["max_words"]:
+            problems.append((("length_bands", i, "min_words"), "must be <= max_words"))
+    for i, f in enumerate(doc["formats"]):
+        if f["kind"] == "json" and "json_schema" not in f:
+            problems.append((("formats", i), "a json format needs json_schema"))
+        if f["kind"] == "label" and "labels" not in f:
+            problems.append((("formats", i), "a label format needs labels"))
+        if "json_schema" in f:
+            try:
+                jsonschema.Draft202012Validator.check_schema(f["json_schema"])
+            except jsonschema.SchemaError as e:
+                problems.append((("formats", i, "json_schema"), f"not a valid JSON Schema: {e.message}"))
+    names = [t["name"] for t in doc["task_families"]]
+    for i, t in enumerate(doc["task_families"]):
+        if names.count(t["name"]) > 1:
+            problems.append((("task_families", i, "name"), f"duplicate task family {t['name']!r}"))
+        for j, f in enumerate(t["formats"]):
+            if f not in formats:
+                problems.append((("task_families", i, "formats", j), f"unknown format {f!r}; known: {sorted(formats)}"))
+        for j, d in enumerate(t.get("difficulties", [])):
+            if d not in levels:
+                problems.append((("task_families", i, "difficulties", j), f"unknown difficulty {d!r}"))
+        if t.get("length_band") is not None and t["length_band"] not in bands:
+            problems.append((("task_families", i, "length_band"), f"unknown length band {t['length_band']!r}"))
+        for j, s in enumerate(t.get("seeds", [])):
+            if s.get("format") is not None and s["format"] not in t["formats"]:
+                problems.append((("task_families", i, "seeds", j, "format"), f"format {s['format']!r} is not one of this family's formats"))
+            if s.get("difficulty") is not None and s["difficulty"] not in levels:
+                problems.append((("task_families", i, "seeds", j, "difficulty"), f"unknown difficulty {s['difficulty']!r}"))
+    total = sum(t["share"] for t in doc["task_families"])
+    if abs(total - 1.0) > 1e-6:
+        problems.append((("task_families",), f"shares must sum to 1 (they sum to {total:g})"))
+    return problems
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read, validate and type a curriculum spec; raise SpecError naming file, line and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read spec: {e.strerror or e}") from None
+    try:
+        doc = yaml.safe_load(text)
+        lines = _line_index(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SpecError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(doc, dict):
+        raise SpecError(f"{path}: a spec is a YAML mapping at the top level")
+    validator = jsonschema.Draft202012Validator(load_schema("spec"))
+    errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        e = errors[0]
+        raise _error(path, lines, tuple(e.absolute_path), _message(e))
+    problems = _cross_checks(doc)
+    if problems:
+        field_path, msg = problems[0]
+        raise _error(path, lines, field_path, msg)
+    return _build(doc, path)
+
+
+def _build(doc: dict[str, Any], path: Path) -> Spec:
+    levels = tuple(doc["difficulty_levels"])
+    bands = tuple(LengthBand(**b) for b in doc["length_bands"])
+    formats = tuple(
+        Format(name=f["name"], kind=f["kind"], description=f.get("description", ""),
+               json_schema=f.get("json_schema"), labels=tuple(f.get("labels", ())))
+        for f in doc["formats"]
+    )
+    families = tuple(
+        TaskFamily(
+            name=t["name"], share=float(t["share"]), description=t["description"],
+            formats=tuple(t["formats"]), difficulties=tuple(t.get("difficulties") or levels),
+            length_band=t.get("length_band") or bands[0].name, refusal=bool(t.get("refusal", False)),
+            seeds=tuple(Seed(**s) for s in t.get("seeds", ())),
+        )
+        for t in doc["task_families"]
+    )
+    rs = doc.get("response_standards", {})
+    rp = doc.get("refusal_policy", {})
+    te = dict(doc.get("teacher", {}))
+    te["sampling"] = Sampling(**te.get("sampling", {}))
+    ga = dict(doc.get("gate", {}))
+    ga["minhash"] = MinHashConfig(**ga.get("minhash", {}))
+    return Spec(
+        name=doc["name"],
+        description=doc.get("description", ""),
+        target_pairs=int(doc.get("target_pairs", 60)),
+        difficulty_levels=levels,
+        length_bands=bands,
+        formats=formats,
+        task_families=families,
+        response_standards=ResponseStandards(
+            tone=rs.get("tone", ""), format_rules=tuple(rs.get("format_rules", ())), system_prompt=rs.get("system_prompt", "")
+        ),
+        refusal_policy=RefusalPolicy(
+            refuse=tuple(rp.get("refuse", ())), style=rp.get("style", ""),
+            example_refusal=rp.get("example_refusal", ""), max_share=float(rp.get("max_share", 0.2)),
+        ),
+        teacher=Teacher(**te),
+        gate=GateConfig(**ga),
+        path=str(path),
+        hash=sha256_json(doc),
+        raw=doc,
+    )
