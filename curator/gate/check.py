@@ -1,0 +1,70 @@
+"""The gate's contract: a check takes the rows still in play and splits them into kept and rejected.
+
+Checks run in order and each sees only what earlier checks kept, so every input row ends in exactly
+one place: the release, or the ledger with the check's name and reason (and, for duplicates, the
+id of the row that was kept instead).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol, TypeVar
+
+from rich.console import Console
+from rich.progress import track
+
+from curator.records import assistant_text
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input record and where it came from."""
+
+    record: Any
+    input: str  # the run directory it was read from
+    line: int  # 1-based line in that run's pairs.jsonl
+    order: int  # position among all gate inputs: ties go to the earliest
+
+    @property
+    def id(self) -> str | None:
+        return self.record.get("id") if isinstance(self.record, dict) else None
+
+    @property
+    def origin(self) -> str:
+        return f"{self.input}/pairs.jsonl:{self.line}"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    row: Row
+    reason: str
+    duplicate_of: str | None = None
+
+
+@dataclass
+class CheckResult:
+    kept: list[Row]
+    rejected: list[Rejection]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Check(Protocol):
+    name: str
+
+    def run(self, rows: list[Row]) -> CheckResult:
+        """Split `rows` into kept and rejected; every row lands in exactly one of the two."""
+        ...
+
+
+def keep_rank(row: Row) -> tuple[int, int]:
+    """The keep rule for duplicates: the longest response wins; on a tie, the earliest input row.
+
+    The row with the smallest rank in a group of duplicates is kept.
+    """
+    return (-len(assistant_text(row.record)), row.order)
+
+
+def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterable[T]:
+    """Iterate with a transient rich progress bar on stderr (silent when stderr is not a terminal)."""
+    return track(items, description=description, total=total, transient=True, console=Console(stderr=True))
