@@ -12,6 +12,7 @@ from typing import Any, Iterable, Protocol, TypeVar
 from rich.console import Console
 from rich.progress import track
 
+from curator.gate.normalize import normalize
 from curator.records import assistant_text
 
 T = TypeVar("T")
@@ -60,11 +61,14 @@ class Check(Protocol):
 def keep_rank(row: Row) -> tuple[int, int]:
     """The keep rule for duplicates: the longest response wins; on a tie, the earliest input row.
 
-    The row with the smallest rank in a group of duplicates is kept.
+    Length is counted on the normalised response, so variants that differ only in case, spacing or
+    punctuation tie. The row with the smallest rank in a group of duplicates is kept.
     """
-    return (-len(assistant_text(row.record)), row.order)
+    return (-len(normalize(assistant_text(row.record))), row.order)
 
 
 def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterable[T]:
     """Iterate with a transient rich progress bar on stderr (silent when stderr is not a terminal)."""
-    return track(items, description=description, total=total, transient=True, console=Console(stderr=True))
+    console = Console(stderr=True)
+    return track(items, description=description, total=total, transient=True, console=console,
+                 disable=not console.is_terminal)

@@ -25,36 +25,42 @@ def prompt_key(record: dict) -> str:
     return sha256_json(normalize(user_text(record)))
 
 
-def _dedup(rows: list[Row], key: Callable[[dict], str], what: str) -> tuple[list[Row], list[Rejection], int]:
-    """Keep one row per key; return kept rows (input order), rejections, and the number of duplicate groups."""
+def _dedup(rows: list[Row], key: Callable[[dict], str]) -> tuple[list[Row], dict[int, Row], int]:
+    """Keep one row per key: the kept rows (input order), each dropped row's keeper by `order`, the group count."""
     groups: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         groups[key(row.record)].append(row)
-    winners, rejected, n_groups = set(), [], 0
+    keeper_of: dict[int, Row] = {}
+    n_groups = 0
     for members in groups.values():
-        keep = min(members, key=keep_rank)
-        winners.add(keep.order)
         if len(members) > 1:
             n_groups += 1
-            for row in members:
-                if row is not keep:
-                    rejected.append(Rejection(row, f"exact_duplicate: same normalised {what} as {keep.id}", keep.id))
-    rejected.sort(key=lambda r: r.row.order)
-    return [r for r in rows if r.order in winners], rejected, n_groups
+            keep = min(members, key=keep_rank)
+            keeper_of.update({row.order: keep for row in members if row is not keep})
+    return [r for r in rows if r.order not in keeper_of], keeper_of, n_groups
 
 
 class ExactDedup:
     name = "exact_dedup"
 
     def run(self, rows: list[Row]) -> CheckResult:
-        kept, pair_rejected, pair_groups = _dedup(rows, pair_key, "pair")
-        kept, prompt_rejected, prompt_groups = _dedup(kept, prompt_key, "prompt")
+        after_pair, pair_keeper, pair_groups = _dedup(rows, pair_key)
+        kept, prompt_keeper, prompt_groups = _dedup(after_pair, prompt_key)
+        rejected = []
+        for row in rows:
+            if row.order in pair_keeper:
+                keep = pair_keeper[row.order]
+                keep = prompt_keeper.get(keep.order, keep)  # name the row that stays, not one dropped later
+                rejected.append(Rejection(row, f"exact_duplicate: same normalised pair as {keep.id}", keep.id))
+            elif row.order in prompt_keeper:
+                keep = prompt_keeper[row.order]
+                rejected.append(Rejection(row, f"exact_duplicate: same normalised prompt as {keep.id}", keep.id))
         stats = {
             "checked": len(rows),
             "pair_groups": pair_groups,
-            "pair_removed": len(pair_rejected),
+            "pair_removed": len(pair_keeper),
             "prompt_groups": prompt_groups,
-            "prompt_removed": len(prompt_rejected),
-            "removed": len(pair_rejected) + len(prompt_rejected),
+            "prompt_removed": len(prompt_keeper),
+            "removed": len(rejected),
         }
-        return CheckResult(kept, pair_rejected + prompt_rejected, stats)
+        return CheckResult(kept, rejected, stats)

@@ -10,9 +10,12 @@ from curator.spec import Spec
 
 
 class SchemaCheck:
-    """Rejects a record that breaks the pair schema, names a family, format or difficulty the spec does
-    not know, carries an id that does not match its messages, or whose response breaks its format or
-    its family's length band. The reason names the field (`schema: messages[1].content: ...`)."""
+    """Rejects a record that breaks the pair schema, has a whitespace-only message, carries an id that
+    does not match its messages, names a family, format or difficulty the spec does not know, or whose
+    response breaks its format or its family's length band.
+
+    The reason names the field: `schema: messages[1].content: '' should be non-empty`.
+    """
 
     name = "schema"
 
@@ -28,6 +31,9 @@ class SchemaCheck:
         if errors:
             return "schema: " + "; ".join(errors)
         assert isinstance(record, dict)
+        blank = [i for i, m in enumerate(record["messages"]) if not m["content"].strip()]
+        if blank:
+            return f"schema: messages[{blank[0]}].content: only whitespace"
         if record["id"] != pair_id(record["messages"]):
             return f"schema: id: {record['id']!r} does not match its messages (expected {pair_id(record['messages'])!r})"
         family = self.families.get(record["task_family"])

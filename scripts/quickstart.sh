@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install, then run the main job end to end on the embedded defaults:
+# generate (gemma-3-270m on llama.cpp) → gate → certified release → LoRA fit on gemma-3-270m → base-vs-tuned eval.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GX_ANALYTICS_ENABLED=False TOKENIZERS_PARALLELISM=false
+SPEC=${SPEC:-specs/starter.yaml}
+STEPS=${STEPS:-6}
+
+curator generate "$SPEC"
+run_dir=$(python -c "import sys; from curator.spec import load_spec; from curator.generate.command import default_run_dir; print(default_run_dir(load_spec(sys.argv[1])))" "$SPEC")
+# exit 1 means a release was written but not certified; trainer fit will then refuse it and say why
+curator gate "$run_dir" --spec "$SPEC" || [ $? -eq 1 ]
+curator releases
+release=$(basename "$(python -c "from curator.release.store import resolve_release; print(resolve_release('latest'))")")
+out="data/training/$release-$(date -u +%Y%m%d-%H%M%S)"
+trainer fit --dataset "$release" --steps "$STEPS" --out "$out"
+trainer eval --model "$out"

@@ -1,0 +1,337 @@
+"""The quality gate on real run directories built from a slice of the real instruct mix, with planted faults."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curator.cli import main
+from curator.errors import CuratorError
+from curator.gate.check import Row
+from curator.gate.checks.near_dedup import NearDedup, choose_bands, jaccard, shingles
+from curator.gate.checks.schema import SchemaCheck
+from curator.gate.normalize import normalize
+from curator.gate.pipeline import run_gate
+from curator.gate.split import eval_count, split
+from curator.records import assistant_text, build_messages, make_pair, pair_id, user_text
+from curator.release.store import read_split, verify_release
+from curator.rundir import RunDir
+from curator.spec import load_spec
+
+MIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"
+TEACHER = "gemma-3-270m"
+
+SPEC = """
+name: gate-test
+description: Three families over real instruct-mix text.
+difficulty_levels: [easy, medium, hard]
+length_bands:
+  - {name: any, min_words: 1, max_words: 400}
+  - {name: short, min_words: 1, max_words: 3}
+formats:
+  - {name: free_text, kind: text}
+  - {name: label, kind: label, labels: [positive, negative]}
+  - name: json_entities
+    kind: json
+    json_schema:
+      type: object
+      required: [names]
+      properties:
+        names: {type: array, items: {type: string}}
+        places: {type: array, items: {type: string}}
+refusal_policy: {max_share: 0.2}
+gate:
+  exact_dedup: true
+  minhash: {threshold: 0.8, num_perm: 128, ngram: 5}
+  eval_fraction: 0.2
+  min_train_rows: 5
+  max_reject_share: 0.5
+  mix_tolerance: 0.15
+task_families:
+  - {name: qa, share: 0.6, description: Word problems., formats: [free_text], length_band: any}
+  - {name: classify, share: 0.3, description: Sentiment labels., formats: [label], length_band: short}
+  - {name: extract, share: 0.1, description: Names and places as JSON., formats: [json_entities], length_band: any}
+"""
+
+PEOPLE = ["Maria", "Tom", "Aiko", "Bruno", "Leila", "Sven", "Nadia", "Omar"]
+PLACES = ["Lisbon", "Oslo", "Kyoto", "Lima", "Accra", "Perth", "Quito", "Riga"]
+FILLER = ("the committee reviewed budgets for schools roads and parks before a long debate about housing "
+          "prices transport links and the future of the harbour district").split()
+
+
+def _mix_rows(source: str, keep, n: int) -> list[dict]:
+    out = []
+    with open(MIX, encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if row["source"] == source and keep(row):
+                out.append(row)
+                if len(out) == n:
+                    break
+    return out
+
+
+def qa_pair(instruction: str, output: str) -> dict:
+    return make_pair(build_messages(instruction, "", output), task_family="qa", format="free_text",
+                     difficulty="medium", source="synthetic", teacher_model=TEACHER)
+
+
+def classify_pair(text: str, label: str) -> dict:
+    return make_pair(build_messages("What sentiment does this review express?", text, label),
+                     task_family="classify", format="label", difficulty="easy", source="imported")
+
+
+def extract_pair(i: int, output: str | None = None) -> dict:
+    rng = random.Random(i)
+    names, places = rng.sample(PEOPLE, 2), rng.sample(PLACES, 2)
+    story = " ".join(rng.sample(FILLER, len(FILLER)))
+    text = f"{names[0]} met {names[1]} in {places[0]} and then {story} before they flew to {places[1]}."
+    output = output or json.dumps({"names": names, "places": places})
+    return make_pair(build_messages("Extract the people and places in the text as JSON.", text, output),
+                     task_family="extract", format="json_entities", difficulty="medium", source="synthetic",
+                     teacher_model=TEACHER)
+
+
+def long_qa() -> list[dict]:
+    """gsm8k word problems with at least 120 words of question plus answer: long enough for near-dup tests."""
+    rows = _mix_rows("gsm8k", lambda r: len((r["instruction"] + " " + r["output"]).split()) >= 120, 30)
+    return [qa_pair(r["instruction"], r["output"]) for r in rows]
+
+
+def classify_rows(n: int) -> list[dict]:
+    rows = _mix_rows("t0", lambda r: r["output"] in ("positive", "negative") and len(r["instruction"].split()) > 40, n)
+    return [classify_pair(r["instruction"], r["output"]) for r in rows]
+
+
+def change_words(text: str, positions: list[int]) -> str:
+    words = text.split(" ")
+    for p in positions:
+        words[p] = words[p] + "x"
+    return " ".join(words)
+
+
+def write_run(path: Path, records: list[dict]) -> RunDir:
+    run = RunDir(path)
+    run.create({"kind": "test", "status": "complete"})
+    for r in records:
+        run.add_pair(r)
+    return run
+
+
+@pytest.fixture()
+def spec(tmp_path):
+    p = tmp_path / "gate-test.yaml"
+    p.write_text(SPEC)
+    return load_spec(p)
+
+
+@pytest.fixture()
+def planted(tmp_path):
+    """Run A: 30 qa, 15 classify, 5 extract, all distinct. Run B: one row of each planted kind."""
+    qa, cls, ext = long_qa(), classify_rows(15), [extract_pair(i) for i in range(5)]
+    base = qa + cls + ext
+    original = qa[0]
+    user, answer = user_text(original), assistant_text(original)
+    exact = qa_pair("  " + user.upper().replace(" ", "   ") + " !!", answer.replace(".", " ."))
+    longer = qa_pair(user_text(qa[3]), assistant_text(qa[3]) + " Checking the arithmetic once more gives the same result.")
+    near = qa_pair(change_words(user_text(qa[1]), [3, 20]), assistant_text(qa[1]))
+    n_words = len(user_text(qa[2]).split(" "))
+    distinct = qa_pair(change_words(user_text(qa[2]), list(range(2, n_words, 7))), assistant_text(qa[2]))
+    empty_answer = qa_pair("Name a prime number larger than one hundred.", "x")
+    empty_answer["messages"][1]["content"] = ""
+    empty_answer["id"] = "0" * 16
+    unknown_family = make_pair(build_messages("Write a haiku about rain.", "", "Soft rain on the roof"),
+                               task_family="poetry", format="free_text", difficulty="easy", source="human")
+    bad_json = extract_pair(99, output='{"names": ["Maria", "Tom"]')
+    run_b = [exact, longer, near, distinct, empty_answer, unknown_family, bad_json]
+    a = write_run(tmp_path / "runs" / "a", base)
+    b = write_run(tmp_path / "runs" / "b", run_b)
+    return {
+        "runs": [a.path, b.path], "qa": qa, "exact": exact, "longer": longer, "near": near,
+        "distinct": distinct, "empty_answer": empty_answer, "unknown_family": unknown_family, "bad_json": bad_json,
+    }
+
+
+def _ledger(release: Path) -> dict[str, dict]:
+    return {r["input"]: r for r in pl.read_parquet(release / "rejected.parquet").to_dicts()}
+
+
+def test_normalize_ignores_case_width_spacing_and_punctuation():
+    assert normalize("  Hello,   WORLD!!\tＦｕｌｌ—width “quotes” ") == "hello world full width quotes"
+    assert normalize("Hello, world") == normalize("hello world") != normalize("hello there world")
+
+
+def test_bands_are_explicit_and_catch_pairs_at_the_threshold():
+    assert choose_bands(128, 0.8) == (16, 8)
+    for num_perm in (32, 64, 256):
+        bands, rows = choose_bands(num_perm, 0.8)
+        assert bands * rows <= num_perm
+        assert 1 - (1 - 0.8**rows) ** bands >= 0.9
+
+
+def test_gate_finds_planted_faults_and_accounts_for_every_row(planted, spec, tmp_path):
+    report = run_gate(planted["runs"], spec, root=tmp_path / "releases")
+    assert report.certified, [v for v in report.manifest["verdicts"] if not v["passed"]]
+    assert report.release.name == "release-v1"
+    manifest = verify_release(report.release)
+    counts = manifest["counts"]
+    assert counts["input"] == 50 + 7
+    assert counts["input"] == counts["kept"] + counts["rejected"] == counts["kept"] + sum(counts["removed"].values())
+    assert counts["train"] + counts["eval"] == counts["kept"] == 51
+    assert counts["removed"] == {"schema": 3, "exact_dedup": 2, "near_dedup": 1}
+
+    train, evals = read_split(report.release, "train"), read_split(report.release, "eval")
+    kept_ids = [r["id"] for r in train + evals]
+    assert len(kept_ids) == len(set(kept_ids)) == 51
+    ledger = _ledger(report.release)
+    assert len(ledger) == 6
+    by_id = {r["id"]: r for r in ledger.values()}
+
+    b = f"{planted['runs'][1]}/pairs.jsonl"
+    exact = ledger[f"{b}:1"]
+    assert (exact["check"], exact["duplicate_of"]) == ("exact_dedup", planted["qa"][0]["id"])
+    assert "same normalised pair" in exact["reason"]
+    # the same prompt with a longer answer wins over the earlier, shorter one
+    assert planted["longer"]["id"] in kept_ids and planted["qa"][3]["id"] not in kept_ids
+    shorter = by_id[planted["qa"][3]["id"]]
+    assert (shorter["check"], shorter["duplicate_of"]) == ("exact_dedup", planted["longer"]["id"])
+    near = ledger[f"{b}:3"]
+    assert (near["check"], near["duplicate_of"]) == ("near_dedup", planted["qa"][1]["id"])
+    assert "Jaccard" in near["reason"]
+    # a pair that shares much of its text but differs enough stays
+    distinct_j = jaccard(shingles(user_text(planted["distinct"]) + "\n" + assistant_text(planted["distinct"]), 5),
+                         shingles(user_text(planted["qa"][2]) + "\n" + assistant_text(planted["qa"][2]), 5))
+    assert 0.2 < distinct_j < 0.8
+    assert planted["distinct"]["id"] in kept_ids and planted["qa"][2]["id"] in kept_ids
+    empty = ledger[f"{b}:5"]
+    assert empty["check"] == "schema" and "messages[1].content" in empty["reason"]
+    assert json.loads(empty["record"])["messages"][1]["content"] == ""
+    assert ledger[f"{b}:6"]["reason"].startswith("spec: task_family: 'poetry'")
+    assert ledger[f"{b}:7"]["reason"].startswith("format: json_entities: json_invalid")
+
+    near_stats = next(c for c in manifest["checks"] if c["name"] == "near_dedup")["stats"]
+    assert near_stats["verified_pairs"] == 1 and near_stats["clusters"] == 1 and near_stats["candidates"] >= 1
+    assert manifest["teacher_models"] == [TEACHER]
+    assert [i["sha256"] for i in manifest["inputs"]] == [RunDir(p).file_hashes() for p in planted["runs"]]
+    assert [i["rows_read"] for i in manifest["inputs"]] == [50, 7]
+    assert manifest["spec"]["sha256"] == spec.hash and manifest["spec"]["name"] == "gate-test"
+    by_family = counts["by_family"]
+    assert {f: n["train"] + n["eval"] for f, n in by_family.items()} == {"qa": 31, "classify": 15, "extract": 5}
+    assert by_family["classify"]["eval"] == eval_count(15, 0.2) == 3
+
+
+def test_near_dedup_merges_only_candidates_verified_at_the_threshold():
+    """Two edits of one long pair, both LSH candidates: J 0.82 is merged, J 0.76 is kept after verification."""
+    original = long_qa()[0]
+    n_words = len(user_text(original).split(" "))
+    check = NearDedup(threshold=0.8, num_perm=128, ngram=5)
+    for step, merged in ((16, True), (12, False)):
+        edited = qa_pair(change_words(user_text(original), list(range(2, n_words, step))), assistant_text(original))
+        j = jaccard(shingles(user_text(original) + "\n" + assistant_text(original), 5),
+                    shingles(user_text(edited) + "\n" + assistant_text(edited), 5))
+        assert (j >= 0.8) is merged
+        result = check.run([Row(original, "run", 1, 0), Row(edited, "run", 2, 1)])
+        assert result.stats["candidates"] == 1
+        assert result.stats["verified_pairs"] == int(merged)
+        assert [r.row.record["id"] for r in result.rejected] == ([edited["id"]] if merged else [])
+        assert [r.duplicate_of for r in result.rejected] == ([original["id"]] if merged else [])
+
+
+def test_schema_check_names_the_field_or_rule_broken(spec):
+    check = SchemaCheck(spec)
+    good = classify_pair("The battery lasts all day and the screen is gorgeous.", "positive")
+    assert check.problem(good) is None
+    tampered = json.loads(json.dumps(good))
+    tampered["messages"][1]["content"] = "negative"
+    assert check.problem(tampered).startswith(f"schema: id: '{good['id']}' does not match its messages")
+    blank_system = classify_pair("Fine.", "positive")
+    blank_system["messages"].insert(0, {"role": "system", "content": "   "})
+    assert check.problem(blank_system) == "schema: messages[0].content: only whitespace"
+    missing = {k: v for k, v in good.items() if k != "format"}
+    assert check.problem(missing) == "schema: (record): 'format' is a required property"
+    hard = make_pair(good["messages"], task_family="classify", format="label", difficulty="expert", source="human")
+    assert check.problem(hard).startswith("spec: difficulty: 'expert' is not in the spec")
+    wordy = classify_pair("Fine.", "positive, because the reviewer liked it")
+    assert check.problem(wordy).startswith("format: label: label_not_allowed")
+    long_label = make_pair(build_messages("Fine.", "", "positive"), task_family="classify", format="free_text",
+                           difficulty="easy", source="human")
+    long_label["messages"][1]["content"] = "positive " * 4
+    long_label["id"] = pair_id(long_label["messages"])
+    assert check.problem(long_label) == "length: length_out_of_band: 4 words, band short is 1-3"
+
+
+def test_split_is_stratified_deterministic_and_never_empties_a_family():
+    records = [{"id": f"{i:016x}", "task_family": fam} for fam, n in (("a", 10), ("b", 2), ("c", 1)) for i in range(n * 100, n * 100 + n)]
+    train, evals = split(records, 0.25)
+    eval_families = [r["task_family"] for r in evals]
+    assert eval_families.count("a") == 3 and eval_families.count("b") == 1 and "c" not in eval_families
+    assert len(train) + len(evals) == len(records)
+    shuffled = records[::-1]
+    assert {r["id"] for r in split(shuffled, 0.25)[1]} == {r["id"] for r in evals}
+    assert eval_count(5, 0.0) == 0 and eval_count(3, 0.99) == 2
+
+
+def test_skewed_mix_gives_a_release_that_is_not_certified(tmp_path, spec, capsys):
+    qa = long_qa()[:20]
+    run = write_run(tmp_path / "runs" / "skewed", qa + classify_rows(2))
+    assert main(["gate", str(run.path), "--spec", spec.path]) == 1
+    out = capsys.readouterr().out
+    assert "NOT certified" in out and "release-v1" in out
+    release = Path(tmp_path / "data" / "releases" / "release-v1")
+    certificate = json.loads((release / "certificate.json").read_text())
+    assert certificate["verdict"] == "not_certified"
+    assert set(certificate["failed_verdicts"]) == {"mix:qa", "mix:classify"}  # qa 0.91 > 0.75, classify 0.09 < 0.15
+    manifest = verify_release(release, require_certified=False)
+    assert manifest["certified"] is False
+
+
+def test_cli_exits_0_on_a_certified_release(planted, spec, capsys):
+    assert main(["gate", *map(str, planted["runs"]), "--spec", spec.path]) == 0
+    out = capsys.readouterr().out
+    assert "certified" in out and "near_dedup" in out and "mix:extract" in out
+
+
+def test_two_gate_runs_make_two_releases_and_never_overwrite(planted, spec, tmp_path):
+    root = tmp_path / "releases"
+    first = run_gate(planted["runs"], spec, root=root)
+    before = {p.name: p.read_bytes() for p in first.release.iterdir()}
+    second = run_gate(planted["runs"][:1], spec, root=root)
+    assert (first.release.name, second.release.name) == ("release-v1", "release-v2")
+    assert {p.name: p.read_bytes() for p in first.release.iterdir()} == before
+    assert verify_release(second.release)["counts"]["input"] == 50
+
+
+def test_a_build_that_fails_midway_leaves_nothing_behind(planted, spec, tmp_path, monkeypatch):
+    root = tmp_path / "releases"
+    real_write = pl.DataFrame.write_parquet
+    calls = []
+
+    def write_then_fail(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_write(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", write_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        run_gate(planted["runs"], spec, root=root)
+    assert len(calls) == 2
+    assert [p.name for p in root.iterdir() if p.name != ".lock"] == []
+
+
+def test_a_directory_without_run_json_is_named(tmp_path, spec):
+    (tmp_path / "not-a-run").mkdir()
+    with pytest.raises(CuratorError, match="not-a-run: not a run directory"):
+        run_gate([tmp_path / "not-a-run"], spec, root=tmp_path / "releases")
+
+
+def test_a_corrupt_pairs_line_is_named(tmp_path, spec):
+    run = write_run(tmp_path / "runs" / "corrupt", [extract_pair(1)])
+    with open(run.path / "pairs.jsonl", "a") as f:
+        f.write("{not json\n")
+    with pytest.raises(CuratorError, match=r"corrupt/pairs.jsonl:2: not valid JSON"):
+        run_gate([run.path], spec, root=tmp_path / "releases")
+    assert not (tmp_path / "releases").exists()
