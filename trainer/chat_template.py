@@ -7,7 +7,7 @@ same template and appends the generation prompt (`<start_of_turn>model\\n`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
@@ -18,7 +18,7 @@ REQUIRED_SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>", "<start_of_turn>", END_OF_
 
 def gemma_chat_template() -> str:
     """The Jinja chat template shipped with the trainer."""
-    return resources.files("trainer").joinpath("templates", "gemma.jinja").read_text(encoding="utf-8")
+    return (Path(__file__).parent / "templates" / "gemma.jinja").read_text(encoding="utf-8")
 
 
 def install_chat_template(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:

@@ -81,5 +81,7 @@ def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     """The model's tokenizer with the Gemma chat template installed (training and eval use the same one)."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token_id is None:
-        raise CuratorError(f"tokenizer in {model_dir} has no pad token")
+        if tokenizer.eos_token_id is None:
+            raise CuratorError(f"tokenizer in {model_dir} has neither a pad nor an eos token to pad with")
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked out of attention and loss
     return install_chat_template(tokenizer)

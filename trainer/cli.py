@@ -1,0 +1,164 @@
+"""`trainer`: fine-tune a base model on a certified release (`fit`), score it against the base (`eval`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from curator import __version__
+from curator.errors import CuratorError
+from curator.paths import data_root
+from curator.release.store import read_split, resolve_release, verify_release
+from trainer.config import add_config_arguments, config_from_args
+
+RUN_FILE = "run.json"
+
+
+def training_root() -> Path:
+    """`<data root>/training/`: one directory per `trainer fit` run."""
+    return data_root() / "training"
+
+
+def _new_run_dir(out: Path | None, release: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = out or training_root() / f"{release}-{stamp}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise CuratorError(f"{run_dir}: run directory exists and is not empty; pass another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from trainer.backends.base import load_backend
+    from trainer.model_card import write_card
+    from trainer.models import resolve_model
+
+    config = config_from_args(args)
+    release = resolve_release(config.dataset)
+    manifest = verify_release(release)
+    certificate = json.loads((release / "certificate.json").read_text())
+    train = read_split(release, "train")
+    if not train:
+        raise CuratorError(f"{release / 'train.parquet'}: the train split is empty")
+    backend = load_backend(config.backend)
+    # Pin `latest` (or `v3`) to the release actually used, so `trainer eval` finds it again.
+    config = replace(config, dataset=str(release) if Path(config.dataset).is_dir() else manifest["release"])
+
+    console = Console(stderr=True)
+    run_dir = _new_run_dir(args.out, manifest["release"])
+    config.save(run_dir / "config.json")
+    console.print(f"training on {manifest['release']} ({len(train)} pairs, certified) into {run_dir}")
+    with console.status("loading model and data"):
+        backend.prepare(config, train, run_dir)
+    progress = Progress(
+        TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(), console=console,
+    )
+    with progress:
+        task = progress.add_task("fit", total=config.steps, loss="")
+        result = backend.fit(lambda row: progress.update(task, advance=1, loss=f"loss {row['loss']:.4f}"))
+    artefacts = backend.save()
+
+    spec = manifest.get("spec", {})
+    run = {
+        "run": run_dir.name,
+        "release": manifest["release"],
+        "release_path": str(release.resolve()),
+        "manifest_sha256": certificate["manifest_sha256"],
+        "spec": {"name": spec.get("name"), "sha256": spec.get("sha256")},
+        "base_model": config.model,
+        "base_model_dir": str(resolve_model(config.model)),
+        "config": config.as_dict(),
+        "fit": asdict(result),
+        "artefacts": artefacts,
+        "tool_version": __version__,
+    }
+    (run_dir / RUN_FILE).write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+    write_card(run_dir, run)
+    console.print(
+        f"done: {result.steps} steps, loss {result.first_loss:.4f} → {result.final_loss:.4f}, "
+        f"{result.trained_tokens} trained tokens in {result.seconds} s"
+    )
+    print(run_dir)
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from trainer.evaluate import evaluate_run, report_table
+    from trainer.model_card import append_eval
+
+    run_dir = Path(args.model)
+    if not (run_dir / "config.json").is_file():
+        raise CuratorError(f"{run_dir}: not a trainer run directory (no config.json)")
+    report = evaluate_run(
+        run_dir,
+        dataset=args.dataset,
+        limit=args.limit,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        console=Console(stderr=True),
+    )
+    append_eval(run_dir, report)
+    Console().print(report_table(report))
+    print(run_dir / "eval.json")
+    return 0
+
+
+def run_backends(args: argparse.Namespace) -> int:
+    from trainer.backends.base import available_backends
+
+    for name, ep in sorted(available_backends().items()):
+        print(f"{name}\t{ep.value}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 (got {value})")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainer", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"instruct-curator {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = sub.add_parser("fit", help="fine-tune a base model (LoRA) on a certified release's train split")
+    add_config_arguments(fit)
+    fit.add_argument("--out", type=Path, help="run directory (default: <data root>/training/<release>-<UTC time>)")
+    fit.set_defaults(func=run_fit)
+
+    ev = sub.add_parser("eval", help="score base vs tuned on a release's eval split, per task family")
+    ev.add_argument("--model", required=True, help="a run directory written by `trainer fit`")
+    ev.add_argument("--dataset", help="release to evaluate on (default: the release the run trained on)")
+    ev.add_argument("--limit", type=_positive_int, help="at most N eval pairs, taken round-robin across families")
+    ev.add_argument("--max-new-tokens", type=_positive_int, default=128)
+    ev.add_argument("--batch-size", type=_positive_int, default=8)
+    ev.set_defaults(func=run_eval)
+
+    backends = sub.add_parser("backends", help="list the installed training backends")
+    backends.set_defaults(func=run_backends)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CuratorError as e:
+        print(f"trainer: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("trainer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

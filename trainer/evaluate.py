@@ -1,0 +1,177 @@
+"""`trainer eval`: greedy answers of the base model and of base + adapter on a release's eval split, scored per family."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from itertools import zip_longest
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from curator.errors import CuratorError
+from curator.release.store import read_split, resolve_release, verify_release
+from curator.spec import Spec, SpecError, _build
+from trainer.backends.sft import ADAPTER_DIR, TOKENIZER_DIR
+from trainer.chat_template import generation_prompt_ids, stop_token_ids
+from trainer.config import TrainConfig
+from trainer.models import load_model, load_tokenizer, pick_device, resolve_model
+from trainer.scoring import METRICS, reference_answer, score_answer
+
+EVAL_FILE = "eval.json"
+
+
+def spec_from_manifest(manifest: dict, release: Path) -> Spec:
+    """The curriculum a release was gated against, rebuilt from `manifest["spec"]["raw"]`."""
+    raw = manifest.get("spec", {}).get("raw")
+    if not isinstance(raw, dict):
+        raise SpecError(f"{release / 'manifest.json'}: spec.raw is missing; cannot score formats without the spec")
+    return _build(raw, Path(manifest["spec"].get("path", release / "manifest.json")))
+
+
+def interleave_families(records: list[dict], limit: int | None) -> list[dict]:
+    """Records taken round-robin across task families (in order of first appearance), cut to `limit`."""
+    by_family: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_family[r["task_family"]].append(r)
+    mixed = [r for group in zip_longest(*by_family.values()) for r in group if r is not None]
+    return mixed if limit is None else mixed[:limit]
+
+
+def prompt_messages(record: dict) -> list[dict]:
+    """The conversation up to (not including) its last assistant turn."""
+    messages = record["messages"]
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last]
+
+
+@torch.inference_mode()
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    progress: Progress,
+    label: str,
+) -> list[str]:
+    """Greedy continuations of token-id prompts, left-padded in batches; special tokens dropped."""
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=stop_token_ids(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    device = next(model.parameters()).device
+    answers: list[str] = []
+    task = progress.add_task(label, total=len(prompts))
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        padded = tokenizer.pad({"input_ids": chunk}, padding_side="left", return_tensors="pt").to(device)
+        out = model.generate(**padded, generation_config=config)
+        new_tokens = out[:, padded["input_ids"].shape[1] :]
+        answers += [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        progress.advance(task, len(chunk))
+    return answers
+
+
+def _means(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {m: round(sum(r[m] for r in rows) / len(rows), 4) for m in METRICS}
+
+
+def summarise(samples: list[dict]) -> tuple[dict, dict]:
+    """Mean of each metric per family and overall, for base and tuned."""
+    by_family: dict[str, list[dict]] = defaultdict(list)
+    for s in samples:
+        by_family[s["task_family"]].append(s)
+
+    def block(group: list[dict]) -> dict:
+        return {
+            "n": len(group),
+            "base": _means([s["base"]["scores"] for s in group]),
+            "tuned": _means([s["tuned"]["scores"] for s in group]),
+        }
+
+    return {f: block(g) for f, g in sorted(by_family.items())}, block(samples)
+
+
+def evaluate_run(
+    run_dir: Path,
+    *,
+    dataset: str | None,
+    limit: int | None,
+    max_new_tokens: int,
+    batch_size: int,
+    console: Console,
+) -> dict:
+    """Generate, score and return the report (also written to `<run_dir>/eval.json`)."""
+    config = TrainConfig.load(run_dir / "config.json")
+    release = resolve_release(dataset or config.dataset)
+    manifest = verify_release(release)
+    spec = spec_from_manifest(manifest, release)
+    records = interleave_families(read_split(release, "eval"), limit)
+    if not records:
+        raise CuratorError(f"{release / 'eval.parquet'}: the eval split is empty")
+
+    torch.manual_seed(config.seed)
+    device = pick_device()
+    tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)
+    model = PeftModel.from_pretrained(load_model(resolve_model(config.model), device), run_dir / ADAPTER_DIR)
+    model.eval()
+    prompts = [generation_prompt_ids(tokenizer, prompt_messages(r)) for r in records]
+    with Progress(console=console, transient=True) as progress:
+        with model.disable_adapter():
+            base = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                    batch_size=batch_size, progress=progress, label="base")
+        tuned = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                 batch_size=batch_size, progress=progress, label="tuned")
+
+    samples = [
+        {
+            "id": r["id"],
+            "task_family": r["task_family"],
+            "format": r["format"],
+            "reference": reference_answer(r),
+            "base": {"answer": b, "scores": score_answer(b, r, spec)},
+            "tuned": {"answer": t, "scores": score_answer(t, r, spec)},
+        }
+        for r, b, t in zip(records, base, tuned)
+    ]
+    families, overall = summarise(samples)
+    report = {
+        "run": run_dir.name,
+        "release": manifest["release"],
+        "base_model": config.model,
+        "records": len(records),
+        "limit": limit,
+        "max_new_tokens": max_new_tokens,
+        "metrics": list(METRICS),
+        "families": families,
+        "overall": overall,
+        "samples": samples,
+    }
+    (run_dir / EVAL_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return report
+
+
+def report_table(report: dict) -> Table:
+    """Base vs tuned, one row per task family and one for all."""
+    table = Table(title=f"{report['run']} on {report['release']} eval ({report['records']} pairs): base → tuned")
+    table.add_column("family")
+    table.add_column("n", justify="right")
+    for m in report["metrics"]:
+        table.add_column(m, justify="right")
+    rows = list(report["families"].items()) + [("all", report["overall"])]
+    for family, scores in rows:
+        cells = []
+        for m in report["metrics"]:
+            b, t = scores["base"][m], scores["tuned"][m]
+            colour = "green" if t > b else "red" if t < b else "white"
+            cells.append(f"{b:.2f} → [{colour}]{t:.2f}[/]")
+        table.add_row(family, str(scores["n"]), *cells, end_section=family == rows[-2][0])
+    return table

@@ -1,0 +1,92 @@
+"""The run's model card (`README.md`): what was trained on what, and, after `trainer eval`, how it scores."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CARD_FILE = "README.md"
+EVAL_MARKER = "<!-- trainer eval -->"
+
+
+def render_card(run: dict) -> str:
+    """Markdown for a finished run; `run` is the content of the run's `run.json`."""
+    fit, data, config = run["fit"], run["fit"]["data_stats"], run["config"]
+    spec = run["spec"]
+    return f"""---
+base_model: {run["base_model"]}
+library_name: peft
+tags: [lora, sft, instruct-curator]
+datasets: [{run["release"]}]
+---
+# {run["run"]}
+
+A LoRA adapter for **{run["base_model"]}**, trained by instruct-curator's `{config["backend"]}` backend
+on the certified release **{run["release"]}**.
+
+| | |
+|---|---|
+| Base model | `{run["base_model"]}` (loaded from `{run["base_model_dir"]}`) |
+| Release | `{run["release"]}` ({data["records"]} train pairs) |
+| Certificate: manifest sha256 | `{run["manifest_sha256"]}` |
+| Spec | `{spec["name"]}` (sha256 `{spec["sha256"]}`) |
+| Steps | {fit["steps"]} × batch {config["batch_size"]} × up to {config["max_seq_len"]} tokens |
+| Loss | first {fit["first_loss"]:.4f}, final {fit["final_loss"]:.4f} |
+| Tokens seen / trained on | {fit["tokens"]} / {fit["trained_tokens"]} |
+| LoRA | r {config["lora_r"]}, alpha {config["lora_alpha"]}, dropout {config["lora_dropout"]}, all linear projections ({fit["trainable_params"]:,} trainable parameters) |
+| Device, dtype | {fit["device"]}, {fit["dtype"]} |
+| Time | {fit["seconds"]} s |
+
+Train records: {data["records"]}; used {data["used"]}; truncated to max_seq_len {data["truncated"]};
+dropped because truncation left no answer tokens {data["dropped_no_answer_tokens"]}.
+
+Loss is computed on assistant tokens only (each answer and its `<end_of_turn>`), with Gemma's turn
+format as the chat template; the same template is saved in `tokenizer/` and used by `trainer eval`.
+
+## Files
+
+- `adapter/`: the LoRA adapter (peft)
+- `tokenizer/`: the tokenizer with its chat template
+- `config.json`: the resolved training settings
+- `metrics.jsonl`: one line per step (loss, lr, grad_norm, tokens, trained_tokens, seconds)
+- `run.json`: this card's facts, machine-readable
+
+## Settings
+
+```json
+{json.dumps(config, indent=2, sort_keys=True)}
+```
+"""
+
+
+def render_eval(report: dict) -> str:
+    """Markdown section for an eval report (base vs tuned, per task family)."""
+    metrics = report["metrics"]
+    lines = [
+        EVAL_MARKER,
+        "## Evaluation",
+        "",
+        f"Greedy answers to {report['records']} pairs of the eval split of `{report['release']}` "
+        f"(max {report['max_new_tokens']} new tokens); each cell is base → tuned.",
+        "",
+        "| family | n | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
+    rows = list(report["families"].items()) + [("**all**", report["overall"])]
+    for family, scores in rows:
+        cells = [f"{scores['base'][m]:.2f} → {scores['tuned'][m]:.2f}" for m in metrics]
+        lines.append(f"| {family} | {scores['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_card(run_dir: Path, run: dict) -> Path:
+    path = run_dir / CARD_FILE
+    path.write_text(render_card(run), encoding="utf-8")
+    return path
+
+
+def append_eval(run_dir: Path, report: dict) -> Path:
+    """Add (or replace, on a re-run) the evaluation section at the end of the card."""
+    path = run_dir / CARD_FILE
+    card = path.read_text(encoding="utf-8").split(EVAL_MARKER)[0].rstrip("\n")
+    path.write_text(card + "\n\n" + render_eval(report), encoding="utf-8")
+    return path
