@@ -110,9 +110,54 @@ class MinHashConfig:
 
 
 @dataclass(frozen=True)
+class ContentDefectsConfig:
+    enabled: bool = True
+    language: str | None = "en"  # expected response language; None skips the language check
+
+
+@dataclass(frozen=True)
+class PIIConfig:
+    enabled: bool = True
+    action: str = "reject"  # reject | redact
+    kinds: tuple[str, ...] = ("email", "phone", "credit_card", "national_id", "ip_address")
+
+
+@dataclass(frozen=True)
+class DecontaminationConfig:
+    enabled: bool = True
+    ngram: int = 13
+    eval_files: tuple[str, ...] = ()  # JSONL evaluation sets, relative to the spec's directory
+    check_response: bool = True
+    boilerplate_rows: int = 50  # an eval n-gram in this many rows or more is template text, ignored
+
+
+@dataclass(frozen=True)
+class SemanticDedupConfig:
+    enabled: bool = False
+    backend: str = "model2vec"  # minilm | model2vec
+    threshold: float = 0.95
+    verify: bool = True  # model2vec candidates re-scored by the full MiniLM before they count
+    approximate_above: int = 100000  # rows past which the search uses a faiss IVF index
+
+
+@dataclass(frozen=True)
+class ScreeningConfig:
+    enabled: bool = True
+    skew_tolerance: float = 3.0  # largest allowed ratio between paired demographic term counts
+    min_terms: int = 20  # fewer mentions than this in a pair of groups: no skew verdict
+    reject_counterfactual_flips: bool = False
+    reject_unexpected_refusals: bool = False
+
+
+@dataclass(frozen=True)
 class GateConfig:
     exact_dedup: bool = True
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
+    content_defects: ContentDefectsConfig = field(default_factory=ContentDefectsConfig)
+    pii: PIIConfig = field(default_factory=PIIConfig)
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
+    semantic_dedup: SemanticDedupConfig = field(default_factory=SemanticDedupConfig)
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig)
     eval_fraction: float = 0.1
     min_train_rows: int = 1
     max_reject_share: float = 0.9
@@ -295,6 +340,16 @@ def _build(doc: dict[str, Any], path: Path) -> Spec:
     te["sampling"] = Sampling(**te.get("sampling", {}))
     ga = dict(doc.get("gate", {}))
     ga["minhash"] = MinHashConfig(**ga.get("minhash", {}))
+    ga["content_defects"] = ContentDefectsConfig(**ga.get("content_defects", {}))
+    pii = dict(ga.get("pii", {}))
+    if "kinds" in pii:
+        pii["kinds"] = tuple(pii["kinds"])
+    ga["pii"] = PIIConfig(**pii)
+    deco = dict(ga.get("decontamination", {}))
+    deco["eval_files"] = tuple(str((path.parent / f).resolve()) for f in deco.get("eval_files", ()))
+    ga["decontamination"] = DecontaminationConfig(**deco)
+    ga["semantic_dedup"] = SemanticDedupConfig(**ga.get("semantic_dedup", {}))
+    ga["screening"] = ScreeningConfig(**ga.get("screening", {}))
     return Spec(
         name=doc["name"],
         description=doc.get("description", ""),

@@ -1,0 +1,194 @@
+"""Bias and refusal screening: figures for the gate report, and optional rejections.
+
+Demographic terms. Small lexicons of single words (below, `LEXICONS`), matched on normalised words
+(`curator.gate.normalize`) of the user text and, separately, of the response, for five categories:
+gender, ethnicity, religion, nationality and age. Counts are per group ("male", "female", ...).
+Skew is given for the paired groups (`SKEW_PAIRS`: male/female, young/old) as the larger count over
+the smaller (the smaller counted as at least 1); when a pair has at least `min_terms` mentions and
+its skew exceeds `skew_tolerance` it is reported as out of tolerance. Lexicon words are ambiguous
+("black" the colour, "her" possessive or object), so the figures are a screen, not a measurement.
+
+Refusals (`is_refusal`): the first 300 characters of the response match a refusal phrase: "I can't /
+cannot / won't / will not / am unable to / am not able to" + help/assist/provide/..., "I'm sorry, but",
+"I apologize, but", "As an AI", "I must decline", "I'm not comfortable", "I can't help/do that".
+
+Refusal consistency: a refusal in a family the spec does not mark `refusal: true` is an unexpected
+refusal (rejected with `reject_unexpected_refusals`); an answer in a refusal family is counted as a
+missing refusal (reported only).
+
+Counterfactual consistency: user texts that become identical when every lexicon word is replaced by
+its category (he/she -> <gender>, christian/muslim -> <religion>) form a counterfactual group. A
+group whose rows are partly refused and partly answered flips; the rows on the minority side (the
+refused ones on a tie) are flagged, naming a row of the other side (rejected with
+`reject_counterfactual_flips`).
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+
+from curator.gate.check import CheckResult, Rejection, Row
+from curator.gate.normalize import normalize
+from curator.records import assistant_text, user_text
+from curator.spec import ScreeningConfig, Spec
+
+LEXICONS: dict[str, dict[str, frozenset[str]]] = {
+    "gender": {
+        "male": frozenset("he him his himself man men boy boys father fathers son sons brother brothers husband "
+                          "husbands king kings mr gentleman gentlemen male males boyfriend uncle nephew grandfather "
+                          "dad".split()),
+        "female": frozenset("she her hers herself woman women girl girls mother mothers daughter daughters sister "
+                            "sisters wife wives queen queens mrs ms lady ladies female females girlfriend aunt niece "
+                            "grandmother mom".split()),
+    },
+    "ethnicity": {
+        "black": frozenset("black blacks".split()),
+        "white": frozenset("white whites caucasian caucasians".split()),
+        "asian": frozenset("asian asians".split()),
+        "hispanic": frozenset("hispanic hispanics latino latinos latina latinas".split()),
+        "arab": frozenset("arab arabs".split()),
+        "indigenous": frozenset("indigenous aboriginal".split()),
+    },
+    "religion": {
+        "christian": frozenset("christian christians christianity catholic catholics protestant".split()),
+        "muslim": frozenset("muslim muslims islam islamic".split()),
+        "jewish": frozenset("jewish jew jews judaism".split()),
+        "hindu": frozenset("hindu hindus hinduism".split()),
+        "buddhist": frozenset("buddhist buddhists buddhism".split()),
+        "sikh": frozenset("sikh sikhs sikhism".split()),
+        "atheist": frozenset("atheist atheists atheism".split()),
+    },
+    "nationality": {
+        name: frozenset({name}) for name in
+        "american british chinese indian mexican russian german french japanese nigerian brazilian canadian "
+        "italian spanish korean iranian pakistani irish australian egyptian".split()
+    },
+    "age": {
+        "young": frozenset("young youth teen teens teenager teenagers child children kid kids millennial "
+                           "millennials".split()),
+        "old": frozenset("old elderly senior seniors retiree retirees boomer boomers aged".split()),
+    },
+}
+SKEW_PAIRS = (("gender", "male", "female"), ("age", "young", "old"))
+GROUP_OF = {word: (category, group) for category, groups in LEXICONS.items()
+            for group, words in groups.items() for word in words}
+REFUSAL = re.compile(
+    r"\bI\s*(?:can ?not|can't|can’t|won't|won’t|will not|am unable to|'m unable to|am not able to|'m not able to)\s+"
+    r"(?:help|assist|provide|do|comply|create|write|give|share|support|fulfil|fulfill|generate|answer)"
+    r"|\bI(?:'m| am)\s+sorry,?\s+but\b|\bI apologi[sz]e,?\s+but\b|\bas an ai\b|\bI must (?:decline|refuse)\b"
+    r"|\bI(?:'m| am) not comfortable\b",
+    re.IGNORECASE,
+)
+
+
+def is_refusal(response: str) -> bool:
+    """Whether a response opens as a refusal (see the module docstring for the rules)."""
+    return bool(REFUSAL.search(response[:300].replace("’", "'")))
+
+
+def term_counts(texts: list[str]) -> dict[str, dict[str, int]]:
+    counts: dict[str, Counter[str]] = {category: Counter() for category in LEXICONS}
+    for text in texts:
+        for word in normalize(text).split():
+            if word in GROUP_OF:
+                category, group = GROUP_OF[word]
+                counts[category][group] += 1
+    return {category: {g: c.get(g, 0) for g in LEXICONS[category]} for category, c in counts.items()}
+
+
+def counterfactual_key(text: str) -> tuple[str, bool]:
+    """The user text with each lexicon word replaced by its category; and whether any was replaced."""
+    words = normalize(text).split()
+    masked = [f"<{GROUP_OF[w][0]}>" if w in GROUP_OF else w for w in words]
+    return " ".join(masked), masked != words
+
+
+class Screening:
+    name = "screening"
+
+    def __init__(self, config: ScreeningConfig, refusal_families: frozenset[str] = frozenset(),
+                 refusal_max_share: float | None = None):
+        self.config = config
+        self.refusal_families = refusal_families
+        self.refusal_max_share = refusal_max_share
+
+    @classmethod
+    def from_spec(cls, spec: Spec) -> "Screening":
+        families = frozenset(t.name for t in spec.task_families if t.refusal)
+        return cls(spec.gate.screening, families, spec.refusal_policy.max_share)
+
+    def _skews(self, counts: dict[str, dict[str, int]]) -> dict[str, dict]:
+        out = {}
+        for category, a, b in SKEW_PAIRS:
+            ca, cb = counts[category][a], counts[category][b]
+            ratio = max(ca, cb) / max(1, min(ca, cb))
+            judged = ca + cb >= self.config.min_terms
+            out[f"{a}_vs_{b}"] = {a: ca, b: cb, "ratio": round(ratio, 3), "judged": judged,
+                                  "within_tolerance": (ratio <= self.config.skew_tolerance) if judged else None}
+        return out
+
+    def run(self, rows: list[Row]) -> CheckResult:
+        users = [user_text(r.record) for r in rows]
+        responses = [assistant_text(r.record) for r in rows]
+        refused = [is_refusal(t) for t in responses]
+        families = [r.record.get("task_family") for r in rows]
+
+        unexpected = {i for i, f in enumerate(families) if refused[i] and f not in self.refusal_families}
+        missing = [i for i, f in enumerate(families) if not refused[i] and f in self.refusal_families]
+
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, text in enumerate(users):
+            key, masked = counterfactual_key(text)
+            if masked:
+                groups[key].append(i)
+        flips: dict[int, int] = {}  # flagged row -> a row on the other side
+        n_groups = n_flipping = 0
+        for members in groups.values():
+            if len({normalize(users[i]) for i in members}) < 2:
+                continue
+            n_groups += 1
+            yes = [i for i in members if refused[i]]
+            no = [i for i in members if not refused[i]]
+            if yes and no:
+                n_flipping += 1
+                flagged, other = (yes, no) if len(yes) <= len(no) else (no, yes)
+                flips.update({i: other[0] for i in flagged})
+
+        rejected_reason: dict[int, str] = {}
+        if self.config.reject_unexpected_refusals:
+            for i in unexpected:
+                rejected_reason[i] = (f"screening:unexpected_refusal: refusal in family {families[i]!r}, "
+                                      "which the spec does not mark refusal")
+        if self.config.reject_counterfactual_flips:
+            for i, j in flips.items():
+                side = "refused" if refused[i] else "answered"
+                rejected_reason.setdefault(i, f"screening:counterfactual_flip: {side} while {rows[j].id} "
+                                              "(the same request with other demographic terms) was not")
+
+        by_family = Counter(f for i, f in enumerate(families) if refused[i])
+        user_counts, response_counts = term_counts(users), term_counts(responses)
+        stats = {
+            "checked": len(rows),
+            "demographic_terms": {"user": user_counts, "response": response_counts},
+            "skew": {"user": self._skews(user_counts), "response": self._skews(response_counts)},
+            "skew_tolerance": self.config.skew_tolerance,
+            "refusals": {
+                "total": sum(refused),
+                "share": round(sum(refused) / len(rows), 4) if rows else 0.0,
+                "max_share": self.refusal_max_share,
+                "by_family": dict(by_family),
+                "unexpected": len(unexpected),
+                "unexpected_ids": [rows[i].id for i in sorted(unexpected)],
+                "missing_in_refusal_families": len(missing),
+            },
+            "counterfactual": {
+                "groups": n_groups,
+                "flipping_groups": n_flipping,
+                "flagged": len(flips),
+                "flagged_ids": [rows[i].id for i in sorted(flips)],
+            },
+            "removed": len(rejected_reason),
+        }
+        kept = [r for i, r in enumerate(rows) if i not in rejected_reason]
+        rejected = [Rejection(rows[i], rejected_reason[i]) for i in sorted(rejected_reason)]
+        return CheckResult(kept, rejected, stats)
