@@ -88,10 +88,13 @@ class RunDir:
         return read_jsonl(self.path / "failed.jsonl")
 
     def counts(self) -> dict[str, int]:
+        """Rows per outcome; a failed plan slot that a rerun later filled counts only once, where it ended."""
+        pairs, quarantined = list(self.pairs()), list(self.quarantined())
+        settled = {r["provenance"].get("plan_slot") for r in pairs} | {q.get("plan_slot") for q in quarantined}
         return {
-            "accepted": sum(1 for _ in self.pairs()),
-            "quarantined": sum(1 for _ in self.quarantined()),
-            "failed": sum(1 for _ in self.failed()),
+            "accepted": len(pairs),
+            "quarantined": len(quarantined),
+            "failed": len({f["plan_slot"] for f in self.failed()} - settled),
         }
 
     def file_hashes(self) -> dict[str, str]:

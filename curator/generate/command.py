@@ -1,0 +1,190 @@
+"""`curator generate SPEC`: synthetic pairs from a curriculum spec through an OpenAI-compatible teacher.
+
+The default run directory, `<data>/runs/<spec name>-<spec hash[:8]>`, is the same for the same spec, so rerunning
+the command resumes: slots already accepted or quarantined are skipped, failed ones are retried, and replies
+already paid for come from the response cache. Without a base URL (spec or `--base-url`) the embedded
+gemma-3-270m server is started for the run and stopped at its end.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.table import Table
+
+from curator.embedded_models import cache_dir
+from curator.errors import CuratorError
+from curator.generate.plan import Slot, plan
+from curator.generate.runner import pending_slots, run_plan, session_record, summarize
+from curator.paths import runs_root
+from curator.records import now_iso
+from curator.rundir import RunDir
+from curator.spec import Spec, load_spec
+from curator.teacher.client import ResponseCache, TeacherClient, TeacherError
+from curator.teacher.embedded import embedded_teacher
+
+PLACEHOLDER_API_KEY = "sk-no-key"  # for servers without auth (the embedded one, most local ones)
+RESUME_KEYS = ("spec_hash", "planned_pairs", "teacher_model", "teacher_mode")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate synthetic pairs from a curriculum spec", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", help="curriculum spec (YAML)")
+    p.add_argument("--out", help="run directory (default: <data>/runs/<spec name>-<spec hash[:8]>)")
+    p.add_argument("--pairs", type=positive_int, help="pairs to plan (default: the spec's target_pairs)")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://host:8000/v1 (default: spec, else embedded)")
+    p.add_argument("--model", help="teacher model name (default: the spec's teacher.model)")
+    p.add_argument("--max-in-flight", type=positive_int, help="concurrent teacher requests (default: the spec's)")
+    p.add_argument("--cache", help="response cache file (default: <cache dir>/teacher-responses.sqlite)")
+    p.set_defaults(func=run)
+
+
+def with_overrides(spec: Spec, args: argparse.Namespace) -> Spec:
+    changes = {
+        "base_url": args.base_url, "model": args.model, "max_in_flight": args.max_in_flight,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return dataclasses.replace(spec, teacher=dataclasses.replace(spec.teacher, **changes)) if changes else spec
+
+
+def run_meta(spec: Spec, slots: list[Slot]) -> dict[str, Any]:
+    t = spec.teacher
+    return {
+        "kind": "generate",
+        "spec_name": spec.name, "spec_path": spec.path, "spec_hash": spec.hash,
+        "planned_pairs": len(slots),
+        "teacher_model": t.model, "teacher_mode": t.mode,
+        "teacher": {
+            "base_url": t.base_url or "embedded", "api_key_env": t.api_key_env, "max_in_flight": t.max_in_flight,
+            "max_attempts": t.max_attempts, "timeout_s": t.timeout_s, "sampling": t.sampling.as_dict(),
+        },
+        "created_at": now_iso(),
+        "sessions": [],
+    }
+
+
+def open_run(run_dir: RunDir, spec: Spec, slots: list[Slot]) -> dict[str, Any]:
+    """Create the run directory, or reopen it after checking it was made by the same spec, plan and teacher."""
+    fresh = run_meta(spec, slots)
+    if not run_dir.exists():
+        run_dir.create(fresh)
+        return fresh
+    meta = run_dir.read_meta()
+    if meta.get("kind") != "generate":
+        raise CuratorError(f"{run_dir.meta_path}: not a generate run (kind {meta.get('kind')!r}); pick another --out")
+    for key in RESUME_KEYS:
+        if meta.get(key) != fresh[key]:
+            raise CuratorError(
+                f"{run_dir.meta_path}: {key} is {meta.get(key)!r} there but {fresh[key]!r} now; "
+                "resume with the same spec, --pairs and --model, or pick another --out"
+            )
+    run_dir.create({**meta, "teacher": fresh["teacher"]})  # repairs torn tails, keeps history
+    return run_dir.read_meta()
+
+
+@contextmanager
+def teacher_endpoint(spec: Spec, run_dir: RunDir) -> Iterator[tuple[str, str]]:
+    """(base URL, API key): the spec's endpoint with the key from its env var, or the embedded server."""
+    t = spec.teacher
+    if t.base_url:
+        yield t.base_url, os.environ.get(t.api_key_env) or PLACEHOLDER_API_KEY
+        return
+    with embedded_teacher(t.model, run_dir.path / "teacher-server.log") as base_url:
+        yield base_url, PLACEHOLDER_API_KEY
+
+
+async def generate(spec: Spec, slots: list[Slot], client: TeacherClient, run_dir: RunDir, outcomes: Counter[str]) -> None:
+    """Check the teacher answers, then run the plan; `outcomes` counts what this session wrote."""
+    try:
+        try:
+            await client.check_reachable()
+        except TeacherError as e:
+            hint = f" (is ${spec.teacher.api_key_env} set?)" if "HTTP 401" in str(e) or "HTTP 403" in str(e) else ""
+            raise CuratorError(f"{e}{hint}") from None
+        await run_plan(spec, slots, client, run_dir, outcomes)
+    finally:
+        await client.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan, (re)open the run directory, run the pending slots, write the summary; 1 when every attempt failed."""
+    spec = with_overrides(load_spec(args.spec), args)
+    slots = plan(spec, args.pairs)
+    run_dir = RunDir(Path(args.out) if args.out else runs_root() / f"{spec.name}-{spec.hash[:8]}")
+    meta = open_run(run_dir, spec, slots)
+    started, started_at = time.monotonic(), now_iso()
+    outcomes: Counter[str] = Counter()
+    client: TeacherClient | None = None
+    try:
+        if pending_slots(slots, run_dir):  # nothing pending: no teacher is started or asked
+            t = spec.teacher
+            with teacher_endpoint(spec, run_dir) as (base_url, api_key):
+                cache = ResponseCache(args.cache or cache_dir() / "teacher-responses.sqlite")
+                client = TeacherClient(base_url, api_key, max_in_flight=t.max_in_flight, max_attempts=t.max_attempts,
+                                       timeout_s=t.timeout_s, cache=cache)
+                try:
+                    asyncio.run(generate(spec, slots, client, run_dir, outcomes))
+                finally:
+                    cache.close()
+    finally:
+        meta = write_summary(run_dir, meta, slots, session_record(started, started_at, outcomes, client))
+    print_summary(meta, run_dir)
+    attempted = sum(outcomes.values())
+    return 1 if attempted and outcomes["failed"] == attempted else 0
+
+
+def write_summary(run_dir: RunDir, meta: dict[str, Any], slots: list[Slot], session: dict[str, Any]) -> dict[str, Any]:
+    """run.json: what made the run, per-session usage, totals, and counts per outcome and per cell."""
+    sessions = meta.get("sessions", []) + [session]
+    usage: Counter[str] = Counter()
+    for s in sessions:
+        usage.update(s["usage"])
+    meta = {
+        **meta, **summarize(slots, run_dir),
+        "sessions": sessions,
+        "usage": dict(usage),
+        "elapsed_s": round(sum(s["elapsed_s"] for s in sessions), 3),
+        "updated_at": now_iso(),
+    }
+    run_dir.write_meta(meta)
+    return meta
+
+
+def print_summary(meta: dict[str, Any], run_dir: RunDir) -> None:
+    table = Table(title=f"curator generate: {meta['spec_name']} -> {run_dir.path}")
+    for col in ("cell", "target", "accepted", "quarantined", "failed"):
+        table.add_column(col, justify="left" if col == "cell" else "right")
+    for cell, c in meta["cells"].items():
+        table.add_row(cell, str(c["target"]), str(c["accepted"]), str(c["quarantined"]), str(c["failed"]))
+    n = meta["counts"]
+    table.add_row("total", str(n["planned"]), str(n["accepted"]), str(n["quarantined"]), str(n["failed"]), style="bold")
+    console = Console()
+    console.print(table)
+    last = meta["sessions"][-1]
+    u = last["usage"]
+    console.print(
+        f"this session: {u.get('requests', 0)} requests ({u.get('retries', 0)} retries, {u.get('cache_hits', 0)} from cache), "
+        f"{u.get('prompt_tokens', 0)}+{u.get('completion_tokens', 0)} tokens, {last['elapsed_s']:.1f}s"
+    )
+    if meta["quarantine_reasons"]:
+        console.print("quarantined: " + ", ".join(f"{k} {v}" for k, v in meta["quarantine_reasons"].items()))
+    if n["failed"]:
+        console.print(f"[red]{n['failed']} slot(s) failed[/]; rerun the same command to retry them")
+    if n["pending"]:
+        console.print(f"{n['pending']} slot(s) not done yet; rerun the same command to resume")

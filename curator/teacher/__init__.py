@@ -1,0 +1,1 @@
+"""The teacher: an OpenAI-compatible model that writes synthetic pairs (the embedded llama.cpp server by default)."""

@@ -1,0 +1,248 @@
+"""Async client for an OpenAI-compatible teacher: completion or chat mode, bounded concurrency, counted retries,
+and an on-disk response cache so that a rerun never pays twice for the same request.
+
+Retries: 408, 409, 429, 5xx, timeouts and connection errors, up to `max_attempts` tries in all, sleeping
+`Retry-After` when the server sends it, else exponential backoff with full jitter. The SDK's own retries are
+off (`max_retries=0`) so every retry is ours and counted.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sqlite3
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from curator.hashing import sha256_json
+
+RETRYABLE_STATUS = {408, 409, 429}
+REQUESTS_PER_POOL = 32  # httpx's connection pool does O(pool size) work per request: shard big concurrency
+
+
+class TeacherError(Exception):
+    """A request that failed for good (attempts used up or not retryable); the message is the reason."""
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """One request, exactly as sent; its sha256 is the cache key and the pair's `prompt_hash`."""
+
+    model: str
+    sampling: dict[str, Any]
+    prompt: str | None = None
+    messages: tuple[dict[str, str], ...] | None = None
+    stop: tuple[str, ...] = ()
+
+    @property
+    def mode(self) -> str:
+        return "chat" if self.messages is not None else "completion"
+
+    def payload(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, **self.sampling}
+        if self.mode == "chat":
+            body["messages"] = [dict(m) for m in self.messages]
+        else:
+            body["prompt"] = self.prompt
+        if self.stop:
+            body["stop"] = list(self.stop)
+        return body
+
+    @cached_property
+    def key(self) -> str:
+        return sha256_json({"mode": self.mode, **self.payload()})
+
+
+@dataclass(frozen=True)
+class TeacherReply:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+
+
+@dataclass
+class TeacherStats:
+    """What the teacher cost: HTTP requests sent, retries among them, requests that failed for good, tokens."""
+
+    requests: int = 0
+    retries: int = 0
+    failures: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class ResponseCache:
+    """Replies keyed by request sha256 in a SQLite file (WAL, safe for several processes)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per reply; a crash loses at most the last few
+        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL, created_at TEXT NOT NULL)")
+
+    def get(self, key: str) -> TeacherReply | None:
+        row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
+        return TeacherReply(**{**json.loads(row[0]), "cached": True}) if row else None
+
+    def put(self, key: str, reply: TeacherReply) -> None:
+        record = {k: v for k, v in asdict(reply).items() if k != "cached"}
+        self._db.execute(
+            "INSERT OR REPLACE INTO replies VALUES (?, ?, ?)",
+            (key, json.dumps(record, ensure_ascii=False), datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def retry_after_s(error: openai.APIStatusError) -> float | None:
+    """The server's `Retry-After` (or `retry-after-ms`) in seconds, if it sent a usable one."""
+    headers = error.response.headers
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def is_retryable(error: Exception) -> bool:
+    if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    return isinstance(error, openai.APIStatusError) and (
+        error.status_code in RETRYABLE_STATUS or error.status_code >= 500
+    )
+
+
+def describe(error: Exception) -> str:
+    if isinstance(error, openai.APIStatusError):
+        return f"HTTP {error.status_code}: {str(error.message)[:200]}"
+    return f"{type(error).__name__}: {str(error)[:200]}"
+
+
+class TeacherClient:
+    """Sends TeacherRequests to one OpenAI-compatible endpoint; `stats` accumulates what it cost."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        max_in_flight: int = 1,
+        max_attempts: int = 4,
+        timeout_s: float = 120.0,
+        cache: ResponseCache | None = None,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+        max_retry_after_s: float = 120.0,
+    ):
+        self.base_url = base_url
+        self._apis = [
+            openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s)
+            for _ in range(-(-max_in_flight // REQUESTS_PER_POOL))
+        ]
+        self._sent = 0
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self.max_attempts = max_attempts
+        self.cache = cache
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.max_retry_after_s = max_retry_after_s
+        self.stats = TeacherStats()
+
+    async def check_reachable(self) -> list[str]:
+        """Model ids the endpoint serves (`GET /models`); raises TeacherError when it cannot be reached."""
+        last: Exception | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return [m.id async for m in self._apis[0].models.list()]
+            except openai.APIError as e:
+                last = e
+                if not is_retryable(e):
+                    break
+                await asyncio.sleep(self.backoff_s(attempt, e))
+        raise TeacherError(f"teacher at {self.base_url} not reachable: {describe(last)}")
+
+    def backoff_s(self, attempt: int, error: Exception) -> float:
+        """Seconds to wait before try `attempt + 1`: Retry-After when given, else full jitter."""
+        if isinstance(error, openai.APIStatusError):
+            hinted = retry_after_s(error)
+            if hinted is not None:
+                return min(hinted, self.max_retry_after_s)
+        return random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1)))
+
+    async def complete(self, request: TeacherRequest) -> TeacherReply:
+        """The teacher's reply (from the cache when this exact request was answered before)."""
+        if self.cache is not None and (hit := self.cache.get(request.key)) is not None:
+            self.stats.cache_hits += 1
+            return hit
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._slots:
+                    self.stats.requests += 1
+                    reply = await self._send(request)
+            except openai.APIError as e:
+                if not is_retryable(e) or attempt == self.max_attempts:
+                    self.stats.failures += 1
+                    raise TeacherError(f"{describe(e)} (after {attempt} attempt(s))") from None
+                self.stats.retries += 1
+                await asyncio.sleep(self.backoff_s(attempt, e))
+                continue
+            except TeacherError:
+                self.stats.failures += 1
+                raise
+            self.stats.prompt_tokens += reply.prompt_tokens
+            self.stats.completion_tokens += reply.completion_tokens
+            if self.cache is not None:
+                self.cache.put(request.key, reply)
+            return reply
+
+    async def _send(self, request: TeacherRequest) -> TeacherReply:
+        body = request.payload()
+        self._sent += 1
+        api = self._apis[self._sent % len(self._apis)]
+        if request.mode == "chat":
+            r = await api.chat.completions.create(**body)
+        else:
+            r = await api.completions.create(**body)
+        if not r.choices:
+            raise TeacherError("malformed reply: no choices")
+        choice = r.choices[0]
+        text = (choice.message.content if request.mode == "chat" else choice.text) or ""
+        usage = r.usage
+        return TeacherReply(
+            text=text,
+            finish_reason=choice.finish_reason,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
+    async def close(self) -> None:
+        for api in self._apis:
+            await api.close()
