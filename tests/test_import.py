@@ -31,8 +31,13 @@ def test_alpaca_slice_of_real_data(tmp_path):
     run = RunDir(out)
     pairs = list(run.pairs())
     assert run.read_meta()["counts"] == {"read": 40, "accepted": len(pairs), "quarantined": 40 - len(pairs)}
-    assert len(pairs) == 40
-    for p, row in zip(pairs, rows):
+    empty = [i + 1 for i, r in enumerate(rows) if not r["output"].strip()]
+    assert empty, "the slice should hold a real empty output"
+    assert [q["origin"] for q in run.quarantined()] == [f"{src}:{n}" for n in empty]
+    assert all("messages[1].content" in q["reason"] for q in run.quarantined())
+    kept_rows = [r for r in rows if r["output"].strip()]
+    assert len(pairs) == len(kept_rows)
+    for p, row in zip(pairs, kept_rows):
         assert schema_errors(p) == []
         assert p["messages"][-1] == {"role": "assistant", "content": row["output"].strip()}
         assert row["instruction"].strip() in p["messages"][0]["content"]

@@ -122,11 +122,16 @@ async def generate(spec: Spec, slots: list[Slot], client: TeacherClient, run_dir
         await client.close()
 
 
+def default_run_dir(spec: Spec) -> Path:
+    """`<data>/runs/<spec name>-<spec hash[:8]>`: the same spec resumes the same run."""
+    return runs_root() / f"{spec.name}-{spec.hash[:8]}"
+
+
 def run(args: argparse.Namespace) -> int:
     """Plan, (re)open the run directory, run the pending slots, write the summary; 1 when every attempt failed."""
     spec = with_overrides(load_spec(args.spec), args)
     slots = plan(spec, args.pairs)
-    run_dir = RunDir(Path(args.out) if args.out else runs_root() / f"{spec.name}-{spec.hash[:8]}")
+    run_dir = RunDir(Path(args.out) if args.out else default_run_dir(spec))
     meta = open_run(run_dir, spec, slots)
     started, started_at = time.monotonic(), now_iso()
     outcomes: Counter[str] = Counter()
