@@ -3,7 +3,8 @@
 Layout of `<data root>/releases/release-vN/`:
   train.parquet, eval.parquet   pair records (provenance as a JSON string column)
   rejected.parquet              the ledger: every input row that did not make it, with check and reason
-  manifest.json                 counts, per-file sha256 and rows, spec, gate config and verdicts, inputs
+  manifest.json                 counts, per-file sha256, bytes and rows, spec, gate config and verdicts,
+                                inputs, and an optional human name and notes
   certificate.json              binds sha256(manifest.json) to the gate verdict
 
 A release is built in a hidden sibling directory and renamed into place under a lock, so two
@@ -18,6 +19,7 @@ import os
 import re
 import shutil
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -130,18 +132,21 @@ def write_release(
     certified: bool,
     failed_verdicts: list[str],
     root: Path | None = None,
+    name: str | None = None,
+    notes: str | None = None,
 ) -> Path:
     """Write the next release-vN atomically and return its path.
 
     `manifest` carries what the caller knows (spec, gate config, verdicts, inputs); this function
-    adds the version, the files with sha256 and row counts, and the tool version.
+    adds the version, the files with sha256, size and row counts, the tool version, and the
+    optional human `name` and `notes` (bound by the certificate like the rest of the manifest).
     """
     root = releases_root() if root is None else Path(root)
     with _lock(root):
         version = (release_versions(root) or [0])[-1] + 1
-        name = f"release-v{version}"
-        final = root / name
-        staging = root / f".{name}.building-{os.getpid()}"
+        release = f"release-v{version}"
+        final = root / release
+        staging = root / f".{release}.building-{os.getpid()}"
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir()
@@ -151,10 +156,12 @@ def write_release(
             for split, df in frames.items():
                 path = staging / f"{split}.parquet"
                 df.write_parquet(path)
-                files[path.name] = {"sha256": sha256_file(path), "rows": df.height}
+                files[path.name] = {"sha256": sha256_file(path), "rows": df.height, "bytes": path.stat().st_size}
             full = {
                 **manifest,
-                "release": name,
+                "release": release,
+                "name": name,
+                "notes": notes,
                 "version": version,
                 "created_at": now_iso(),
                 "tool_version": __version__,
@@ -163,7 +170,7 @@ def write_release(
             }
             (staging / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
             certificate = {
-                "release": name,
+                "release": release,
                 "manifest_sha256": sha256_file(staging / "manifest.json"),
                 "verdict": "certified" if certified else "not_certified",
                 "failed_verdicts": failed_verdicts,
@@ -194,11 +201,7 @@ def verify_release(path: str | Path, require_certified: bool = True) -> dict:
             problems.append(f"{p}: missing")
     if problems:
         raise ReleaseError(f"release {path} failed verification: " + "; ".join(problems))
-    try:
-        certificate = json.loads(cert_path.read_text())
-        manifest = json.loads(man_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ReleaseError(f"release {path} failed verification: unreadable JSON ({e})") from None
+    certificate, manifest = _read_json(cert_path), _read_json(man_path)
     if sha256_file(man_path) != certificate.get("manifest_sha256"):
         problems.append(f"{man_path}: changed since the certificate was issued (sha256 mismatch)")
     for name, meta in manifest.get("files", {}).items():
@@ -206,13 +209,22 @@ def verify_release(path: str | Path, require_certified: bool = True) -> dict:
         if not p.exists():
             problems.append(f"{p}: missing")
         elif sha256_file(p) != meta["sha256"]:
-            problems.append(f"{p}: changed since release (sha256 mismatch)")
+            size, recorded = p.stat().st_size, meta.get("bytes")
+            short = f"; truncated: {size} of {recorded} bytes" if recorded is not None and size < recorded else ""
+            problems.append(f"{p}: changed since release (sha256 mismatch{short})")
     if problems:
         raise ReleaseError(f"release {path} failed verification: " + "; ".join(problems))
     if require_certified and certificate.get("verdict") != "certified":
         failed = ", ".join(certificate.get("failed_verdicts", [])) or "unknown"
         raise ReleaseError(f"release {path} is not certified (failed: {failed})")
     return manifest
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReleaseError(f"release {path.parent} failed verification: {path}: unreadable JSON ({e})") from None
 
 
 def read_split(path: str | Path, split: str) -> list[dict]:
@@ -224,3 +236,46 @@ def read_split(path: str | Path, split: str) -> list[dict]:
     for r in out:
         r["provenance"] = json.loads(r["provenance"])
     return out
+
+
+def read_ledger(path: str | Path) -> list[dict]:
+    """The release's rejected rows (`id`, `check`, `reason`, `duplicate_of`, `task_family`, `input`),
+    each with the rejected `record` parsed back (None where the input line held no JSON object)."""
+    out = pl.read_parquet(Path(path) / "rejected.parquet").to_dicts()
+    for r in out:
+        r["record"] = json.loads(r["record"]) if r["record"] is not None else None
+    return out
+
+
+@dataclass(frozen=True)
+class Release:
+    """A verified release read into memory: its manifest, certificate, splits and ledger."""
+
+    path: Path
+    manifest: dict
+    certificate: dict
+    train: list[dict]
+    eval: list[dict]
+    rejected: list[dict]
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("release", self.path.name)
+
+    def records(self) -> list[tuple[str, dict]]:
+        """(split, record) for every kept row, train first."""
+        return [("train", r) for r in self.train] + [("eval", r) for r in self.eval]
+
+
+def open_release(name: str | Path, root: Path | None = None, require_certified: bool = False) -> Release:
+    """Resolve, verify and read a release (uncertified ones too, unless `require_certified`)."""
+    path = resolve_release(name, root)
+    manifest = verify_release(path, require_certified=require_certified)
+    return Release(
+        path=path,
+        manifest=manifest,
+        certificate=json.loads((path / "certificate.json").read_text()),
+        train=read_split(path, "train"),
+        eval=read_split(path, "eval"),
+        rejected=read_ledger(path),
+    )
