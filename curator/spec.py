@@ -107,6 +107,10 @@ class MinHashConfig:
     threshold: float = 0.8
     num_perm: int = 128
     ngram: int = 5
+    char_ngram: int | None = None
+    char_threshold: float = 0.8
+    response_threshold: float | None = 0.5
+    against_releases: bool = True
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,7 @@ class GateConfig:
     min_train_rows: int = 1
     max_reject_share: float = 0.9
     mix_tolerance: float = 0.15
+    length_mostly: float = 1.0
 
 
 @dataclass(frozen=True)

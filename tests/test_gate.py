@@ -11,9 +11,11 @@ import pytest
 from curator.cli import main
 from curator.errors import CuratorError
 from curator.gate.check import Row
-from curator.gate.checks.near_dedup import NearDedup, choose_bands, jaccard, shingles
+from curator.gate.checks.near_dedup import NearDedup, NearDedupConfig
 from curator.gate.checks.schema import SchemaCheck
-from curator.gate.normalize import normalize
+from curator.gate.expectations import ExpectationsConfig, evaluate
+from curator.gate.minhash import choose_bands, jaccard, word_shingles
+from curator.gate.normalize import normalize, pair_text
 from curator.gate.pipeline import run_gate
 from curator.gate.split import eval_count, split
 from curator.records import assistant_text, build_messages, make_pair, pair_id, user_text
@@ -113,6 +115,15 @@ def change_words(text: str, positions: list[int]) -> str:
     return " ".join(words)
 
 
+def word_set(record: dict, n: int = 5) -> set[int]:
+    """The word n-gram hashes near dedup compares for a pair."""
+    return word_shingles([pair_text(record)], n).set_of(0)
+
+
+def read_run(path: Path) -> list[dict]:
+    return list(RunDir(path).pairs())
+
+
 def write_run(path: Path, records: list[dict]) -> RunDir:
     run = RunDir(path)
     run.create({"kind": "test", "status": "complete"})
@@ -181,7 +192,7 @@ def test_gate_finds_planted_faults_and_accounts_for_every_row(planted, spec, tmp
     assert counts["input"] == 50 + 7
     assert counts["input"] == counts["kept"] + counts["rejected"] == counts["kept"] + sum(counts["removed"].values())
     assert counts["train"] + counts["eval"] == counts["kept"] == 51
-    assert counts["removed"] == {"schema": 3, "exact_dedup": 2, "near_dedup": 1}
+    assert counts["removed"] == {"schema": 3, "content_defects": 0, "pii": 0, "exact_dedup": 2, "near_dedup": 1, "screening": 0}
 
     train, evals = read_split(report.release, "train"), read_split(report.release, "eval")
     kept_ids = [r["id"] for r in train + evals]
@@ -202,8 +213,7 @@ def test_gate_finds_planted_faults_and_accounts_for_every_row(planted, spec, tmp
     assert (near["check"], near["duplicate_of"]) == ("near_dedup", planted["qa"][1]["id"])
     assert "Jaccard" in near["reason"]
     # a pair that shares much of its text but differs enough stays
-    distinct_j = jaccard(shingles(user_text(planted["distinct"]) + "\n" + assistant_text(planted["distinct"]), 5),
-                         shingles(user_text(planted["qa"][2]) + "\n" + assistant_text(planted["qa"][2]), 5))
+    distinct_j = jaccard(word_set(planted["distinct"]), word_set(planted["qa"][2]))
     assert 0.2 < distinct_j < 0.8
     assert planted["distinct"]["id"] in kept_ids and planted["qa"][2]["id"] in kept_ids
     empty = ledger[f"{b}:5"]
@@ -213,13 +223,18 @@ def test_gate_finds_planted_faults_and_accounts_for_every_row(planted, spec, tmp
     assert ledger[f"{b}:7"]["reason"].startswith("format: json_entities: json_invalid")
 
     near_stats = next(c for c in manifest["checks"] if c["name"] == "near_dedup")["stats"]
-    assert near_stats["verified_pairs"] == 1 and near_stats["clusters"] == 1 and near_stats["candidates"] >= 1
+    assert near_stats["word_verified_pairs"] == 1 and near_stats["clusters"] == 1 and near_stats["word_candidates"] >= 1
+    removed_by_family = {c["name"]: c["removed_by_family"] for c in manifest["checks"]}
+    assert removed_by_family == {"schema": {"qa": 1, "poetry": 1, "extract": 1}, "content_defects": {}, "pii": {},
+                                 "exact_dedup": {"qa": 2}, "near_dedup": {"qa": 1}, "screening": {}}
     assert manifest["teacher_models"] == [TEACHER]
     assert [i["sha256"] for i in manifest["inputs"]] == [RunDir(p).file_hashes() for p in planted["runs"]]
     assert [i["rows_read"] for i in manifest["inputs"]] == [50, 7]
     assert manifest["spec"]["sha256"] == spec.hash and manifest["spec"]["name"] == "gate-test"
     by_family = counts["by_family"]
-    assert {f: n["train"] + n["eval"] for f, n in by_family.items()} == {"qa": 31, "classify": 15, "extract": 5}
+    kept_by_family = {f: n["train"] + n["eval"] for f, n in by_family.items()}
+    assert kept_by_family == {"qa": 31, "classify": 15, "extract": 5, "poetry": 0}
+    assert {f: n["input"] for f, n in by_family.items()} == {"qa": 35, "classify": 15, "extract": 6, "poetry": 1}
     assert by_family["classify"]["eval"] == eval_count(15, 0.2) == 3
 
 
@@ -227,17 +242,90 @@ def test_near_dedup_merges_only_candidates_verified_at_the_threshold():
     """Two edits of one long pair, both LSH candidates: J 0.82 is merged, J 0.76 is kept after verification."""
     original = long_qa()[0]
     n_words = len(user_text(original).split(" "))
-    check = NearDedup(threshold=0.8, num_perm=128, ngram=5)
+    check = NearDedup(NearDedupConfig(threshold=0.8, num_perm=128, word_ngram=5))
     for step, merged in ((16, True), (12, False)):
         edited = qa_pair(change_words(user_text(original), list(range(2, n_words, step))), assistant_text(original))
-        j = jaccard(shingles(user_text(original) + "\n" + assistant_text(original), 5),
-                    shingles(user_text(edited) + "\n" + assistant_text(edited), 5))
+        j = jaccard(word_set(original), word_set(edited))
         assert (j >= 0.8) is merged
         result = check.run([Row(original, "run", 1, 0), Row(edited, "run", 2, 1)])
-        assert result.stats["candidates"] == 1
-        assert result.stats["verified_pairs"] == int(merged)
+        assert result.stats["word_candidates"] == 1
+        assert result.stats["word_verified_pairs"] == int(merged)
         assert [r.row.record["id"] for r in result.rejected] == ([edited["id"]] if merged else [])
         assert [r.duplicate_of for r in result.rejected] == ([original["id"]] if merged else [])
+
+
+def test_character_shingles_catch_respellings_that_word_shingles_miss():
+    """A long pair with every 8th word of its question respelled: word 5-gram Jaccard 0.59, char 5-gram 0.86."""
+    original = long_qa()[4]
+    words = user_text(original).split(" ")
+    respelled = qa_pair(" ".join(w + "s" if i % 8 == 5 else w for i, w in enumerate(words)), assistant_text(original))
+    rows = [Row(original, "run", 1, 0), Row(respelled, "run", 2, 1)]
+    assert jaccard(word_set(original), word_set(respelled)) < 0.65
+    words_only = NearDedup(NearDedupConfig()).run(rows)
+    assert words_only.rejected == [] and "char_candidates" not in words_only.stats
+    with_chars = NearDedup(NearDedupConfig(char_ngram=5, char_threshold=0.8)).run(rows)
+    assert [(r.row.record["id"], r.duplicate_of) for r in with_chars.rejected] == [(respelled["id"], original["id"])]
+    assert with_chars.rejected[0].reason.endswith("char 5-gram Jaccard 0.86 with it")
+    assert with_chars.stats["char_verified_pairs"] == 1 and with_chars.stats["word_verified_pairs"] == 0
+
+
+def test_template_guard_keeps_one_template_filled_with_different_entities():
+    """Same long template, different people and places: the texts are near duplicates, the answers are not."""
+    story = " ".join(user_text(q) for q in long_qa()[6:9])
+
+    def filled(names: list[str], places: list[str]) -> dict:
+        text = f"{names[0]} met {names[1]} in {places[0]} and then {story} before they flew to {places[1]}."
+        return make_pair(build_messages("Extract the people and places in the text as JSON.", text,
+                                        json.dumps({"names": names, "places": places})),
+                         task_family="extract", format="json_entities", difficulty="medium", source="synthetic")
+
+    a, b = filled(["Maria", "Tom"], ["Lisbon", "Oslo"]), filled(["Aiko", "Sven"], ["Kyoto", "Lima"])
+    assert jaccard(word_set(a), word_set(b)) >= 0.8
+    rows = [Row(a, "run", 1, 0), Row(b, "run", 2, 1)]
+    guarded = NearDedup(NearDedupConfig()).run(rows)
+    assert guarded.rejected == [] and guarded.stats["word_template_pairs"] == 1
+    unguarded = NearDedup(NearDedupConfig(response_threshold=None)).run(rows)
+    assert len(unguarded.rejected) == 1 and unguarded.stats["word_template_pairs"] == 0
+    same_answer = filled(["Maria", "Tom"], ["Lisbon", "Oslo"])
+    same_answer["messages"][0]["content"] = "Please " + same_answer["messages"][0]["content"]
+    same_answer["id"] = pair_id(same_answer["messages"])
+    assert len(NearDedup(NearDedupConfig()).run([rows[0], Row(same_answer, "run", 3, 2)]).rejected) == 1
+
+
+def test_rows_near_duplicating_an_earlier_release_are_rejected_against_it(planted, spec, tmp_path):
+    """release-v1 from the planted runs; then a run with an edit of a released row, a new row, and a row
+    only an uncertified release holds: only the edit is rejected, naming release-v1 and the row's id."""
+    root = tmp_path / "releases"
+    assert run_gate(planted["runs"], spec, root=root).certified
+    extra = [qa_pair(r["instruction"], r["output"])
+             for r in _mix_rows("gsm8k", lambda r: 80 <= len((r["instruction"] + " " + r["output"]).split()) < 120, 10)]
+    only_in_uncertified = qa_pair(user_text(extra[0]), assistant_text(extra[0]))
+    skewed = write_run(tmp_path / "runs" / "skewed", [only_in_uncertified] + classify_rows(20))
+    assert not run_gate([skewed.path], spec, root=root).certified  # release-v2: all classify
+    released = planted["qa"][5]
+    edited = qa_pair(change_words(user_text(released), [4, 30]), assistant_text(released))
+    assert 0.8 <= jaccard(word_set(released), word_set(edited)) < 1
+    new = write_run(tmp_path / "runs" / "new", [edited, only_in_uncertified] + extra[1:])
+    report = run_gate([new.path], spec, root=root)
+    release_check = next(c for c in report.manifest["checks"] if c["name"] == "release_dedup")
+    assert release_check["stats"]["releases"] == ["release-v1"]  # the uncertified release-v2 is not reference data
+    assert (release_check["removed"], release_check["stats"]["near_removed"]) == (1, 1)
+    assert release_check["removed_by_family"] == {"qa": 1}
+    ledger = pl.read_parquet(report.release / "rejected.parquet").to_dicts()
+    assert [(r["id"], r["check"], r["duplicate_of"]) for r in ledger] == [
+        (edited["id"], "release_dedup", f"release-v1/{released['id']}")]
+    assert "near duplicate of release-v1/" in ledger[0]["reason"] and "word 5-gram Jaccard" in ledger[0]["reason"]
+
+
+def test_a_tampered_earlier_release_stops_the_gate(planted, spec, tmp_path):
+    root = tmp_path / "releases"
+    first = run_gate(planted["runs"], spec, root=root)
+    train = first.release / "train.parquet"
+    train.chmod(0o644)
+    with open(train, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(CuratorError, match="train.parquet: changed since release"):
+        run_gate(planted["runs"][1:], spec, root=root)
 
 
 def test_schema_check_names_the_field_or_rule_broken(spec):
@@ -286,6 +374,27 @@ def test_skewed_mix_gives_a_release_that_is_not_certified(tmp_path, spec, capsys
     assert set(certificate["failed_verdicts"]) == {"mix:qa", "mix:classify"}  # qa 0.91 > 0.75, classify 0.09 < 0.15
     manifest = verify_release(release, require_certified=False)
     assert manifest["certified"] is False
+    verdicts = {v["name"]: v for v in manifest["verdicts"]}
+    assert verdicts["mix:qa"] == {"name": "mix:qa", "passed": False, "observed": 0.9091, "expected": "0.6 ± 0.15",
+                                  "expectation": "expect_column_mean_to_be_between"}
+    assert verdicts["min_train_rows"]["observed"] == 17 and verdicts["unique_ids"]["passed"]
+    assert "mix:qa" in out and "FAIL" in out
+
+
+def test_expectations_fail_on_out_of_band_lengths_and_repeated_ids(spec):
+    """The GX suite on rows the schema check would have stopped: a band's word counts, unique ids."""
+    qa = long_qa()[:12]
+    wordy = [classify_pair(f"Review number {i}: fine.", "positive and upbeat overall") for i in range(4)]
+    kept = qa + classify_rows(2) + wordy + [qa[0]]
+    verdicts = {v["name"]: v for v in evaluate(spec, kept=kept, train=kept, n_input=len(kept), n_rejected=0)}
+    assert verdicts["length:short"]["passed"] is False
+    assert verdicts["length:short"]["observed"] == {"unexpected": 4, "of": len(kept)}
+    assert verdicts["length:short"]["examples"] == [4.0] * 4
+    assert verdicts["length:any"]["passed"] and verdicts["known:format"]["passed"]
+    assert verdicts["unique_ids"]["passed"] is False and verdicts["unique_ids"]["examples"] == [qa[0]["id"]] * 2
+    lenient = evaluate(spec, kept=kept, train=kept, n_input=len(kept), n_rejected=0,
+                       config=ExpectationsConfig(length_mostly=0.25))
+    assert next(v for v in lenient if v["name"] == "length:short")["passed"]  # 2 of 6 classify rows in band
 
 
 def test_cli_exits_0_on_a_certified_release(planted, spec, capsys):
@@ -295,13 +404,28 @@ def test_cli_exits_0_on_a_certified_release(planted, spec, capsys):
 
 
 def test_two_gate_runs_make_two_releases_and_never_overwrite(planted, spec, tmp_path):
+    """Gating run A again: release-v1 stays byte for byte; release-v2 re-admits none of what v1 holds."""
     root = tmp_path / "releases"
     first = run_gate(planted["runs"], spec, root=root)
     before = {p.name: p.read_bytes() for p in first.release.iterdir()}
     second = run_gate(planted["runs"][:1], spec, root=root)
     assert (first.release.name, second.release.name) == ("release-v1", "release-v2")
     assert {p.name: p.read_bytes() for p in first.release.iterdir()} == before
-    assert verify_release(second.release)["counts"]["input"] == 50
+    manifest = verify_release(second.release, require_certified=False)
+    assert manifest["counts"]["input"] == 50 and manifest["counts"]["kept"] == 0
+    assert manifest["counts"]["removed"]["release_dedup"] == 50
+    certificate = json.loads((second.release / "certificate.json").read_text())
+    assert not second.certified and "min_train_rows" in certificate["failed_verdicts"]
+    in_v1 = {r["id"] for r in read_split(first.release, "train") + read_split(first.release, "eval")}
+    ledger = pl.read_parquet(second.release / "rejected.parquet").to_dicts()
+    # rows v1 kept are named as themselves; rows v1 dropped as duplicates match what v1 kept instead
+    assert all(r["duplicate_of"].startswith("release-v1/") and r["duplicate_of"][len("release-v1/"):] in in_v1
+               for r in ledger)
+    dropped_in_v1 = {planted["qa"][3]["id"]: planted["longer"]["id"]}  # same prompt, v1 kept the longer answer
+    assert {r["id"]: r["duplicate_of"] for r in ledger} == {
+        r["id"]: f"release-v1/{dropped_in_v1.get(r['id'], r['id'])}" for r in read_run(planted["runs"][0])}
+    assert next(r for r in ledger if r["id"] == planted["qa"][3]["id"])["reason"].startswith(
+        "release_duplicate: same normalised prompt as release-v1/")
 
 
 def test_a_build_that_fails_midway_leaves_nothing_behind(planted, spec, tmp_path, monkeypatch):

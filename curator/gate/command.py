@@ -15,35 +15,51 @@ from curator.gate.pipeline import GateReport, run_gate
 from curator.spec import load_spec
 
 
+def _observed(value: object) -> str:
+    if isinstance(value, dict) and "unexpected" in value:  # a per-row expectation
+        return f"{value['unexpected']} of {value['of']} rows off"
+    return str(value)
+
+
+def _details(stats: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in stats.items() if k not in ("checked", "removed"))
+
+
 def render(report: GateReport, console: Console) -> None:
-    """Compact tables: rows removed per check, rows kept per family, verdicts; then the release path."""
+    """Compact tables: rows removed per check, per family and check, verdicts; then the release path."""
     m = report.manifest
     counts = m["counts"]
     checks = Table(title=f"gate: {counts['input']} input rows", title_justify="left")
     checks.add_column("check")
     checks.add_column("removed", justify="right")
+    checks.add_column("seconds", justify="right")
     checks.add_column("details")
     for c in m["checks"]:
-        details = ", ".join(f"{k}={v}" for k, v in c["stats"].items() if k not in ("checked", "removed"))
-        checks.add_row(c["name"], str(c["removed"]), details)
-    checks.add_row("kept", str(counts["kept"]), f"train={counts['train']}, eval={counts['eval']}", style="bold")
+        checks.add_row(c["name"], str(c["removed"]), f"{c['seconds']:.2f}", escape(_details(c["stats"])))
+    checks.add_row("kept", str(counts["kept"]), "", f"train={counts['train']}, eval={counts['eval']}", style="bold")
     console.print(checks)
 
-    families = Table(title="kept per task family", title_justify="left")
-    for col in ("family", "train", "eval", "share", "target"):
+    families = Table(title="per task family: input, removed by each check, kept", title_justify="left")
+    names = [c["name"] for c in m["checks"]]
+    for col in ("family", "input", *names, "train", "eval", "share", "target"):
         families.add_column(col, justify="left" if col == "family" else "right")
     targets = {t["name"]: t["share"] for t in m["spec"]["raw"]["task_families"]}
+    empty = {"input": 0, "train": 0, "eval": 0}
     for name in sorted(set(targets) | set(counts["by_family"])):
-        n = counts["by_family"].get(name, {"train": 0, "eval": 0})
+        n = counts["by_family"].get(name, empty)
+        removed = [str(c["removed_by_family"].get(name, 0)) for c in m["checks"]]
         share = (n["train"] + n["eval"]) / counts["kept"] if counts["kept"] else 0.0
-        families.add_row(name, str(n["train"]), str(n["eval"]), f"{share:.2f}", f"{targets.get(name, 0):.2f}")
+        target = f"{targets[name]:.2f}" if name in targets else "-"
+        families.add_row(escape(name), str(n["input"]), *removed, str(n["train"]), str(n["eval"]),
+                         f"{share:.2f}", target)
     console.print(families)
 
-    verdicts = Table(title="expectations", title_justify="left")
+    verdicts = Table(title="expectations (great-expectations on the kept rows)", title_justify="left")
     for col in ("expectation", "observed", "expected", "verdict"):
         verdicts.add_column(col)
     for v in m["verdicts"]:
-        verdicts.add_row(v["name"], str(v["observed"]), v["expected"],
+        observed = _observed(v["observed"]) + (f" e.g. {v['examples'][:3]}" if v.get("examples") else "")
+        verdicts.add_row(escape(v["name"]), escape(observed), escape(v["expected"]),
                          "[green]pass[/green]" if v["passed"] else "[red]FAIL[/red]")
     console.print(verdicts)
     state = "[green]certified[/green]" if report.certified else "[red]NOT certified[/red]"
@@ -51,7 +67,7 @@ def render(report: GateReport, console: Console) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    report = run_gate(args.run_dirs, load_spec(args.spec))
+    report = run_gate(args.run_dirs, load_spec(args.spec), name=args.name, notes=args.notes)
     render(report, Console())
     return 0 if report.certified else 1
 
@@ -61,4 +77,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directory (path, or name under data/runs)")
     p.add_argument("--spec", required=True, help="curriculum spec (YAML) the pairs are gated against")
+    p.add_argument("--name", help="a human name for the release (kept in its manifest)")
+    p.add_argument("--notes", help="free-text notes kept in the release manifest")
     p.set_defaults(func=_run)

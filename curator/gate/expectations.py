@@ -1,46 +1,185 @@
-"""Dataset-level expectations: verdicts on the release as a whole, derived from the spec.
+"""Dataset-level expectations: verdicts on the release as a whole, derived from the spec, run by great-expectations.
 
-Each verdict is `{"name", "passed", "observed", "expected"}`; a release is certified iff all pass.
-The list (`evaluate`):
-  min_train_rows      train rows >= gate.min_train_rows
-  max_reject_share    rejected / input rows <= gate.max_reject_share
-  mix:<family>        |family's share of kept rows - its target share| <= gate.mix_tolerance
-  refusal_share       share of kept rows in refusal families <= refusal_policy.max_share
-  unique_ids          no id appears twice among kept rows
-  no_empty_messages   no kept message has blank content
+The kept rows become one pandas frame (one row per pair: id, family, format, difficulty, split, texts,
+response word count per length band, 0/1 indicator columns) and one expectation suite runs on it in an
+ephemeral GX context (nothing written to disk, progress bars and analytics off). Each verdict is
+`{"name", "passed", "observed", "expected", "expectation"}` plus `"examples"` (up to 10 offending
+values) for a failed per-row expectation; a release is certified iff all verdicts pass.
+
+  min_train_rows          sum(is_train) >= gate.min_train_rows          ExpectColumnSumToBeBetween
+  mix:<family>            mean(family == f) within target ± mix_tolerance ExpectColumnMeanToBeBetween
+  refusal_share           mean(is_refusal) <= refusal_policy.max_share  ExpectColumnMeanToBeBetween
+  unique_ids              id unique                                     ExpectColumnValuesToBeUnique
+  not_null:<column>       id, task_family, format, difficulty, user, response  ExpectColumnValuesToNotBeNull
+  known:<column>          task_family / format / difficulty in the spec's vocabulary  ExpectColumnValuesToBeInSet
+  no_empty_messages       shortest stripped message >= 1 character      ExpectColumnValuesToBeBetween
+  length:<band>           response words of the band's families within [min, max] for at least
+                          `length_mostly` of them                       ExpectColumnValuesToBeBetween
+  max_reject_share        rejected / input rows <= gate.max_reject_share (from the gate's counts, not GX:
+                          rejected rows are not in the frame)
+
+great_expectations is imported only here and only when a gate runs (the import takes seconds).
 """
 from __future__ import annotations
 
-from collections import Counter
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
 
+from curator.errors import CuratorError
+from curator.formats import word_count
+from curator.records import assistant_text, user_text
 from curator.spec import Spec
 
+EPS = 1e-9  # shares are compared with this slack, so a share exactly on the tolerance passes
+MAX_EXAMPLES = 10
 
-def _verdict(name: str, passed: bool, observed: object, expected: str) -> dict:
-    return {"name": name, "passed": bool(passed), "observed": observed, "expected": expected}
+
+@dataclass(frozen=True)
+class ExpectationsConfig:
+    """The share of a band's responses that must lie in it (`gate.length_mostly`)."""
+
+    length_mostly: float = 1.0
+
+    @classmethod
+    def from_spec(cls, spec: Spec) -> ExpectationsConfig:
+        return cls(length_mostly=spec.gate.length_mostly)
 
 
-def evaluate(spec: Spec, *, kept: list[dict], train: list[dict], n_input: int, n_rejected: int) -> list[dict]:
-    """All verdicts for a release of `kept` rows (`train` is its train split) from `n_input` input rows."""
-    gate = spec.gate
-    verdicts = [
-        _verdict("min_train_rows", len(train) >= gate.min_train_rows, len(train), f">= {gate.min_train_rows}"),
-    ]
-    reject_share = n_rejected / n_input if n_input else 0.0
-    verdicts.append(_verdict("max_reject_share", reject_share <= gate.max_reject_share,
-                             round(reject_share, 4), f"<= {gate.max_reject_share}"))
-    families = Counter(r["task_family"] for r in kept)
-    total = len(kept)
+@dataclass(frozen=True)
+class _Planned:
+    name: str
+    expected: str
+    expectation: Any  # a great_expectations Expectation
+
+
+def _import_gx():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    try:
+        import great_expectations as gx
+        import great_expectations.expectations as gxe
+    except ImportError as e:  # the gate extra is not installed
+        raise CuratorError(f"the gate needs great-expectations (pip install 'instruct-curator[gate]'): {e}") from None
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    return gx, gxe
+
+
+def frame(spec: Spec, kept: list[dict], train_ids: set[str]):
+    """The pandas frame the suite runs on: one row per kept pair."""
+    import pandas as pd
+
+    refusal = {t.name for t in spec.task_families if t.refusal}
+    band_of = {t.name: t.length_band for t in spec.task_families}
+    responses = [assistant_text(r) for r in kept]
+    columns: dict[str, list] = {
+        "id": [r.get("id") for r in kept],
+        "task_family": [r.get("task_family") for r in kept],
+        "format": [r.get("format") for r in kept],
+        "difficulty": [r.get("difficulty") for r in kept],
+        "user": [user_text(r) for r in kept],
+        "response": responses,
+        "shortest_message": [min((len(m["content"].strip()) for m in r["messages"]), default=0) for r in kept],
+    }
+    df = pd.DataFrame(columns, dtype=object)  # plain objects: no conversion of the texts to Arrow strings
+    df["shortest_message"] = df["shortest_message"].astype(int)
+    df["is_train"] = df["id"].isin(train_ids).astype(int)
+    df["is_refusal"] = df["task_family"].isin(refusal).astype(float)
     for family in spec.task_families:
-        share = families[family.name] / total if total else 0.0
-        verdicts.append(_verdict(f"mix:{family.name}", abs(share - family.share) <= gate.mix_tolerance + 1e-9,
-                                 round(share, 4), f"{family.share} ± {gate.mix_tolerance}"))
-    refusals = sum(families[f.name] for f in spec.task_families if f.refusal)
-    refusal_share = refusals / total if total else 0.0
-    verdicts.append(_verdict("refusal_share", refusal_share <= spec.refusal_policy.max_share + 1e-9,
-                             round(refusal_share, 4), f"<= {spec.refusal_policy.max_share}"))
-    repeated = sorted(i for i, n in Counter(r["id"] for r in kept).items() if n > 1)
-    verdicts.append(_verdict("unique_ids", not repeated, repeated[:10], "no repeated id"))
-    empty = sorted({r["id"] for r in kept for m in r["messages"] if not m["content"].strip()})
-    verdicts.append(_verdict("no_empty_messages", not empty, empty[:10], "no blank message content"))
+        df[f"family={family.name}"] = (df["task_family"] == family.name).astype(float)
+    words = pd.Series([word_count(t) for t in responses], index=df.index, dtype=float)
+    bands = df["task_family"].map(band_of)
+    for band in spec.length_bands:
+        df[f"words:{band.name}"] = words.where(bands == band.name)  # NaN elsewhere: not checked
+    return df
+
+
+def _plan(spec: Spec, gxe, config: ExpectationsConfig) -> list[_Planned]:
+    gate = spec.gate
+    plan = [_Planned("min_train_rows", f">= {gate.min_train_rows}",
+                     gxe.ExpectColumnSumToBeBetween(column="is_train", min_value=gate.min_train_rows))]
+    for family in spec.task_families:
+        plan.append(_Planned(
+            f"mix:{family.name}", f"{family.share} ± {gate.mix_tolerance}",
+            gxe.ExpectColumnMeanToBeBetween(column=f"family={family.name}",
+                                            min_value=family.share - gate.mix_tolerance - EPS,
+                                            max_value=family.share + gate.mix_tolerance + EPS)))
+    max_share = spec.refusal_policy.max_share
+    plan.append(_Planned("refusal_share", f"<= {max_share}",
+                         gxe.ExpectColumnMeanToBeBetween(column="is_refusal", max_value=max_share + EPS)))
+    plan.append(_Planned("unique_ids", "no repeated id", gxe.ExpectColumnValuesToBeUnique(column="id")))
+    for column in ("id", "task_family", "format", "difficulty", "user", "response"):
+        plan.append(_Planned(f"not_null:{column}", "no null", gxe.ExpectColumnValuesToNotBeNull(column=column)))
+    vocabularies = {
+        "task_family": [t.name for t in spec.task_families],
+        "format": [f.name for f in spec.formats],
+        "difficulty": list(spec.difficulty_levels),
+    }
+    for column, values in vocabularies.items():
+        plan.append(_Planned(f"known:{column}", f"in {values}",
+                             gxe.ExpectColumnValuesToBeInSet(column=column, value_set=values)))
+    plan.append(_Planned("no_empty_messages", "no blank message content",
+                         gxe.ExpectColumnValuesToBeBetween(column="shortest_message", min_value=1)))
+    used = {t.length_band for t in spec.task_families}
+    for band in spec.length_bands:
+        if band.name in used:
+            share = "" if config.length_mostly >= 1 else f" for >= {config.length_mostly:.0%}"
+            plan.append(_Planned(
+                f"length:{band.name}", f"{band.min_words}-{band.max_words} words{share}",
+                gxe.ExpectColumnValuesToBeBetween(column=f"words:{band.name}", min_value=band.min_words,
+                                                  max_value=band.max_words, mostly=config.length_mostly)))
+    return plan
+
+
+def _observed(result: dict) -> Any:
+    if "observed_value" in result:
+        value = result["observed_value"]
+        value = value.item() if hasattr(value, "item") else value  # numpy scalar to plain Python
+        return round(value, 4) if isinstance(value, float) else value
+    return {"unexpected": int(result.get("unexpected_count", 0)), "of": int(result.get("element_count", 0))}
+
+
+def run_suite(spec: Spec, df, config: ExpectationsConfig) -> list[dict]:
+    """Run the spec's expectation suite on `df` (see `frame`) in an ephemeral GX context."""
+    gx, gxe = _import_gx()
+    from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
+                                                            ProgressBarsConfig)
+
+    context_config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+                                       progress_bars=ProgressBarsConfig(globally=False), analytics_enabled=False)
+    context = gx.get_context(mode="ephemeral", project_config=context_config)
+    batch = (context.data_sources.add_pandas("gate").add_dataframe_asset("kept")
+             .add_batch_definition_whole_dataframe("all kept rows"))
+    plan = _plan(spec, gxe, config)
+    for i, p in enumerate(plan):
+        p.expectation.meta = {"verdict": i}
+    # built whole: adding expectations one by one re-saves (deep-copies) the suite each time
+    suite = context.suites.add(gx.ExpectationSuite(name=f"gate:{spec.name}",
+                                                   expectations=[p.expectation for p in plan]))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name="gate", data=batch, suite=suite))
+    results = definition.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
+    verdicts: list[dict | None] = [None] * len(plan)
+    for r in results.results:
+        i = r.expectation_config.meta["verdict"]
+        if r.exception_info.get("raised_exception"):
+            raise CuratorError(f"expectation {plan[i].name} could not run: {r.exception_info.get('exception_message')}")
+        v = {"name": plan[i].name, "passed": bool(r.success), "observed": _observed(r.result),
+             "expected": plan[i].expected, "expectation": r.expectation_config.type}
+        if not r.success and r.result.get("partial_unexpected_list"):
+            v["examples"] = list(r.result["partial_unexpected_list"][:MAX_EXAMPLES])
+        verdicts[i] = v
+    assert all(v is not None for v in verdicts), "great-expectations dropped a result"
+    return verdicts
+
+
+def evaluate(spec: Spec, *, kept: list[dict], train: list[dict], n_input: int, n_rejected: int,
+             config: ExpectationsConfig | None = None) -> list[dict]:
+    """All verdicts for a release of `kept` rows (`train` is its train split) from `n_input` input rows."""
+    config = ExpectationsConfig.from_spec(spec) if config is None else config
+    verdicts = run_suite(spec, frame(spec, kept, {r["id"] for r in train}), config)
+    reject_share = n_rejected / n_input if n_input else 0.0
+    max_share = spec.gate.max_reject_share
+    verdicts.insert(1, {"name": "max_reject_share", "passed": reject_share <= max_share + EPS,
+                        "observed": round(reject_share, 4), "expected": f"<= {max_share}",
+                        "expectation": "gate counts"})
     return verdicts

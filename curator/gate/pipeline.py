@@ -2,19 +2,31 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import polars as pl
+
 from curator.errors import CuratorError
 from curator.gate.check import Check, Row, progress
-from curator.gate.checks import checks_for
+from curator.gate.checks.content_defects import ContentDefects
+from curator.gate.checks.decontaminate import Decontaminate
+from curator.gate.checks.exact_dedup import ExactDedup
+from curator.gate.checks.near_dedup import NearDedup, NearDedupConfig, PriorReleaseDedup, ReleasedRow
+from curator.gate.checks.pii import PIICheck
+from curator.gate.checks.schema import SchemaCheck
+from curator.gate.checks.semantic_dedup import SemanticDedup
+from curator.gate.screening import Screening
 from curator.gate.expectations import evaluate
 from curator.gate.split import split
-from curator.paths import runs_root
-from curator.release.store import write_release
+from curator.paths import releases_root, runs_root
+from curator.release.store import SPLITS, release_versions, verify_release, write_release
 from curator.rundir import RunDir
 from curator.spec import Spec
+
+UNKNOWN_FAMILY = "(none)"  # family column for a rejected row that names no task family
 
 
 @dataclass(frozen=True)
@@ -46,15 +58,72 @@ def read_rows(runs: list[RunDir]) -> list[Row]:
     return rows
 
 
+def released_rows(root: Path) -> list[ReleasedRow]:
+    """Rows (id and messages) of every certified release under `root`, oldest first.
+
+    Uncertified releases are not reference data (they are not meant for training). A release whose
+    files fail verification stops the gate: what it holds cannot be known.
+    """
+    out: list[ReleasedRow] = []
+    for version in release_versions(root):
+        path = root / f"release-v{version}"
+        if not verify_release(path, require_certified=False).get("certified"):
+            continue
+        for part in SPLITS:
+            df = pl.read_parquet(path / f"{part}.parquet", columns=["id", "messages"])
+            out.extend(ReleasedRow(path.name, record) for record in df.to_dicts())
+    return out
+
+
+def build_checks(spec: Spec, releases: Path) -> list[Check]:
+    """The checks the spec's gate section switches on, in the order they run.
+
+    Duplicates of earlier releases go first, so a row that repeats an older release is rejected
+    against it and never becomes the keeper of an in-batch cluster.
+    """
+    gate = spec.gate
+    near = NearDedupConfig.from_spec(spec)
+    checks: list[Check] = [SchemaCheck(spec)]
+    if gate.content_defects.enabled:
+        checks.append(ContentDefects.from_spec(spec))
+    if gate.pii.enabled:
+        checks.append(PIICheck.from_spec(spec))
+    if gate.decontamination.enabled and gate.decontamination.eval_files:
+        checks.append(Decontaminate.from_spec(spec))
+    if near.against_releases and (gate.exact_dedup or gate.minhash.enabled):
+        released = released_rows(releases)
+        if released:
+            checks.append(PriorReleaseDedup(released, near, exact=gate.exact_dedup, near=gate.minhash.enabled))
+    if gate.exact_dedup:
+        checks.append(ExactDedup())
+    if gate.minhash.enabled:
+        checks.append(NearDedup(near))
+    if gate.semantic_dedup.enabled:
+        checks.append(SemanticDedup.from_spec(spec))
+    if gate.screening.enabled:
+        checks.append(Screening.from_spec(spec))
+    return checks
+
+
+def _family(record: object) -> str:
+    family = record.get("task_family") if isinstance(record, dict) else None
+    return family if isinstance(family, str) else UNKNOWN_FAMILY
+
+
 def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[dict], list[dict]]:
-    """Kept rows, ledger entries and per-check stats; asserts every row lands in exactly one place."""
+    """Kept rows, ledger entries and per-check reports (removed in total and per task family, stats,
+    seconds); asserts every row lands in exactly one place."""
     ledger, reports = [], []
     kept = rows
     for check in checks:
+        started = time.perf_counter()
         result = check.run(kept)
+        seconds = time.perf_counter() - started
         assert len(result.kept) + len(result.rejected) == len(kept), f"{check.name} lost rows"
+        by_family: Counter[str] = Counter()
         for rej in result.rejected:
             record = rej.row.record
+            by_family[_family(record)] += 1
             ledger.append({
                 "id": rej.row.id,
                 "check": check.name,
@@ -64,43 +133,79 @@ def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[di
                 "input": rej.row.origin,
                 "record": record,
             })
-        reports.append({"name": check.name, "removed": len(result.rejected), "stats": result.stats})
+        reports.append({
+            "name": check.name,
+            "removed": len(result.rejected),
+            "removed_by_family": dict(sorted(by_family.items())),
+            "seconds": round(seconds, 3),
+            "stats": result.stats,
+        })
         kept = result.kept
     assert len(kept) + len(ledger) == len(rows), "gate rows do not add up"
     return kept, ledger, reports
 
 
+class _Clock:
+    """Wall-clock laps of the gate's phases (a stat of the run, reported in the manifest)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
 def _input_summary(run: RunDir, rows_read: int) -> dict:
-    meta = run.read_meta()
+    counts = {  # as RunDir.counts(), without parsing pairs.jsonl a second time
+        "accepted": rows_read,
+        "quarantined": sum(1 for _ in run.quarantined()),
+        "failed": sum(1 for _ in run.failed()),
+    }
     return {
         "path": str(run.path),
-        "meta": meta,
+        "meta": run.read_meta(),
         "sha256": run.file_hashes(),
-        "counts": run.counts(),
+        "counts": counts,
         "rows_read": rows_read,
     }
 
 
-def run_gate(run_dirs: list[str | Path], spec: Spec, root: Path | None = None) -> GateReport:
-    """Gate the pairs of `run_dirs` against `spec` and write the next release under `root`."""
+def run_gate(
+    run_dirs: list[str | Path], spec: Spec, root: Path | None = None, name: str | None = None, notes: str | None = None
+) -> GateReport:
+    """Gate the pairs of `run_dirs` against `spec` and write the next release (optionally named) under `root`."""
+    root = releases_root() if root is None else Path(root)
     runs = [resolve_run_dir(d) for d in run_dirs]
     seen = Counter(r.path.resolve() for r in runs)
     if twice := [str(p) for p, n in seen.items() if n > 1]:
         raise CuratorError(f"run directory given more than once: {', '.join(twice)}")
+    clock = _Clock()
     rows = read_rows(runs)
     if not rows:
         raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
-    kept_rows, ledger, check_reports = run_checks(checks_for(spec), rows)
+    clock.lap("read")
+    checks = build_checks(spec, root)
+    clock.lap("earlier_releases")
+    kept_rows, ledger, check_reports = run_checks(checks, rows)
+    clock.lap("checks")
     kept = [r.record for r in kept_rows]
     train, evals = split(kept, spec.gate.eval_fraction)
     assert len(train) + len(evals) == len(kept), "split lost rows"
+    clock.lap("split")
     verdicts = evaluate(spec, kept=kept, train=train, n_input=len(rows), n_rejected=len(ledger))
+    clock.lap("expectations")
     failed = [v["name"] for v in verdicts if not v["passed"]]
     rows_per_run = Counter(r.input for r in rows)
-    by_family: dict[str, dict[str, int]] = defaultdict(lambda: {"train": 0, "eval": 0})
-    for name, part in (("train", train), ("eval", evals)):
+    input_by_family = Counter(_family(r.record) for r in rows)
+    by_family: dict[str, dict[str, int]] = defaultdict(lambda: {"input": 0, "train": 0, "eval": 0})
+    for family, n in input_by_family.items():
+        by_family[family]["input"] = n
+    for split_name, part in (("train", train), ("eval", evals)):
         for r in part:
-            by_family[r["task_family"]][name] += 1
+            by_family[r["task_family"]][split_name] += 1
     manifest = {
         "spec": {"name": spec.name, "path": spec.path, "sha256": spec.hash, "raw": spec.raw},
         "gate": asdict(spec.gate),
@@ -117,7 +222,8 @@ def run_gate(run_dirs: list[str | Path], spec: Spec, root: Path | None = None) -
         },
         "inputs": [_input_summary(run, rows_per_run[str(run.path)]) for run in runs],
         "teacher_models": sorted({m for r in kept if (m := r["provenance"].get("teacher_model"))}),
+        "seconds": clock.laps,  # wall time per gate phase, before the release is written
     }
     path = write_release(train=train, eval=evals, rejected=ledger, manifest=manifest,
-                         certified=not failed, failed_verdicts=failed, root=root)
+                         certified=not failed, failed_verdicts=failed, root=root, name=name, notes=notes)
     return GateReport(release=path, certified=not failed, manifest=manifest)

@@ -4,30 +4,39 @@
 2. prompt: the normalised user side (instruction + input); the same question with another answer.
 
 In each group of duplicates one row is kept by `keep_rank` (longest response, then earliest input)
-and the others are rejected naming the kept row's id as `duplicate_of`.
+and the others are rejected naming the kept row's id as `duplicate_of`. Keys are 128-bit BLAKE2b
+digests of the normalised text (they are compared within one gate run and never stored).
 """
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from typing import Callable
 
 from curator.gate.check import CheckResult, Rejection, Row, keep_rank
 from curator.gate.normalize import normalize
-from curator.hashing import sha256_json
 from curator.records import user_text
 
-
-def pair_key(record: dict) -> str:
-    return sha256_json([[m["role"], normalize(m["content"])] for m in record["messages"]])
+_FIELD, _MESSAGE = "\x1f", "\x1e"  # separators that normalised text never contains (they are whitespace)
 
 
-def prompt_key(record: dict) -> str:
-    return sha256_json(normalize(user_text(record)))
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
-def _dedup(rows: list[Row], key: Callable[[dict], str]) -> tuple[list[Row], dict[int, Row], int]:
+def pair_key(record: dict) -> bytes:
+    """Key of the whole conversation: role and normalised content of every message, in order."""
+    return _digest(_MESSAGE.join(m["role"] + _FIELD + normalize(m["content"]) for m in record["messages"]))
+
+
+def prompt_key(record: dict) -> bytes:
+    """Key of the user side: the normalised user turns."""
+    return _digest(normalize(user_text(record)))
+
+
+def _dedup(rows: list[Row], key: Callable[[dict], bytes]) -> tuple[list[Row], dict[int, Row], int]:
     """Keep one row per key: the kept rows (input order), each dropped row's keeper by `order`, the group count."""
-    groups: dict[str, list[Row]] = defaultdict(list)
+    groups: dict[bytes, list[Row]] = defaultdict(list)
     for row in rows:
         groups[key(row.record)].append(row)
     keeper_of: dict[int, Row] = {}
