@@ -15,7 +15,7 @@ from curator import __version__
 from curator.errors import CuratorError
 from curator.paths import data_root
 from curator.release.store import read_split, resolve_release, verify_release
-from trainer.config import add_config_arguments, config_from_args
+from trainer.config import TrainConfig, add_config_arguments, config_from_args, overrides_given
 
 RUN_FILE = "run.json"
 
@@ -34,36 +34,60 @@ def _new_run_dir(out: Path | None, release: str) -> Path:
     return run_dir
 
 
+def _resume_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
+    run_dir: Path = args.resume
+    if not (run_dir / "config.json").is_file():
+        raise CuratorError(f"{run_dir}: not a trainer run directory (no config.json)")
+    if (run_dir / RUN_FILE).exists():
+        raise CuratorError(f"{run_dir}: the run finished already ({RUN_FILE} exists); nothing to resume")
+    given = overrides_given(args) + (["out"] if args.out is not None else [])
+    if given:
+        raise CuratorError(f"--resume continues with the run's saved config; drop {sorted(given)}")
+    return TrainConfig.load(run_dir / "config.json"), run_dir
+
+
 def run_fit(args: argparse.Namespace) -> int:
     from trainer.backends.base import load_backend
+    from trainer.distributed import init_world
     from trainer.model_card import write_card
     from trainer.models import resolve_model
 
-    config = config_from_args(args)
+    world = init_world()
+    resuming = args.resume is not None
+    config, run_dir = _resume_config(args) if resuming else (config_from_args(args), None)
     release = resolve_release(config.dataset)
     manifest = verify_release(release)
     certificate = json.loads((release / "certificate.json").read_text())
     train = read_split(release, "train")
     if not train:
         raise CuratorError(f"{release / 'train.parquet'}: the train split is empty")
+    eval_records = read_split(release, "eval")
     backend = load_backend(config.backend)
     # Pin `latest` (or `v3`) to the release actually used, so `trainer eval` finds it again.
     config = replace(config, dataset=str(release) if Path(config.dataset).is_dir() else manifest["release"])
 
-    console = Console(stderr=True)
-    run_dir = _new_run_dir(args.out, manifest["release"])
-    config.save(run_dir / "config.json")
-    console.print(f"training on {manifest['release']} ({len(train)} pairs, certified) into {run_dir}")
+    console = Console(stderr=True, quiet=not world.is_main)
+    if not resuming:
+        run_dir = Path(world.broadcast(str(_new_run_dir(args.out, manifest["release"])) if world.is_main else None))
+        if world.is_main:
+            config.save(run_dir / "config.json")
+    what = "resuming" if resuming else "training"
+    console.print(f"{what} on {manifest['release']} ({len(train)} pairs, certified) into {run_dir}"
+                  + (f" on {world.world_size} ranks" if world.distributed else ""))
     with console.status("loading model and data"):
-        backend.prepare(config, train, run_dir)
+        backend.prepare(config, train, eval_records, run_dir, world=world, resume=resuming)
     progress = Progress(
         TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[loss]}"),
-        TimeElapsedColumn(), console=console,
+        TimeElapsedColumn(), console=console, disable=not world.is_main,
     )
     with progress:
         task = progress.add_task("fit", total=config.steps, loss="")
-        result = backend.fit(lambda row: progress.update(task, advance=1, loss=f"loss {row['loss']:.4f}"))
+        result = backend.fit(lambda row: progress.update(task, completed=row["step"], loss=f"loss {row['loss']:.4f}"))
+    if len(set(result.weights_sha256_by_rank)) > 1:
+        raise CuratorError(f"ranks ended with different weights ({result.weights_sha256_by_rank}); nothing saved")
     artefacts = backend.save()
+    if not world.is_main:
+        return 0
 
     spec = manifest.get("spec", {})
     run = {
@@ -81,10 +105,13 @@ def run_fit(args: argparse.Namespace) -> int:
     }
     (run_dir / RUN_FILE).write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
     write_card(run_dir, run)
-    console.print(
-        f"done: {result.steps} steps, loss {result.first_loss:.4f} → {result.final_loss:.4f}, "
-        f"{result.trained_tokens} trained tokens in {result.seconds} s"
-    )
+    if result.steps:
+        console.print(
+            f"done: {result.steps} steps, loss {result.first_loss:.4f} → {result.final_loss:.4f}, "
+            f"{result.trained_tokens} trained tokens in {result.seconds} s"
+        )
+    else:
+        console.print(f"done: exported {', '.join(artefacts)} for an external trainer")
     print(run_dir)
     return 0
 
@@ -130,9 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"instruct-curator {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    fit = sub.add_parser("fit", help="fine-tune a base model (LoRA) on a certified release's train split")
+    fit = sub.add_parser(
+        "fit", help="fine-tune a base model (LoRA or full) on a certified release's train split",
+        epilog="Data parallel: torchrun --nproc_per_node N -m trainer.cli fit ... (gloo on CPU, NCCL on CUDA).",
+    )
     add_config_arguments(fit)
     fit.add_argument("--out", type=Path, help="run directory (default: <data root>/training/<release>-<UTC time>)")
+    fit.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="continue a killed run from its newest checkpoint (with its saved config)")
     fit.set_defaults(func=run_fit)
 
     ev = sub.add_parser("eval", help="score base vs tuned on a release's eval split, per task family")
@@ -158,6 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trainer: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, end this rank's process group (a no-op otherwise)."""
+    if "torch" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,15 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    lora: bool = True  # False: full fine-tuning of every weight
+    merge: bool = False  # also write the adapter merged into the base weights (`merged/`)
+    packing: bool = True  # several short conversations per row, kept apart by position ids
+    loss_chunk_tokens: int = 512  # labelled positions projected through the LM head at once
+    grad_accum: int = 1  # micro-batches per optimiser step
+    gradient_checkpointing: bool = False
+    save_every: int = 0  # steps between resumable checkpoints (0: none)
+    eval_every: int = 0  # steps between eval-loss measurements (0: none)
+    eval_pairs: int = 256  # eval split pairs used for the eval loss (the first N)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,14 +55,14 @@ class TrainConfig:
 
 
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
-_TYPES = {"int": int, "float": float, "str": str}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
     kind = _TYPES[_FIELDS[name].type]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise CuratorError(f"{where}: {name}: expected {kind.__name__}, got {value!r}")
     return value
 
@@ -70,7 +79,8 @@ def _from_mapping(doc: Any, where: str, base: TrainConfig | None = None) -> Trai
 
 
 def _check(config: TrainConfig) -> TrainConfig:
-    positive = ("steps", "batch_size", "max_seq_len", "lr", "lora_r", "lora_alpha", "grad_clip")
+    positive = ("steps", "batch_size", "max_seq_len", "lr", "lora_r", "lora_alpha", "grad_clip",
+                "loss_chunk_tokens", "grad_accum", "eval_pairs")
     for name in positive:
         if getattr(config, name) <= 0:
             raise CuratorError(f"{name} must be > 0 (got {getattr(config, name)})")
@@ -78,8 +88,11 @@ def _check(config: TrainConfig) -> TrainConfig:
         raise CuratorError(f"lora_dropout must be in [0, 1) (got {config.lora_dropout})")
     if not 0 <= config.min_lr_ratio <= 1:
         raise CuratorError(f"min_lr_ratio must be in [0, 1] (got {config.min_lr_ratio})")
-    if config.warmup_steps < 0:
-        raise CuratorError(f"warmup_steps must be >= 0 (got {config.warmup_steps})")
+    for name in ("warmup_steps", "save_every", "eval_every"):
+        if getattr(config, name) < 0:
+            raise CuratorError(f"{name} must be >= 0 (got {getattr(config, name)})")
+    if config.merge and not config.lora:
+        raise CuratorError("--merge needs a LoRA run (a full fine-tune already writes whole weights)")
     return config
 
 
@@ -87,10 +100,18 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One `--flag` per TrainConfig field (`lora_r` -> `--lora-r`); unset flags leave the recipe's value."""
     parser.add_argument("--recipe", type=Path, help="YAML file of training settings (command-line flags win)")
     for name, f in _FIELDS.items():
-        parser.add_argument(
-            "--" + name.replace("_", "-"), dest=name, type=_TYPES[f.type], default=None,
-            help=f"default: {f.default}",
-        )
+        flag = "--" + name.replace("_", "-")
+        if f.type == "bool":
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"default: {f.default}")
+        else:
+            parser.add_argument(flag, dest=name, type=_TYPES[f.type], default=None, help=f"default: {f.default}")
+
+
+def overrides_given(args: argparse.Namespace) -> list[str]:
+    """The settings named on the command line (or `--recipe`)."""
+    given = [name for name in _FIELDS if getattr(args, name, None) is not None]
+    return given + (["recipe"] if getattr(args, "recipe", None) is not None else [])
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -16,7 +16,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from curator.errors import CuratorError
 from curator.release.store import read_split, resolve_release, verify_release
 from curator.spec import Spec, SpecError, _build
-from trainer.backends.sft import ADAPTER_DIR, TOKENIZER_DIR
+from trainer.backends.sft import ADAPTER_DIR, MODEL_DIR, TOKENIZER_DIR
 from trainer.chat_template import generation_prompt_ids, stop_token_ids
 from trainer.config import TrainConfig
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model
@@ -111,6 +111,8 @@ def evaluate_run(
 ) -> dict:
     """Generate, score and return the report (also written to `<run_dir>/eval.json`)."""
     config = TrainConfig.load(run_dir / "config.json")
+    if not ((run_dir / ADAPTER_DIR).is_dir() or (run_dir / MODEL_DIR).is_dir()):
+        raise CuratorError(f"{run_dir}: no trained weights ({ADAPTER_DIR}/ or {MODEL_DIR}/); was it trained here?")
     release = resolve_release(dataset or config.dataset)
     manifest = verify_release(release)
     spec = spec_from_manifest(manifest, release)
@@ -121,15 +123,22 @@ def evaluate_run(
     torch.manual_seed(config.seed)
     device = pick_device()
     tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)
-    model = PeftModel.from_pretrained(load_model(resolve_model(config.model), device), run_dir / ADAPTER_DIR)
-    model.eval()
     prompts = [generation_prompt_ids(tokenizer, prompt_messages(r)) for r in records]
+    base_model = load_model(resolve_model(config.model), device).eval()
     with Progress(console=console, transient=True) as progress:
-        with model.disable_adapter():
-            base = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                    batch_size=batch_size, progress=progress, label="base")
-        tuned = generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                 batch_size=batch_size, progress=progress, label="tuned")
+        def answers(model: PreTrainedModel, label: str) -> list[str]:
+            return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                    batch_size=batch_size, progress=progress, label=label)
+
+        if (run_dir / MODEL_DIR).is_dir():  # full fine-tuning: two whole models
+            base = answers(base_model, "base")
+            del base_model
+            tuned = answers(load_model(run_dir / MODEL_DIR, device).eval(), "tuned")
+        else:
+            model = PeftModel.from_pretrained(base_model, run_dir / ADAPTER_DIR).eval()
+            with model.disable_adapter():
+                base = answers(model, "base")
+            tuned = answers(model, "tuned")
 
     samples = [
         {

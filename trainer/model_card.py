@@ -8,19 +8,60 @@ CARD_FILE = "README.md"
 EVAL_MARKER = "<!-- trainer eval -->"
 
 
+def _what(run: dict) -> str:
+    config, artefacts = run["config"], run["artefacts"]
+    if not run["fit"]["steps"]:
+        return "An export for an external trainer (no training here)"
+    if "model" in artefacts:
+        return "A fully fine-tuned copy"
+    return "A LoRA adapter" + (" (also merged into the base weights)" if "merged" in artefacts else "")
+
+
+def _loss_line(fit: dict) -> str:
+    if fit["first_loss"] is None:
+        return "not trained here"
+    line = f"first {fit['first_loss']:.4f}, final {fit['final_loss']:.4f}"
+    if fit.get("final_eval_loss") is not None:
+        line += f"; eval loss {fit['final_eval_loss']:.4f}"
+    return line
+
+
+_ARTEFACT_NOTES = {
+    "adapter": "the LoRA adapter (peft)",
+    "merged": "the adapter merged into the base weights (a plain transformers model)",
+    "model": "the fully fine-tuned weights (a plain transformers model)",
+    "tokenizer": "the tokenizer with its chat template",
+    "dataset": "the release's splits as TRL conversational JSONL",
+    "trl_config": "settings for an external TRL SFTTrainer (SFTConfig and LoraConfig arguments)",
+    "chat_template": "the chat template to train with",
+}
+
+
+_TRAINING_FILES = """
+- `metrics.jsonl`: one line per step (loss, lr, grad_norm, tokens, trained_tokens, slots, seconds)
+- `batches.jsonl`: the ids of the records each rank trained on, per step
+- `eval_loss.jsonl`: the eval-split loss every `eval_every` steps (when set)
+- `checkpoints/`: the newest resumable checkpoints (when `save_every` is set): `trainer fit --resume <run dir>`
+- `tensorboard/`: the same metrics for TensorBoard (when the `tensorboard` package is installed)"""
+
+
 def render_card(run: dict) -> str:
     """Markdown for a finished run; `run` is the content of the run's `run.json`."""
     fit, data, config = run["fit"], run["fit"]["data_stats"], run["config"]
     spec = run["spec"]
+    lora = (f"r {config['lora_r']}, alpha {config['lora_alpha']}, dropout {config['lora_dropout']}, all linear projections"
+            if config.get("lora", True) else "none (full fine-tuning)")
+    files = "\n".join(f"- `{path}`: {_ARTEFACT_NOTES.get(name, name)}" for name, path in sorted(run["artefacts"].items()))
+    packing = fit.get("packing_efficiency")
     return f"""---
 base_model: {run["base_model"]}
-library_name: peft
-tags: [lora, sft, instruct-curator]
+library_name: {"peft" if "adapter" in run["artefacts"] else "transformers"}
+tags: [sft, instruct-curator]
 datasets: [{run["release"]}]
 ---
 # {run["run"]}
 
-A LoRA adapter for **{run["base_model"]}**, trained by instruct-curator's `{config["backend"]}` backend
+{_what(run)} of **{run["base_model"]}**, by instruct-curator's `{config["backend"]}` backend
 on the certified release **{run["release"]}**.
 
 | | |
@@ -29,11 +70,11 @@ on the certified release **{run["release"]}**.
 | Release | `{run["release"]}` ({data["records"]} train pairs) |
 | Certificate: manifest sha256 | `{run["manifest_sha256"]}` |
 | Spec | `{spec["name"]}` (sha256 `{spec["sha256"]}`) |
-| Steps | {fit["steps"]} × batch {config["batch_size"]} × up to {config["max_seq_len"]} tokens |
-| Loss | first {fit["first_loss"]:.4f}, final {fit["final_loss"]:.4f} |
+| Steps | {fit["steps"]} × batch {config["batch_size"]} × up to {config["max_seq_len"]} tokens{"" if packing is None else f", packed ({packing:.0%} of row slots filled)"} |
+| Loss | {_loss_line(fit)} |
 | Tokens seen / trained on | {fit["tokens"]} / {fit["trained_tokens"]} |
-| LoRA | r {config["lora_r"]}, alpha {config["lora_alpha"]}, dropout {config["lora_dropout"]}, all linear projections ({fit["trainable_params"]:,} trainable parameters) |
-| Device, dtype | {fit["device"]}, {fit["dtype"]} |
+| LoRA | {lora} ({fit["trainable_params"]:,} trainable parameters) |
+| Device, dtype, ranks | {fit["device"]}, {fit["dtype"]}, {fit.get("world_size", 1)} |
 | Time | {fit["seconds"]} s |
 
 Train records: {data["records"]}; used {data["used"]}; truncated to max_seq_len {data["truncated"]};
@@ -44,11 +85,9 @@ format as the chat template; the same template is saved in `tokenizer/` and used
 
 ## Files
 
-- `adapter/`: the LoRA adapter (peft)
-- `tokenizer/`: the tokenizer with its chat template
+{files}
 - `config.json`: the resolved training settings
-- `metrics.jsonl`: one line per step (loss, lr, grad_norm, tokens, trained_tokens, seconds)
-- `run.json`: this card's facts, machine-readable
+- `run.json`: this card's facts, machine-readable{_TRAINING_FILES if fit["steps"] else ""}
 
 ## Settings
 

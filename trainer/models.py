@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -72,8 +73,15 @@ def pick_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def load_model(model_dir: Path, device: torch.device) -> PreTrainedModel:
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=pick_dtype(device))
+def training_attention(device: torch.device) -> str | None:
+    """`flash_attention_2` on CUDA when the flash-attn package is installed; otherwise transformers' default (SDPA)."""
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return None
+
+
+def load_model(model_dir: Path, device: torch.device, attn_implementation: str | None = None) -> PreTrainedModel:
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=pick_dtype(device), attn_implementation=attn_implementation)
     return model.to(device)
 
 

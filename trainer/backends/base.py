@@ -2,27 +2,29 @@
 
 The CLI verifies the release and makes the run directory; a backend then builds its components
 (`prepare`), trains (`fit`) and writes its artefacts (`save`). A third-party package registers a
-backend under the same entry-point group and `trainer fit --backend NAME` picks it up.
+backend under the same entry-point group and `trainer fit --backend NAME` picks it up. Under
+`torchrun` every rank runs the same calls; only rank 0 (`world.is_main`) writes files.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from curator.errors import CuratorError
 from trainer.config import TrainConfig
+from trainer.distributed import World
 
 ENTRY_POINT_GROUP = "instruct_curator.trainer_backends"
 
 
 @dataclass(frozen=True)
 class FitResult:
-    steps: int
-    first_loss: float
-    final_loss: float
+    steps: int  # optimiser steps taken by this backend (0 for one that only exports)
+    first_loss: float | None
+    final_loss: float | None
     tokens: int
     trained_tokens: int
     seconds: float
@@ -30,6 +32,11 @@ class FitResult:
     device: str
     dtype: str
     data_stats: dict
+    packing_efficiency: float | None = None
+    resumed_from_step: int | None = None
+    final_eval_loss: float | None = None
+    world_size: int = 1
+    weights_sha256_by_rank: list[str] = field(default_factory=list)
 
 
 StepCallback = Callable[[dict], None]
@@ -39,8 +46,20 @@ class Backend(ABC):
     """Trains a base model on a release's train split and writes the result into a run directory."""
 
     @abstractmethod
-    def prepare(self, config: TrainConfig, train_records: list[dict], run_dir: Path) -> None:
-        """Load the model and tokenizer, tokenise the data, build the optimiser: everything `fit` needs."""
+    def prepare(
+        self,
+        config: TrainConfig,
+        train_records: list[dict],
+        eval_records: list[dict],
+        run_dir: Path,
+        *,
+        world: World,
+        resume: bool = False,
+    ) -> None:
+        """Load the model and tokenizer, tokenise the data, build the optimiser: everything `fit` needs.
+
+        With `resume`, continue from the newest checkpoint in `run_dir`.
+        """
 
     @abstractmethod
     def fit(self, on_step: StepCallback) -> FitResult:
