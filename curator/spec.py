@@ -319,10 +319,11 @@ def load_spec(path: str | Path) -> Spec:
     if problems:
         field_path, msg = problems[0]
         raise _error(path, lines, field_path, msg)
-    return _build(doc, path)
+    return spec_from_dict(doc, path)
 
 
-def _build(doc: dict[str, Any], path: Path) -> Spec:
+def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
+    """Typed spec from an already validated document (e.g. the copy a release manifest keeps)."""
     levels = tuple(doc["difficulty_levels"])
     bands = tuple(LengthBand(**b) for b in doc["length_bands"])
     formats = tuple(

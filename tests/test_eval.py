@@ -57,13 +57,30 @@ def test_eval_scores_base_and_tuned_per_family(trained, spec, monkeypatch, capsy
     card = (run_dir / "README.md").read_text()
     assert card.count(EVAL_MARKER) == 1 and "## Evaluation" in card and "| **all** | 11 |" in card
 
+    # the battery: shipped suites plus format discipline on the eval split, base beside tuned
+    battery = report["battery"]
+    assert battery["suites"] == ["instructions", "refusals"]
+    assert set(battery["comparison"]["suites"]) == {"instructions", "refusals", "discipline"}
+    strict = battery["comparison"]["suites"]["instructions"]["overall"]["prompt_strict"]
+    assert strict["difference"]["low"] <= strict["difference"]["estimate"] <= strict["difference"]["high"]
+    assert len(battery["items"]["tuned"]) == len(battery["items"]["base"]) > 11
+    assert "battery: base → tuned" in out and "### Battery" in card
+    assert (run_dir / "battery.html").read_text().startswith("<!")
+    dpo = [json.loads(line) for line in (run_dir / "preference.jsonl").read_text().splitlines()]
+    assert all({"prompt", "chosen", "rejected"} <= set(row) for row in dpo)
+    # this fixture evaluates on its own training pairs: every one of them is reported as a leak
+    leaked = {leak["item"] for leak in report["leaks"]}
+    assert {f"eval:{s['id']}" for s in report["samples"]} <= leaked
+    assert "overlap the training data" in card
+
 
 def test_eval_limit_takes_families_round_robin_and_replaces_the_card_section(trained, monkeypatch):
     data, run_dir = trained
     monkeypatch.setenv("INSTRUCT_CURATOR_DATA", str(data))
-    assert main(["eval", "--model", str(run_dir), "--limit", "4", "--max-new-tokens", "4"]) == 0
+    assert main(["eval", "--model", str(run_dir), "--limit", "4", "--max-new-tokens", "4", "--suites", "none"]) == 0
     report = json.loads((run_dir / "eval.json").read_text())
     assert report["records"] == 4 and len(report["families"]) == 4
+    assert set(report["battery"]["comparison"]["suites"]) == {"discipline"}
     card = (run_dir / "README.md").read_text()
     assert card.count(EVAL_MARKER) == 1 and "| **all** | 4 |" in card
 

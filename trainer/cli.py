@@ -117,7 +117,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from trainer.evaluate import evaluate_run, report_table
+    from trainer.evaluate import battery_table, evaluate_run, report_table
     from trainer.model_card import append_eval
 
     run_dir = Path(args.model)
@@ -130,9 +130,11 @@ def run_eval(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         console=Console(stderr=True),
+        suites=args.suites,
     )
     append_eval(run_dir, report)
     Console().print(report_table(report))
+    Console().print(battery_table(report))
     print(run_dir / "eval.json")
     return 0
 
@@ -150,6 +152,14 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0 (got {value})")
     return value
+
+
+def _suites(text: str) -> tuple[str, ...]:
+    names = tuple(n for n in text.split(",") if n and n != "none")
+    unknown = set(names) - {"instructions", "refusals"}
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown suite(s) {sorted(unknown)}; choose instructions, refusals or none")
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive_int, help="at most N eval pairs, taken round-robin across families")
     ev.add_argument("--max-new-tokens", type=_positive_int, default=128)
     ev.add_argument("--batch-size", type=_positive_int, default=8)
+    ev.add_argument("--suites", type=_suites, default=("instructions", "refusals"),
+                    help="shipped battery suites to run besides the eval split: instructions,refusals (default) or none")
     ev.set_defaults(func=run_eval)
 
     backends = sub.add_parser("backends", help="list the installed training backends")

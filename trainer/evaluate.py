@@ -14,15 +14,40 @@ from rich.table import Table
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from curator.errors import CuratorError
+from curator.gate.checks.decontaminate import EvalIndex
+from curator.records import user_text
 from curator.release.store import read_split, resolve_release, verify_release
-from curator.spec import Spec, SpecError, _build
+from curator.spec import Spec, SpecError, spec_from_dict
 from trainer.backends.sft import ADAPTER_DIR, MODEL_DIR, TOKENIZER_DIR
+from trainer.battery import SUITES, compare, run_battery
+from trainer.battery.preference import preference_rows, write_dpo_jsonl
+from trainer.battery.report_html import write_html
+from trainer.battery.suite import load_instruction_suite, load_refusal_suite
 from trainer.chat_template import generation_prompt_ids, stop_token_ids
 from trainer.config import TrainConfig
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model
 from trainer.scoring import METRICS, reference_answer, score_answer
 
 EVAL_FILE = "eval.json"
+PREFERENCE_FILE = "preference.jsonl"  # TRL DPO rows: where tuning fell short, for the alignment stage
+BATTERY_HTML = "battery.html"
+LEAK_NGRAM = 13
+
+
+def find_leaks(train: list[dict], eval_records: list[dict], suites: tuple[str, ...]) -> list[dict]:
+    """Eval-split and battery prompts that share a word 13-gram (or are whole) with a train pair's user text."""
+    index = EvalIndex(((r["id"], user_text(r)) for r in train), LEAK_NGRAM)
+    prompts = [(f"eval:{r['id']}", user_text(r)) for r in eval_records]
+    if "instructions" in suites:
+        prompts += [(f"instructions:{i.id}", i.prompt) for i in load_instruction_suite()]
+    if "refusals" in suites:
+        prompts += [(f"refusals:{i.id}", i.prompt) for i in load_refusal_suite()]
+    leaks = []
+    for label, text in prompts:
+        hits = index.hits(text, whole=True)
+        if hits:
+            leaks.append({"item": label, "train": index.item(hits[0]), "ngram": hits[0]})
+    return leaks
 
 
 def spec_from_manifest(manifest: dict, release: Path) -> Spec:
@@ -30,7 +55,7 @@ def spec_from_manifest(manifest: dict, release: Path) -> Spec:
     raw = manifest.get("spec", {}).get("raw")
     if not isinstance(raw, dict):
         raise SpecError(f"{release / 'manifest.json'}: spec.raw is missing; cannot score formats without the spec")
-    return _build(raw, Path(manifest["spec"].get("path", release / "manifest.json")))
+    return spec_from_dict(raw, Path(manifest["spec"].get("path", release / "manifest.json")))
 
 
 def interleave_families(records: list[dict], limit: int | None) -> list[dict]:
@@ -108,8 +133,14 @@ def evaluate_run(
     max_new_tokens: int,
     batch_size: int,
     console: Console,
+    suites: tuple[str, ...] = SUITES,
 ) -> dict:
-    """Generate, score and return the report (also written to `<run_dir>/eval.json`)."""
+    """Generate, score and return the report (also written to `<run_dir>/eval.json`).
+
+    Besides the release's eval split, the model answers the shipped battery `suites`
+    (verifiable instructions, refusals); every prompt is first checked for n-gram overlap with
+    the release's train split, and leaks are reported in `report["leaks"]`.
+    """
     config = TrainConfig.load(run_dir / "config.json")
     if not ((run_dir / ADAPTER_DIR).is_dir() or (run_dir / MODEL_DIR).is_dir()):
         raise CuratorError(f"{run_dir}: no trained weights ({ADAPTER_DIR}/ or {MODEL_DIR}/); was it trained here?")
@@ -119,6 +150,9 @@ def evaluate_run(
     records = interleave_families(read_split(release, "eval"), limit)
     if not records:
         raise CuratorError(f"{release / 'eval.parquet'}: the eval split is empty")
+    leaks = find_leaks(read_split(release, "train"), records, suites)
+    for leak in leaks:
+        console.print(f"[yellow]leak:[/] {leak['item']} shares a 13-gram with train pair {leak['train']}: \"{leak['ngram']}\"")
 
     torch.manual_seed(config.seed)
     device = pick_device()
@@ -130,15 +164,27 @@ def evaluate_run(
             return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                     batch_size=batch_size, progress=progress, label=label)
 
+        def battery(model: PreTrainedModel, label: str, eval_answers: list[str]) -> dict:
+            def generate(conversations: list[list[dict]]) -> list[str]:
+                ids = [generation_prompt_ids(tokenizer, c) for c in conversations]
+                return generate_answers(model, tokenizer, ids, max_new_tokens=max_new_tokens,
+                                        batch_size=batch_size, progress=progress, label=f"battery {label}")
+            return run_battery(generate, include=suites, eval_records=records, spec=spec, eval_answers=eval_answers)
+
         if (run_dir / MODEL_DIR).is_dir():  # full fine-tuning: two whole models
             base = answers(base_model, "base")
+            base_battery = battery(base_model, "base", base)
             del base_model
-            tuned = answers(load_model(run_dir / MODEL_DIR, device).eval(), "tuned")
+            tuned_model = load_model(run_dir / MODEL_DIR, device).eval()
+            tuned = answers(tuned_model, "tuned")
+            tuned_battery = battery(tuned_model, "tuned", tuned)
         else:
             model = PeftModel.from_pretrained(base_model, run_dir / ADAPTER_DIR).eval()
             with model.disable_adapter():
                 base = answers(model, "base")
+                base_battery = battery(model, "base", base)
             tuned = answers(model, "tuned")
+            tuned_battery = battery(model, "tuned", tuned)
 
     samples = [
         {
@@ -152,6 +198,7 @@ def evaluate_run(
         for r, b, t in zip(records, base, tuned)
     ]
     families, overall = summarise(samples)
+    comparison = compare(base_battery, tuned_battery)
     report = {
         "run": run_dir.name,
         "release": manifest["release"],
@@ -163,7 +210,17 @@ def evaluate_run(
         "families": families,
         "overall": overall,
         "samples": samples,
+        "leaks": leaks,
+        "battery": {
+            "suites": list(suites),
+            "base": base_battery["suites"],
+            "tuned": tuned_battery["suites"],
+            "comparison": comparison,
+            "items": {"base": base_battery["items"], "tuned": tuned_battery["items"]},
+        },
     }
+    write_dpo_jsonl(preference_rows(tuned_battery, base_battery), run_dir / PREFERENCE_FILE)
+    write_html(comparison, run_dir / BATTERY_HTML, title=f"{run_dir.name} on {manifest['release']}", tuned=tuned_battery)
     (run_dir / EVAL_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return report
 
@@ -183,4 +240,20 @@ def report_table(report: dict) -> Table:
             colour = "green" if t > b else "red" if t < b else "white"
             cells.append(f"{b:.2f} → [{colour}]{t:.2f}[/]")
         table.add_row(family, str(scores["n"]), *cells, end_section=family == rows[-2][0])
+    return table
+
+
+def battery_table(report: dict) -> Table:
+    """The battery's overall metrics per suite: base → tuned, and tuned − base with its 95% bootstrap CI."""
+    table = Table(title="battery: base → tuned, difference [95% bootstrap CI over prompts]")
+    for col in ("suite", "metric", "n", "base → tuned", "difference"):
+        table.add_column(col, justify="left" if col in ("suite", "metric") else "right")
+    for suite, parts in report["battery"]["comparison"]["suites"].items():
+        for metric, c in parts["overall"].items():
+            d = c["difference"]
+            better = -d["estimate"] if c["lower_is_better"] else d["estimate"]
+            significant = d["low"] > 0 or d["high"] < 0
+            colour = ("green" if better > 0 else "red") if significant else "white"
+            table.add_row(suite, metric, str(c["n"]), f"{c['base']['estimate']:.2f} → {c['tuned']['estimate']:.2f}",
+                          f"[{colour}]{d['estimate']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}][/]")
     return table

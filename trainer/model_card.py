@@ -114,6 +114,15 @@ def render_eval(report: dict) -> str:
     for family, scores in rows:
         cells = [f"{scores['base'][m]:.2f} → {scores['tuned'][m]:.2f}" for m in metrics]
         lines.append(f"| {family} | {scores['n']} | " + " | ".join(cells) + " |")
+    lines += ["", "### Battery", "", "Shipped suites and format discipline; tuned − base with a 95% bootstrap CI over prompts.", "",
+              "| suite | metric | n | base → tuned | difference |", "|---|---|---|---|---|"]
+    for suite, parts in report["battery"]["comparison"]["suites"].items():
+        for metric, c in parts["overall"].items():
+            d = c["difference"]
+            lines.append(f"| {suite} | {metric} | {c['n']} | {c['base']['estimate']:.2f} → {c['tuned']['estimate']:.2f} "
+                         f"| {d['estimate']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] |")
+    if report["leaks"]:
+        lines += ["", f"**{len(report['leaks'])} evaluation prompt(s) overlap the training data** (see `eval.json`, `leaks`)."]
     return "\n".join(lines) + "\n"
 
 
