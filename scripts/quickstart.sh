@@ -15,6 +15,8 @@ run_dir=$(python -c "import sys; from curator.spec import load_spec; from curato
 curator gate "$run_dir" --spec "$SPEC" || [ $? -eq 1 ]
 curator releases
 release=$(basename "$(python -c "from curator.release.store import resolve_release; print(resolve_release('latest'))")")
+curator report "$release"          # self-contained HTML page + datasheet under data/reports/
 out="data/training/$release-$(date -u +%Y%m%d-%H%M%S)"
 trainer fit --dataset "$release" --steps "$STEPS" --out "$out"
-trainer eval --model "$out"
+# the instruction-following suite needs ~10 more minutes on 2 cores: add it with --suites instructions,refusals
+trainer eval --model "$out" --suites refusals --max-new-tokens 64

@@ -167,7 +167,8 @@ class SFTBackend(Backend):
             )
 
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay,
+                                           fused=world.device.type == "cuda")  # the fused kernel on GPU
         self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
             self.optimizer,
             num_warmup_steps=config.warmup_steps,
