@@ -22,7 +22,24 @@ def _observed(value: object) -> str:
 
 
 def _details(stats: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in stats.items() if k not in ("checked", "removed"))
+    """Scalar figures as they are; a mapping or list only by what it holds that is non-zero (the manifest has it all)."""
+    parts = []
+    for k, v in stats.items():
+        if k in ("checked", "removed"):
+            continue
+        if isinstance(v, dict):
+            hits = {kk: vv for kk, vv in v.items() if vv and not isinstance(vv, (dict, list))}
+            nested = sum(1 for vv in v.values() if isinstance(vv, (dict, list)))
+            if hits:
+                parts.append(f"{k}={hits}")
+            elif nested:
+                parts.append(f"{k}=(see manifest)")
+        elif isinstance(v, list):
+            if v:
+                parts.append(f"{k}=[{len(v)}]")
+        else:
+            parts.append(f"{k}={v}")
+    return ", ".join(parts)
 
 
 def render(report: GateReport, console: Console) -> None:
