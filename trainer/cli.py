@@ -116,10 +116,36 @@ def run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def evals_root() -> Path:
+    """`<data root>/evals/`: one directory per `trainer eval --endpoint` run."""
+    return data_root() / "evals"
+
+
+SERVED_ONLY = ("endpoint_model", "baseline_endpoint", "baseline_model", "out")
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    from trainer.evaluate import battery_table, evaluate_run, report_table
+    from trainer.evaluate import battery_table, report_table
+
+    if args.endpoint is not None:
+        report, eval_file = _eval_served(args)
+    else:
+        report, eval_file = _eval_run(args)
+    Console().print(report_table(report))
+    Console().print(battery_table(report))
+    if report["battery"]["comparison"] is None:
+        Console(stderr=True).print("one side only (no --baseline-endpoint/--baseline-model): no base → tuned comparison")
+    print(eval_file)
+    return 0
+
+
+def _eval_run(args: argparse.Namespace) -> tuple[dict, Path]:
+    from trainer.evaluate import EVAL_FILE, evaluate_run
     from trainer.model_card import append_eval
 
+    given = [f"--{name.replace('_', '-')}" for name in SERVED_ONLY if getattr(args, name) is not None]
+    if given:
+        raise CuratorError(f"{', '.join(given)}: only with --endpoint (a served model), not with --model")
     run_dir = Path(args.model)
     if not (run_dir / "config.json").is_file():
         raise CuratorError(f"{run_dir}: not a trainer run directory (no config.json)")
@@ -133,10 +159,45 @@ def run_eval(args: argparse.Namespace) -> int:
         suites=args.suites,
     )
     append_eval(run_dir, report)
-    Console().print(report_table(report))
-    Console().print(battery_table(report))
-    print(run_dir / "eval.json")
-    return 0
+    return report, run_dir / EVAL_FILE
+
+
+def _eval_served(args: argparse.Namespace) -> tuple[dict, Path]:
+    from trainer.evaluate import EVAL_FILE, evaluate
+    from trainer.served import Endpoint, ServedModel, served_sides
+
+    if args.endpoint_model is None or args.dataset is None:
+        raise CuratorError("--endpoint needs --endpoint-model NAME and --dataset RELEASE")
+    tuned = Endpoint(args.endpoint, args.endpoint_model)
+    base = None
+    if args.baseline_endpoint is not None or args.baseline_model is not None:
+        base = Endpoint(args.baseline_endpoint or args.endpoint, args.baseline_model or args.endpoint_model)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out: Path = args.out or evals_root() / f"{args.endpoint_model.replace('/', '_')}-{stamp}"
+    if out.exists() and any(out.iterdir()):
+        raise CuratorError(f"{out}: output directory exists and is not empty; pass another --out")
+
+    def served(endpoint: Endpoint) -> ServedModel:
+        model = ServedModel(endpoint, prompt_format=args.prompt_format, max_new_tokens=args.max_new_tokens,
+                            seed=args.seed, max_in_flight=args.max_in_flight, api_key_env=args.api_key_env)
+        model.check_reachable()
+        return model
+
+    tuned_model, base_model = served(tuned), (served(base) if base else None)
+    generation = {"source": "served", "prompt_format": args.prompt_format, "temperature": 0, "seed": args.seed,
+                  "tuned": tuned.describe(), "base": base.describe() if base else None}
+    report = evaluate(
+        args.dataset,
+        served_sides(tuned_model, base_model),
+        out_dir=out,
+        about={"run": out.name, "base_model": base.model if base else None, "tuned_model": tuned.model,
+               "generation": generation},
+        limit=args.limit,
+        max_new_tokens=args.max_new_tokens,
+        console=Console(stderr=True),
+        suites=args.suites,
+    )
+    return report, out / EVAL_FILE
 
 
 def run_backends(args: argparse.Namespace) -> int:
@@ -177,12 +238,33 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue a killed run from its newest checkpoint (with its saved config)")
     fit.set_defaults(func=run_fit)
 
-    ev = sub.add_parser("eval", help="score base vs tuned on a release's eval split, per task family")
-    ev.add_argument("--model", required=True, help="a run directory written by `trainer fit`")
-    ev.add_argument("--dataset", help="release to evaluate on (default: the release the run trained on)")
+    ev = sub.add_parser(
+        "eval", help="score base vs tuned on a release's eval split and the battery, per task family",
+        description="Score a `trainer fit` run in process (--model), or served models through an "
+                    "OpenAI-compatible endpoint (--endpoint). Served: with --baseline-endpoint and/or "
+                    "--baseline-model the baseline is the base side and the endpoint model the tuned side; "
+                    "without, the endpoint model alone is scored (no comparison, no battery.html).",
+    )
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a run directory written by `trainer fit` (generation in process)")
+    source.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    ev.add_argument("--endpoint-model", metavar="NAME", help="the model name to ask at --endpoint (the tuned side)")
+    ev.add_argument("--baseline-endpoint", metavar="URL", help="the baseline's endpoint (default: --endpoint)")
+    ev.add_argument("--baseline-model", metavar="NAME", help="the baseline's model name (default: --endpoint-model)")
+    ev.add_argument("--prompt-format", choices=("chat", "template"), default="chat",
+                    help="served: chat = /v1/chat/completions with the server's chat template; template = "
+                         "the trainer's Gemma template rendered here and sent to /v1/completions (default chat)")
+    ev.add_argument("--seed", type=int, default=0, help="served: the seed sent with each request (default 0)")
+    ev.add_argument("--max-in-flight", type=_positive_int, default=4, help="served: concurrent requests (default 4)")
+    ev.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                    help="served: environment variable holding the API key (default OPENAI_API_KEY; "
+                         "a placeholder when unset); the key is never written")
+    ev.add_argument("--out", type=Path,
+                    help="served: output directory (default: <data root>/evals/<endpoint model>-<UTC time>)")
+    ev.add_argument("--dataset", help="release to evaluate on (default with --model: the release the run trained on)")
     ev.add_argument("--limit", type=_positive_int, help="at most N eval pairs, taken round-robin across families")
     ev.add_argument("--max-new-tokens", type=_positive_int, default=128)
-    ev.add_argument("--batch-size", type=_positive_int, default=8)
+    ev.add_argument("--batch-size", type=_positive_int, default=8, help="--model: generation batch size")
     ev.add_argument("--suites", type=_suites, default=("instructions", "refusals"),
                     help="shipped battery suites to run besides the eval split: instructions,refusals (default) or none")
     ev.set_defaults(func=run_eval)

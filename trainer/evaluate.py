@@ -1,10 +1,15 @@
-"""`trainer eval`: greedy answers of the base model and of base + adapter on a release's eval split, scored per family."""
+"""`trainer eval`: greedy answers of a base and a tuned model on a release's eval split and the battery, scored per family.
+
+The answers come from a `Sides` source: in process (`in_process_sides`: a `trainer fit` run's base model and
+base + adapter) or from served endpoints (`trainer.served`); `evaluate` scores and reports either the same way.
+"""
 from __future__ import annotations
 
 import json
 from collections import defaultdict
 from itertools import zip_longest
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 from peft import PeftModel
@@ -105,24 +110,146 @@ def generate_answers(
     return answers
 
 
+AnswerFn = Callable[[list[list[dict]], str], list[str]]
+"""Batched greedy answers: (conversations, progress label) -> one answer each."""
+Sides = Callable[[Progress], Iterator[tuple[str, AnswerFn]]]
+"""The models to compare, in order ("base", then "tuned"; or "tuned" alone), each yielded once it is ready.
+
+The scorer finishes with one side before it asks for the next, so a source may free one model before
+loading the next."""
+
+
 def _means(rows: list[dict[str, float]]) -> dict[str, float]:
     return {m: round(sum(r[m] for r in rows) / len(rows), 4) for m in METRICS}
 
 
-def summarise(samples: list[dict]) -> tuple[dict, dict]:
-    """Mean of each metric per family and overall, for base and tuned."""
+def summarise(samples: list[dict], sides: list[str]) -> tuple[dict, dict]:
+    """Mean of each metric per family and overall, for each side."""
     by_family: dict[str, list[dict]] = defaultdict(list)
     for s in samples:
         by_family[s["task_family"]].append(s)
 
     def block(group: list[dict]) -> dict:
-        return {
-            "n": len(group),
-            "base": _means([s["base"]["scores"] for s in group]),
-            "tuned": _means([s["tuned"]["scores"] for s in group]),
-        }
+        return {"n": len(group), **{side: _means([s[side]["scores"] for s in group]) for side in sides}}
 
     return {f: block(g) for f, g in sorted(by_family.items())}, block(samples)
+
+
+def in_process_sides(run_dir: Path, config: TrainConfig, *, max_new_tokens: int, batch_size: int) -> Sides:
+    """The base model and base + adapter (or the fully fine-tuned copy) of a `trainer fit` run, in this process."""
+
+    def sides(progress: Progress) -> Iterator[tuple[str, AnswerFn]]:
+        torch.manual_seed(config.seed)
+        device = pick_device()
+        tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)
+
+        def answerer(model: PreTrainedModel) -> AnswerFn:
+            def answer(conversations: list[list[dict]], label: str) -> list[str]:
+                ids = [generation_prompt_ids(tokenizer, c) for c in conversations]
+                return generate_answers(model, tokenizer, ids, max_new_tokens=max_new_tokens,
+                                        batch_size=batch_size, progress=progress, label=label)
+            return answer
+
+        base_model = load_model(resolve_model(config.model), device).eval()
+        if (run_dir / MODEL_DIR).is_dir():  # full fine-tuning: two whole models, one at a time
+            yield "base", answerer(base_model)
+            del base_model
+            yield "tuned", answerer(load_model(run_dir / MODEL_DIR, device).eval())
+        else:
+            model = PeftModel.from_pretrained(base_model, run_dir / ADAPTER_DIR).eval()
+            with model.disable_adapter():
+                yield "base", answerer(model)
+            yield "tuned", answerer(model)
+
+    return sides
+
+
+def load_eval_release(dataset: str, *, limit: int | None) -> tuple[Path, dict, Spec, list[dict]]:
+    """(release dir, verified manifest, its spec, eval records taken round-robin across families)."""
+    release = resolve_release(dataset)
+    manifest = verify_release(release)
+    spec = spec_from_manifest(manifest, release)
+    records = interleave_families(read_split(release, "eval"), limit)
+    if not records:
+        raise CuratorError(f"{release / 'eval.parquet'}: the eval split is empty")
+    return release, manifest, spec, records
+
+
+def evaluate(
+    dataset: str,
+    sides: Sides,
+    *,
+    out_dir: Path,
+    about: dict,
+    limit: int | None,
+    max_new_tokens: int,
+    console: Console,
+    suites: tuple[str, ...] = SUITES,
+) -> dict:
+    """Generate with each side, score, write `eval.json`, `battery.html` and `preference.jsonl` into `out_dir`.
+
+    Besides the release's eval split, each side answers the shipped battery `suites` (verifiable
+    instructions, refusals); every prompt is first checked for n-gram overlap with the release's train
+    split, and leaks are reported in `report["leaks"]`. `about` (run name, models) heads the report.
+    With two sides, `report["battery"]["comparison"]` holds tuned − base with bootstrap CIs; with one,
+    it is None and `battery.html` is not written. DPO rows pair failures with the base's passing
+    answers, or with the references when there is no base.
+    """
+    release, manifest, spec, records = load_eval_release(dataset, limit=limit)
+    leaks = find_leaks(read_split(release, "train"), records, suites)
+    for leak in leaks:
+        console.print(f"[yellow]leak:[/] {leak['item']} shares a 13-gram with train pair {leak['train']}: \"{leak['ngram']}\"")
+
+    answers: dict[str, list[str]] = {}
+    batteries: dict[str, dict] = {}
+    with Progress(console=console, transient=True) as progress:
+        for side, answer in sides(progress):
+            answers[side] = answer([prompt_messages(r) for r in records], side)
+            batteries[side] = run_battery(lambda c: answer(c, f"battery {side}"), include=suites,
+                                          eval_records=records, spec=spec, eval_answers=answers[side])
+            del answer  # let a source free this side's model before it loads the next
+    names = list(answers)
+
+    samples = [
+        {
+            "id": r["id"],
+            "task_family": r["task_family"],
+            "format": r["format"],
+            "reference": reference_answer(r),
+            **{side: {"answer": answers[side][i], "scores": score_answer(answers[side][i], r, spec)} for side in names},
+        }
+        for i, r in enumerate(records)
+    ]
+    families, overall = summarise(samples, names)
+    paired = "base" in batteries and "tuned" in batteries
+    comparison = compare(batteries["base"], batteries["tuned"]) if paired else None
+    report = {
+        **about,
+        "release": manifest["release"],
+        "sides": names,
+        "records": len(records),
+        "limit": limit,
+        "max_new_tokens": max_new_tokens,
+        "metrics": list(METRICS),
+        "families": families,
+        "overall": overall,
+        "samples": samples,
+        "leaks": leaks,
+        "battery": {
+            "suites": list(suites),
+            **{side: batteries[side]["suites"] for side in names},
+            "comparison": comparison,
+            "items": {side: batteries[side]["items"] for side in names},
+        },
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_dpo_jsonl(preference_rows(batteries[names[-1]], batteries.get("base") if paired else None),
+                    out_dir / PREFERENCE_FILE)
+    if comparison is not None:
+        write_html(comparison, out_dir / BATTERY_HTML, title=f"{about['run']} on {manifest['release']}",
+                   tuned=batteries["tuned"])
+    (out_dir / EVAL_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return report
 
 
 def evaluate_run(
@@ -135,99 +262,29 @@ def evaluate_run(
     console: Console,
     suites: tuple[str, ...] = SUITES,
 ) -> dict:
-    """Generate, score and return the report (also written to `<run_dir>/eval.json`).
-
-    Besides the release's eval split, the model answers the shipped battery `suites`
-    (verifiable instructions, refusals); every prompt is first checked for n-gram overlap with
-    the release's train split, and leaks are reported in `report["leaks"]`.
-    """
+    """`evaluate` a `trainer fit` run in process: base vs tuned, report written into `run_dir`."""
     config = TrainConfig.load(run_dir / "config.json")
     if not ((run_dir / ADAPTER_DIR).is_dir() or (run_dir / MODEL_DIR).is_dir()):
         raise CuratorError(f"{run_dir}: no trained weights ({ADAPTER_DIR}/ or {MODEL_DIR}/); was it trained here?")
-    release = resolve_release(dataset or config.dataset)
-    manifest = verify_release(release)
-    spec = spec_from_manifest(manifest, release)
-    records = interleave_families(read_split(release, "eval"), limit)
-    if not records:
-        raise CuratorError(f"{release / 'eval.parquet'}: the eval split is empty")
-    leaks = find_leaks(read_split(release, "train"), records, suites)
-    for leak in leaks:
-        console.print(f"[yellow]leak:[/] {leak['item']} shares a 13-gram with train pair {leak['train']}: \"{leak['ngram']}\"")
+    return evaluate(
+        dataset or config.dataset,
+        in_process_sides(run_dir, config, max_new_tokens=max_new_tokens, batch_size=batch_size),
+        out_dir=run_dir,
+        about={"run": run_dir.name, "base_model": config.model},
+        limit=limit,
+        max_new_tokens=max_new_tokens,
+        console=console,
+        suites=suites,
+    )
 
-    torch.manual_seed(config.seed)
-    device = pick_device()
-    tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)
-    prompts = [generation_prompt_ids(tokenizer, prompt_messages(r)) for r in records]
-    base_model = load_model(resolve_model(config.model), device).eval()
-    with Progress(console=console, transient=True) as progress:
-        def answers(model: PreTrainedModel, label: str) -> list[str]:
-            return generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                    batch_size=batch_size, progress=progress, label=label)
 
-        def battery(model: PreTrainedModel, label: str, eval_answers: list[str]) -> dict:
-            def generate(conversations: list[list[dict]]) -> list[str]:
-                ids = [generation_prompt_ids(tokenizer, c) for c in conversations]
-                return generate_answers(model, tokenizer, ids, max_new_tokens=max_new_tokens,
-                                        batch_size=batch_size, progress=progress, label=f"battery {label}")
-            return run_battery(generate, include=suites, eval_records=records, spec=spec, eval_answers=eval_answers)
-
-        if (run_dir / MODEL_DIR).is_dir():  # full fine-tuning: two whole models
-            base = answers(base_model, "base")
-            base_battery = battery(base_model, "base", base)
-            del base_model
-            tuned_model = load_model(run_dir / MODEL_DIR, device).eval()
-            tuned = answers(tuned_model, "tuned")
-            tuned_battery = battery(tuned_model, "tuned", tuned)
-        else:
-            model = PeftModel.from_pretrained(base_model, run_dir / ADAPTER_DIR).eval()
-            with model.disable_adapter():
-                base = answers(model, "base")
-                base_battery = battery(model, "base", base)
-            tuned = answers(model, "tuned")
-            tuned_battery = battery(model, "tuned", tuned)
-
-    samples = [
-        {
-            "id": r["id"],
-            "task_family": r["task_family"],
-            "format": r["format"],
-            "reference": reference_answer(r),
-            "base": {"answer": b, "scores": score_answer(b, r, spec)},
-            "tuned": {"answer": t, "scores": score_answer(t, r, spec)},
-        }
-        for r, b, t in zip(records, base, tuned)
-    ]
-    families, overall = summarise(samples)
-    comparison = compare(base_battery, tuned_battery)
-    report = {
-        "run": run_dir.name,
-        "release": manifest["release"],
-        "base_model": config.model,
-        "records": len(records),
-        "limit": limit,
-        "max_new_tokens": max_new_tokens,
-        "metrics": list(METRICS),
-        "families": families,
-        "overall": overall,
-        "samples": samples,
-        "leaks": leaks,
-        "battery": {
-            "suites": list(suites),
-            "base": base_battery["suites"],
-            "tuned": tuned_battery["suites"],
-            "comparison": comparison,
-            "items": {"base": base_battery["items"], "tuned": tuned_battery["items"]},
-        },
-    }
-    write_dpo_jsonl(preference_rows(tuned_battery, base_battery), run_dir / PREFERENCE_FILE)
-    write_html(comparison, run_dir / BATTERY_HTML, title=f"{run_dir.name} on {manifest['release']}", tuned=tuned_battery)
-    (run_dir / EVAL_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return report
+def _side_title(report: dict) -> str:
+    return "base → tuned" if len(report["sides"]) == 2 else report["sides"][0]
 
 
 def report_table(report: dict) -> Table:
-    """Base vs tuned, one row per task family and one for all."""
-    table = Table(title=f"{report['run']} on {report['release']} eval ({report['records']} pairs): base → tuned")
+    """Base vs tuned (or the one side scored), one row per task family and one for all."""
+    table = Table(title=f"{report['run']} on {report['release']} eval ({report['records']} pairs): {_side_title(report)}")
     table.add_column("family")
     table.add_column("n", justify="right")
     for m in report["metrics"]:
@@ -236,6 +293,9 @@ def report_table(report: dict) -> Table:
     for family, scores in rows:
         cells = []
         for m in report["metrics"]:
+            if len(report["sides"]) == 1:
+                cells.append(f"{scores[report['sides'][0]][m]:.2f}")
+                continue
             b, t = scores["base"][m], scores["tuned"][m]
             colour = "green" if t > b else "red" if t < b else "white"
             cells.append(f"{b:.2f} → [{colour}]{t:.2f}[/]")
@@ -244,11 +304,23 @@ def report_table(report: dict) -> Table:
 
 
 def battery_table(report: dict) -> Table:
-    """The battery's overall metrics per suite: base → tuned, and tuned − base with its 95% bootstrap CI."""
+    """The battery's overall metrics per suite: base → tuned, and tuned − base with its 95% bootstrap CI.
+
+    With one side only, its overall metrics per suite (no comparison)."""
+    battery = report["battery"]
+    if battery["comparison"] is None:
+        side = report["sides"][0]
+        table = Table(title=f"battery: {side} (one side scored, no comparison)")
+        for col in ("suite", "metric", "n", side):
+            table.add_column(col, justify="left" if col in ("suite", "metric") else "right")
+        for suite, summary in battery[side].items():
+            for metric, value in summary["overall"].items():
+                table.add_row(suite, metric, str(summary["n"]), f"{value:.2f}")
+        return table
     table = Table(title="battery: base → tuned, difference [95% bootstrap CI over prompts]")
     for col in ("suite", "metric", "n", "base → tuned", "difference"):
         table.add_column(col, justify="left" if col in ("suite", "metric") else "right")
-    for suite, parts in report["battery"]["comparison"]["suites"].items():
+    for suite, parts in battery["comparison"]["suites"].items():
         for metric, c in parts["overall"].items():
             d = c["difference"]
             better = -d["estimate"] if c["lower_is_better"] else d["estimate"]
