@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from curator.gate.check import stats_summary
 from curator.gate.pipeline import GateReport, run_gate
 from curator.spec import load_spec
 
@@ -19,27 +20,6 @@ def _observed(value: object) -> str:
     if isinstance(value, dict) and "unexpected" in value:  # a per-row expectation
         return f"{value['unexpected']} of {value['of']} rows off"
     return str(value)
-
-
-def _details(stats: dict) -> str:
-    """Scalar figures as they are; a mapping or list only by what it holds that is non-zero (the manifest has it all)."""
-    parts = []
-    for k, v in stats.items():
-        if k in ("checked", "removed"):
-            continue
-        if isinstance(v, dict):
-            hits = {kk: vv for kk, vv in v.items() if vv and not isinstance(vv, (dict, list))}
-            nested = sum(1 for vv in v.values() if isinstance(vv, (dict, list)))
-            if hits:
-                parts.append(f"{k}={hits}")
-            elif nested:
-                parts.append(f"{k}=(see manifest)")
-        elif isinstance(v, list):
-            if v:
-                parts.append(f"{k}=[{len(v)}]")
-        else:
-            parts.append(f"{k}={v}")
-    return ", ".join(parts)
 
 
 def render(report: GateReport, console: Console) -> None:
@@ -52,7 +32,7 @@ def render(report: GateReport, console: Console) -> None:
     checks.add_column("seconds", justify="right")
     checks.add_column("details")
     for c in m["checks"]:
-        checks.add_row(c["name"], str(c["removed"]), f"{c['seconds']:.2f}", escape(_details(c["stats"])))
+        checks.add_row(c["name"], str(c["removed"]), f"{c['seconds']:.2f}", escape(stats_summary(c["stats"])))
     checks.add_row("kept", str(counts["kept"]), "", f"train={counts['train']}, eval={counts['eval']}", style="bold")
     console.print(checks)
 

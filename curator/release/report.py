@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from curator.errors import CuratorError
+from curator.gate.check import stats_summary
 from curator.paths import data_root
 from curator.records import assistant_text, user_text
 from curator.release import plots
@@ -289,7 +290,7 @@ def render_html(release: Release, f: Figures) -> str:
                    [[escape(a), escape(b), escape(c), str(t), str(e)] for (a, b, c), t, e in f.cells], {3, 4})
     checks = _table(["check", "removed", "details"],
                     [[escape(c["name"]), str(c["removed"]),
-                      escape(", ".join(f"{k}={v}" for k, v in c.get("stats", {}).items()))] for c in m.get("checks", [])],
+                      escape(stats_summary(c.get("stats", {})))] for c in m.get("checks", [])],
                     {1})
     verdicts = _table(["verdict", "observed", "expected", ""],
                       [[escape(v["name"]), escape(str(v.get("observed"))), escape(str(v.get("expected"))),
@@ -349,7 +350,7 @@ def datasheet(release: Release, f: Figures | None = None) -> str:
     checks = _md_table(
         ["check", "removed", "removed per family", "details"],
         [[c["name"], c["removed"], ", ".join(f"{k} {v}" for k, v in c.get("removed_by_family", {}).items()) or "-",
-          ", ".join(f"{k}={v}" for k, v in c.get("stats", {}).items()) or "-"] for c in m.get("checks", [])])
+          stats_summary(c.get("stats", {})) or "-"] for c in m.get("checks", [])])
     verdicts = _md_table(["verdict", "observed", "expected", "result"],
                          [[v["name"], v.get("observed"), v.get("expected"), "pass" if v["passed"] else "FAIL"]
                           for v in m.get("verdicts", [])])
