@@ -47,6 +47,7 @@ class Teacher:
     max_attempts: int = 4
     timeout_s: float = 120.0
     sampling: Sampling = field(default_factory=Sampling)
+    structured_output: str = "off"  # off | json_schema (OpenAI style) | json_object (llama-cpp-python style)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,13 @@ class RefusalPolicy:
     style: str = ""
     example_refusal: str = ""
     max_share: float = 0.2
+    lookalike_share: float = 0.0  # of a refusal family's slots: benign look-alikes answered normally
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    strategy: str = "self_instruct"  # self_instruct | respond | evol | evol:deepen | evol:widen
+    source_run: str | None = None  # run directory whose pairs respond / evol start from (evol: seeds when None)
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,7 @@ class Spec:
     path: str
     hash: str
     raw: dict = field(repr=False, compare=False)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
     def format(self, name: str) -> Format:
         return next(f for f in self.formats if f.name == name)
@@ -344,6 +353,7 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
     rp = doc.get("refusal_policy", {})
     te = dict(doc.get("teacher", {}))
     te["sampling"] = Sampling(**te.get("sampling", {}))
+    ge = doc.get("generation", {})
     ga = dict(doc.get("gate", {}))
     ga["minhash"] = MinHashConfig(**ga.get("minhash", {}))
     ga["content_defects"] = ContentDefectsConfig(**ga.get("content_defects", {}))
@@ -370,10 +380,15 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
         refusal_policy=RefusalPolicy(
             refuse=tuple(rp.get("refuse", ())), style=rp.get("style", ""),
             example_refusal=rp.get("example_refusal", ""), max_share=float(rp.get("max_share", 0.2)),
+            lookalike_share=float(rp.get("lookalike_share", 0.0)),
         ),
         teacher=Teacher(**te),
         gate=GateConfig(**ga),
         path=str(path),
         hash=sha256_json(doc),
         raw=doc,
+        generation=GenerationConfig(
+            strategy=ge.get("strategy", "self_instruct"),
+            source_run=str((path.parent / ge["source_run"]).resolve()) if ge.get("source_run") else None,
+        ),
     )

@@ -14,7 +14,8 @@ import yaml
 from curator.cli import main
 from curator.generate.parse import Fields, Problem, parse_chat, parse_completion, review
 from curator.generate.plan import cell_targets, family_counts, plan
-from curator.generate.prompts import build_request, self_instruct_prompt
+from curator.generate.prompts import self_instruct_prompt
+from curator.generate.requests import build_request
 from curator.records import schema_errors
 from curator.rundir import RunDir
 from curator.spec import load_spec

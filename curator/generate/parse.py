@@ -1,19 +1,25 @@
 """Read a teacher reply into (instruction, input, output), or say why it goes to quarantine.
 
 Reasons: `truncated` (stopped at max_tokens), `unparseable`, `empty_output`, `instruction_copies_seed`
-(instruction + input at least 90% similar to a seed's), `refusal_off_policy` (a refusal-family response that does
-not decline), and the shared format / length checks of `curator.formats` (`not_a_bullet_list: ...`,
-`length_out_of_band: ...`).
+(instruction + input at least 90% similar to a seed's or a built-in demonstration's), `instruction_copies_parent`
+(an evol rewrite that is its parent again), `refusal_off_policy` (a refusal-family response that does not
+decline), `over_refusal` (a benign look-alike that is refused), and the shared format / length checks of
+`curator.formats` (`not_a_bullet_list: ...`, `length_out_of_band: ...`).
+
+A respond slot's reply is the response alone (the instruction is given); every other strategy's reply holds a
+whole new task.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from curator.formats import format_problem, length_problem, parse_json_response
-from curator.generate.plan import Slot
-from curator.generate.prompts import END_OF_TASK, NO_INPUT
+from curator.generate.evolve import EVOL_DEMOS
+from curator.generate.plan import DEEPEN, LOOKALIKE, RESPOND, WIDEN, Slot
+from curator.generate.prompts import END_OF_TASK, LOOKALIKE_DEMOS, NO_INPUT
 from curator.spec import Spec
 
 COPY_SIMILARITY = 0.9
@@ -24,6 +30,7 @@ REFUSAL_MARKERS = (
 )
 _FIELD = re.compile(r"^(Input|Response):[ \t]*", re.M)
 _NEXT_TASK = re.compile(r"^\s*(Task \d+|Family:|Instruction:)", re.M)
+_EVOL_LABEL = re.compile(r"^\s*(Original instruction|Original input|Rewrite):", re.M)  # an evol reply that restarts the frame
 
 
 @dataclass(frozen=True)
@@ -68,9 +75,18 @@ def parse_chat(text: str) -> Fields | Problem:
     instruction, input_text, output = value.get("instruction"), value.get("input") or "", value.get("output")
     if not isinstance(instruction, str) or not instruction.strip() or not isinstance(input_text, str):
         return Problem("unparseable")
+    if isinstance(output, (dict, list)):  # a structured-output reply holds the JSON response as a value
+        output = json.dumps(output, ensure_ascii=False)
     if not isinstance(output, str):
         return Problem("unparseable") if output is not None else Problem("empty_output")
     return Fields(instruction.strip(), input_text.strip(), output.strip())
+
+
+def parse_response(text: str) -> str:
+    """A respond reply's response: the text up to the end-of-task mark or the next task's header
+    (empty when the teacher only wrote the no-input marker)."""
+    response = _NEXT_TASK.split(text.split(END_OF_TASK, 1)[0], 1)[0].strip()
+    return "" if response == NO_INPUT else response
 
 
 def looks_like_refusal(text: str) -> bool:
@@ -78,15 +94,26 @@ def looks_like_refusal(text: str) -> bool:
     return any(marker in head for marker in REFUSAL_MARKERS)
 
 
-def copies_seed(fields: Fields, spec: Spec) -> bool:
-    """Instruction + input at least COPY_SIMILARITY alike (difflib ratio) to a seed's; cheap upper bounds first."""
+def copies_any(fields: Fields, originals: list[tuple[str, str]]) -> bool:
+    """Instruction + input at least COPY_SIMILARITY alike (difflib ratio) to one of the (instruction, input)
+    `originals`; cheap upper bounds first."""
     matcher = SequenceMatcher(None, b=_normalise(f"{fields.instruction}\n{fields.input}"), autojunk=False)
-    for seed in (s for t in spec.task_families for s in t.seeds):
-        matcher.set_seq1(_normalise(f"{seed.instruction}\n{seed.input}"))
+    for instruction, input_text in originals:
+        matcher.set_seq1(_normalise(f"{instruction}\n{input_text}"))
         if (matcher.real_quick_ratio() >= COPY_SIMILARITY and matcher.quick_ratio() >= COPY_SIMILARITY
                 and matcher.ratio() >= COPY_SIMILARITY):
             return True
     return False
+
+
+def copies_seed(fields: Fields, spec: Spec, slot: Slot) -> bool:
+    """The new task copies a seed, or a built-in demonstration of the slot's template."""
+    originals = [(s.instruction, s.input) for t in spec.task_families for s in t.seeds]
+    if slot.strategy == LOOKALIKE:
+        originals += [(s.instruction, s.input) for s in LOOKALIKE_DEMOS]
+    elif slot.strategy in (DEEPEN, WIDEN):
+        originals += [(d[3], d[4]) for d in EVOL_DEMOS]
+    return copies_any(fields, originals)
 
 
 def _normalise(text: str) -> str:
@@ -97,14 +124,24 @@ def review(text: str, finish_reason: str | None, *, mode: str, spec: Spec, slot:
     """The reply's fields when it is a usable pair for `slot`, else the first quarantine reason found."""
     if finish_reason == "length":
         return Problem("truncated")
-    parsed = parse_chat(text) if mode == "chat" else parse_completion(text)
+    if slot.strategy == RESPOND:
+        parsed = Fields(slot.parent.instruction, slot.parent.input, text.strip() if mode == "chat" else parse_response(text))
+    else:
+        parsed = parse_chat(text) if mode == "chat" else parse_completion(text)
     if isinstance(parsed, Problem):
         return parsed
+    if slot.strategy in (DEEPEN, WIDEN) and _EVOL_LABEL.search(f"{parsed.instruction}\n{parsed.input}"):
+        return Problem("unparseable")
     if not parsed.output:
         return Problem("empty_output")
-    if copies_seed(parsed, spec):
+    if slot.strategy != RESPOND and copies_seed(parsed, spec, slot):
         return Problem("instruction_copies_seed")
-    if spec.family(slot.family).refusal and not looks_like_refusal(parsed.output):
+    if slot.parent is not None and slot.strategy != RESPOND and copies_any(parsed, [(slot.parent.instruction, slot.parent.input)]):
+        return Problem("instruction_copies_parent")
+    if slot.strategy == LOOKALIKE:
+        if looks_like_refusal(parsed.output):
+            return Problem("over_refusal")
+    elif spec.family(slot.family).refusal and not looks_like_refusal(parsed.output):
         return Problem("refusal_off_policy")
     problem = format_problem(spec.format(slot.format), parsed.output) or length_problem(
         spec.band(slot.length_band), parsed.output

@@ -1,16 +1,43 @@
 """The generation plan: how many pairs each curriculum cell (family x format x difficulty x length band) gets.
 
 Family counts come from `target_pairs x share` with largest-remainder rounding (ties go to the family listed
-first); each family's count is dealt round-robin over its formats x difficulties. Every planned slot has a
-stable id, `family/format/difficulty/band/#i`, which is the resume key: a rerun skips slots already done.
+first); each family's count is dealt round-robin over its formats x difficulties. A refusal family gives
+`refusal_policy.lookalike_share` of its count (rounded) to benign look-alike slots, answered without refusing.
+Every planned slot has a stable id, the resume key: a rerun skips slots already done.
+  self_instruct  `family/format/difficulty/band/#i`
+  lookalike      `family/format/difficulty/band/lookalike/#i`
+  respond        `respond/<parent pair id>`
+  evol:deepen    `evol:deepen/<parent pair id>` (evol:widen alike)
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from itertools import zip_longest
+from typing import TYPE_CHECKING
 
 from curator.spec import Spec, TaskFamily
+
+if TYPE_CHECKING:
+    from curator.generate.parents import Source
+
+
+SELF_INSTRUCT = "self_instruct"
+LOOKALIKE = "lookalike"
+RESPOND = "respond"
+DEEPEN = "evol:deepen"
+WIDEN = "evol:widen"
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The pair (or seed) a respond / evol slot starts from."""
+
+    id: str  # pair id, or `seed:<family>#<i>`
+    origin: str  # `<run dir>/pairs.jsonl:<line>`, or `<spec path>:task_families.<family>.seeds[<i>]`
+    instruction: str
+    input: str
+    output: str
 
 
 @dataclass(frozen=True)
@@ -19,7 +46,9 @@ class Slot:
     format: str
     difficulty: str
     length_band: str
-    index: int  # position within its cell
+    index: int  # position within its cell (self_instruct and lookalike)
+    strategy: str = SELF_INSTRUCT
+    parent: Parent | None = None
 
     @property
     def cell(self) -> str:
@@ -27,6 +56,10 @@ class Slot:
 
     @property
     def id(self) -> str:
+        if self.parent is not None:
+            return f"{self.strategy}/{self.parent.id}"
+        if self.strategy == LOOKALIKE:
+            return f"{self.cell}/{LOOKALIKE}/#{self.index}"
         return f"{self.cell}/#{self.index}"
 
 
@@ -41,8 +74,8 @@ def family_counts(spec: Spec, total: int) -> dict[str, int]:
     return counts
 
 
-def family_slots(family: TaskFamily, count: int) -> list[Slot]:
-    """`count` slots dealt round-robin over the family's formats x difficulties."""
+def dealt(family: TaskFamily, count: int, strategy: str) -> list[Slot]:
+    """`count` slots of one strategy dealt round-robin over the family's formats x difficulties."""
     cells = [(f, d) for f in family.formats for d in family.difficulties]
     seen: dict[tuple[str, str], int] = {}
     slots = []
@@ -50,8 +83,14 @@ def family_slots(family: TaskFamily, count: int) -> list[Slot]:
         fmt, difficulty = cells[k % len(cells)]
         index = seen.get((fmt, difficulty), 0)
         seen[(fmt, difficulty)] = index + 1
-        slots.append(Slot(family.name, fmt, difficulty, family.length_band, index))
+        slots.append(Slot(family.name, fmt, difficulty, family.length_band, index, strategy))
     return slots
+
+
+def family_slots(family: TaskFamily, count: int, lookalike_share: float = 0.0) -> list[Slot]:
+    """The family's `count` slots; for a refusal family, `lookalike_share` of them (rounded) are look-alikes."""
+    lookalikes = math.floor(count * lookalike_share + 0.5) if family.refusal else 0  # half rounds up
+    return dealt(family, count - lookalikes, SELF_INSTRUCT) + dealt(family, lookalikes, LOOKALIKE)
 
 
 def plan(spec: Spec, total: int | None = None) -> list[Slot]:
@@ -60,7 +99,8 @@ def plan(spec: Spec, total: int | None = None) -> list[Slot]:
     if total < 1:
         raise ValueError("a plan needs at least one pair")
     counts = family_counts(spec, total)
-    per_family = [family_slots(t, counts[t.name]) for t in spec.task_families]
+    share = spec.refusal_policy.lookalike_share
+    per_family = [family_slots(t, counts[t.name], share) for t in spec.task_families]
     return [s for group in zip_longest(*per_family) for s in group if s is not None]
 
 
@@ -69,3 +109,20 @@ def cell_targets(slots: list[Slot]) -> dict[str, int]:
     for s in slots:
         targets[s.cell] = targets.get(s.cell, 0) + 1
     return targets
+
+
+def harder(spec: Spec, difficulty: str) -> str:
+    """The next difficulty level after `difficulty` (the same at the top, or when the spec does not list it)."""
+    levels = spec.difficulty_levels
+    return levels[min(levels.index(difficulty) + 1, len(levels) - 1)] if difficulty in levels else difficulty
+
+
+def parent_plan(spec: Spec, sources: list[Source], strategies: tuple[str, ...], total: int | None = None) -> list[Slot]:
+    """One slot per source and strategy (respond, evol:deepen, evol:widen), in source order; the first `total`.
+    A deepened slot sits one difficulty level above its parent."""
+    slots = [
+        Slot(src.family, src.format, harder(spec, src.difficulty) if strategy == DEEPEN else src.difficulty,
+             src.length_band, 0, strategy, src.parent)
+        for src in sources for strategy in strategies
+    ]
+    return slots if total is None else slots[:total]

@@ -7,9 +7,14 @@ others is shuffled with a per-slot seed, so prompts vary between slots yet are t
 
 `chat_json_v1` (chat mode, for instruct teachers): a system message with the spec's response standards and a
 user message asking for one new task as a JSON object `{"instruction", "input", "output"}`.
+
+`lookalike_v1` / `chat_lookalike_v1`: the same for a refusal family's benign look-alike slots: a request that
+sounds like one the policy covers but is harmless, answered helpfully. The completion prompt shows the
+built-in LOOKALIKE_DEMOS (never the family's refusal seeds) after seeds of other families.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import zlib
@@ -17,10 +22,22 @@ import zlib
 from curator.generate.plan import Slot
 from curator.hashing import sha256_text
 from curator.spec import Format, Seed, Spec, TaskFamily
-from curator.teacher.client import TeacherRequest
 
 SELF_INSTRUCT = "self_instruct_v1"
 CHAT_JSON = "chat_json_v1"
+LOOKALIKE_COMPLETION = "lookalike_v1"
+LOOKALIKE_CHAT = "chat_lookalike_v1"
+LOOKALIKE_NOTE = (
+    "a request that sounds like one the refusal policy covers but is harmless, answered helpfully and not refused"
+)
+LOOKALIKE_DEMOS = (
+    Seed("How do I kill a Python process that stopped responding?",
+         "Find its process id with `pgrep -f python`, then run `kill <pid>`. If it keeps running, `kill -9 <pid>` "
+         "stops it at once."),
+    Seed("Which household cleaning products must never be mixed?",
+         "Never mix bleach with ammonia or with acids such as vinegar: both combinations release toxic gases. "
+         "Use one product at a time and rinse the surface in between."),
+)
 NO_INPUT = "<noinput>"
 END_OF_TASK = "###"
 STOP = (END_OF_TASK, "\nTask ")
@@ -99,15 +116,21 @@ def render_example(number: int, family: TaskFamily, seed: Seed, spec: Spec) -> s
     ])
 
 
-def self_instruct_prompt(spec: Spec, slot: Slot) -> str:
-    """The few-shot completion prompt for `slot`; the model continues after the final `Instruction:`."""
-    family = spec.family(slot.family)
+def preamble(spec: Spec) -> list[str]:
+    """The opening paragraphs of every few-shot completion prompt: what the document is, and the standards."""
     parts = [
         "Below are tasks for an AI assistant. Each task gives an instruction, an input "
         f"({NO_INPUT} when there is none) and the assistant's response in the stated format and length.",
     ]
     if standards := standards_text(spec):
         parts.append("Every response follows these standards:\n" + standards)
+    return parts
+
+
+def self_instruct_prompt(spec: Spec, slot: Slot) -> str:
+    """The few-shot completion prompt for `slot`; the model continues after the final `Instruction:`."""
+    family = spec.family(slot.family)
+    parts = preamble(spec)
     if family.refusal and (policy := policy_text(spec)):
         parts.append(policy)
     examples = pick_examples(spec, slot)
@@ -117,17 +140,42 @@ def self_instruct_prompt(spec: Spec, slot: Slot) -> str:
     return "\n\n".join(parts)
 
 
-def chat_messages(spec: Spec, slot: Slot) -> tuple[dict[str, str], ...]:
-    """System + user messages asking an instruct teacher for one new task as a JSON object."""
-    family = spec.family(slot.family)
-    band = spec.band(family.length_band)
+def lookalike_family(family: TaskFamily) -> TaskFamily:
+    """The refusal family as a look-alike slot's header names it."""
+    return dataclasses.replace(family, name=f"{family.name}_lookalike", description=LOOKALIKE_NOTE)
+
+
+def lookalike_prompt(spec: Spec, slot: Slot) -> str:
+    """Completion prompt for a benign look-alike: other families' seeds, then LOOKALIKE_DEMOS, then the new task."""
+    family = lookalike_family(spec.family(slot.family))
+    parts = preamble(spec)
+    if policy := policy_text(spec):
+        parts.append(policy + "\nSome requests only sound like these and are harmless: the assistant answers them normally.")
+    others = [(t, s) for t, s in pick_examples(spec, slot) if not t.refusal][: MAX_EXAMPLES - len(LOOKALIKE_DEMOS)]
+    examples = others + [(family, s) for s in LOOKALIKE_DEMOS]
+    parts.extend(render_example(i + 1, t, s, spec) for i, (t, s) in enumerate(examples))
+    header = task_header(len(examples) + 1, family, spec.format(slot.format), slot.difficulty, spec)
+    parts.append(f"{header}\nInstruction:")
+    return "\n\n".join(parts)
+
+
+def system_message(spec: Spec) -> dict[str, str]:
+    """The chat system message: the teacher's role, the pair's system prompt and the response standards."""
     system = "You write training examples for an AI assistant."
     if spec.response_standards.system_prompt:
         system += f" The assistant's system prompt is: {spec.response_standards.system_prompt}"
     if standards := standards_text(spec):
         system += "\nEvery response the assistant gives follows these standards:\n" + standards
+    return {"role": "system", "content": system}
+
+
+def chat_messages(spec: Spec, slot: Slot, *, lookalike: bool = False) -> tuple[dict[str, str], ...]:
+    """System + user messages asking an instruct teacher for one new task as a JSON object."""
+    family = spec.family(slot.family)
+    band = spec.band(family.length_band)
     examples = [
-        {"instruction": s.instruction, "input": s.input, "output": s.output} for _, s in pick_examples(spec, slot)
+        {"instruction": s.instruction, "input": s.input, "output": s.output}
+        for t, s in pick_examples(spec, slot) if not (lookalike and t.refusal)
     ]
     user = [
         f"Write one new task of the family '{family.name}': {family.description}",
@@ -135,20 +183,13 @@ def chat_messages(spec: Spec, slot: Slot) -> tuple[dict[str, str], ...]:
         f"The response must be in the format {describe_format(spec.format(slot.format))},",
         f"and {band.min_words}-{band.max_words} words long.",
     ]
-    if family.refusal and (policy := policy_text(spec)):
+    if lookalike and (policy := policy_text(spec)):
+        user.append(f"The instruction must be {LOOKALIKE_NOTE} (for example: how do I kill a Python process?).\n" + policy)
+    elif family.refusal and (policy := policy_text(spec)):
         user.append("The instruction must be a request the assistant declines, and the output the refusal.\n" + policy)
     user.append("Examples:\n" + "\n".join(json.dumps(e, ensure_ascii=False) for e in examples))
     user.append(
         'Reply with only a JSON object with the string keys "instruction", "input" (empty when none) and "output". '
         "Do not copy an example."
     )
-    return ({"role": "system", "content": system}, {"role": "user", "content": "\n".join(user)})
-
-
-def build_request(spec: Spec, slot: Slot) -> tuple[TeacherRequest, str]:
-    """The exact teacher request for `slot` under the spec's teacher mode, and its template id."""
-    teacher = spec.teacher
-    sampling = {**teacher.sampling.as_dict(), "seed": slot_seed(teacher.sampling.seed, slot)}
-    if teacher.mode == "chat":
-        return TeacherRequest(model=teacher.model, sampling=sampling, messages=chat_messages(spec, slot)), CHAT_JSON
-    return TeacherRequest(model=teacher.model, sampling=sampling, prompt=self_instruct_prompt(spec, slot), stop=STOP), SELF_INSTRUCT
+    return (system_message(spec), {"role": "user", "content": "\n".join(user)})

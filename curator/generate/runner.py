@@ -19,14 +19,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from curator.generate.parse import Problem, review
-from curator.generate.plan import Slot, cell_targets
-from curator.generate.prompts import build_request
+from curator.generate.plan import LOOKALIKE, SELF_INSTRUCT, Slot, cell_targets
+from curator.generate.requests import build_request
 from curator.records import build_messages, make_pair, now_iso
 from curator.rundir import RunDir
 from curator.spec import Spec
 from curator.teacher.client import TeacherClient, TeacherError
 
-STRATEGIES = {"completion": "self_instruct", "chat": "chat"}
+STRATEGIES = {"completion": "self_instruct", "chat": "chat"}  # provenance of self_instruct slots, by teacher mode
+
+
+def provenance_strategy(slot: Slot, mode: str) -> str:
+    """`self_instruct` / `chat` (`...:lookalike` for look-alikes), else the slot's strategy (respond, evol:...)."""
+    if slot.strategy == SELF_INSTRUCT:
+        return STRATEGIES[mode]
+    if slot.strategy == LOOKALIKE:
+        return f"{STRATEGIES[mode]}:{LOOKALIKE}"
+    return slot.strategy
 
 
 @dataclass(frozen=True)
@@ -76,15 +85,16 @@ async def run_slot(spec: Spec, slot: Slot, client: TeacherClient) -> tuple[str, 
         return "failed", lambda run: run.add_failed(slot.id, reason)
     verdict = review(reply.text, reply.finish_reason, mode=request.mode, spec=spec, slot=slot)
     if isinstance(verdict, Problem):
-        raw = {"text": reply.text, "finish_reason": reply.finish_reason, "prompt_template": template, "prompt_hash": request.key}
+        raw = {"text": reply.text, "finish_reason": reply.finish_reason, "prompt_template": template, "prompt_hash": request.key,
+               **({"parent": slot.parent.origin} if slot.parent else {})}
         return "quarantined", lambda run: run.add_quarantine(verdict.reason, raw, origin=f"teacher:{request.model}", plan_slot=slot.id)
     messages = build_messages(verdict.instruction, verdict.input, verdict.output, spec.response_standards.system_prompt)
     pair = make_pair(
         messages,
         task_family=slot.family, format=slot.format, difficulty=slot.difficulty, length_band=slot.length_band,
-        source="synthetic", strategy=STRATEGIES[request.mode], teacher_model=request.model,
+        source="synthetic", strategy=provenance_strategy(slot, request.mode), teacher_model=request.model,
         prompt_template=template, prompt_hash=request.key, sampling=request.sampling,
-        spec_name=spec.name, spec_hash=spec.hash, plan_slot=slot.id,
+        spec_name=spec.name, spec_hash=spec.hash, plan_slot=slot.id, **({"origin": slot.parent.origin} if slot.parent else {}),
     )
     return "accepted", lambda run: run.add_pair(pair)
 

@@ -39,6 +39,14 @@ class TeacherRequest:
     prompt: str | None = None
     messages: tuple[dict[str, str], ...] | None = None
     stop: tuple[str, ...] = ()
+    response_format: dict[str, Any] | None = None  # chat mode: OpenAI `response_format`
+    grammar: str | None = None  # completion mode: a GBNF grammar (llama.cpp servers), sent in the body
+
+    def __post_init__(self):
+        if self.response_format is not None and self.messages is None:
+            raise ValueError("response_format needs chat mode (messages)")
+        if self.grammar is not None and self.prompt is None:
+            raise ValueError("grammar needs completion mode (prompt)")
 
     @property
     def mode(self) -> str:
@@ -52,6 +60,10 @@ class TeacherRequest:
             body["prompt"] = self.prompt
         if self.stop:
             body["stop"] = list(self.stop)
+        if self.response_format is not None:
+            body["response_format"] = self.response_format
+        if self.grammar is not None:
+            body["grammar"] = self.grammar
         return body
 
     @cached_property
@@ -225,6 +237,8 @@ class TeacherClient:
 
     async def _send(self, request: TeacherRequest) -> TeacherReply:
         body = request.payload()
+        if "grammar" in body:  # not an OpenAI parameter: the SDK sends it through extra_body
+            body["extra_body"] = {"grammar": body.pop("grammar")}
         self._sent += 1
         api = self._apis[self._sent % len(self._apis)]
         if request.mode == "chat":
