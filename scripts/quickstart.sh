@@ -9,8 +9,9 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GX_ANALYTICS_ENABLED=False TOKENI
 SPEC=${SPEC:-specs/starter.yaml}
 STEPS=${STEPS:-6}
 
-curator generate "$SPEC"
-run_dir=$(python -c "import sys; from curator.spec import load_spec; from curator.generate.command import default_run_dir; print(default_run_dir(load_spec(sys.argv[1])))" "$SPEC")
+# the same spec file resumes the same run directory (rerun after a crash: finished pairs are kept)
+run_dir="data/runs/quickstart-$(sha256sum "$SPEC" | cut -c1-8)"
+curator generate "$SPEC" --out "$run_dir"
 # exit 1 means a release was written but not certified; trainer fit will then refuse it and say why
 curator gate "$run_dir" --spec "$SPEC" || [ $? -eq 1 ]
 curator releases
