@@ -127,8 +127,9 @@ def preamble(spec: Spec) -> list[str]:
     return parts
 
 
-def self_instruct_prompt(spec: Spec, slot: Slot) -> str:
-    """The few-shot completion prompt for `slot`; the model continues after the final `Instruction:`."""
+def few_shot_prompt(spec: Spec, slot: Slot, task_tail: str) -> str:
+    """Preamble, the refusal policy where it applies, the slot's examples, then the new task's header
+    followed by `task_tail` (what the model is to continue)."""
     family = spec.family(slot.family)
     parts = preamble(spec)
     if family.refusal and (policy := policy_text(spec)):
@@ -136,8 +137,13 @@ def self_instruct_prompt(spec: Spec, slot: Slot) -> str:
     examples = pick_examples(spec, slot)
     parts.extend(render_example(i + 1, t, s, spec) for i, (t, s) in enumerate(examples))
     header = task_header(len(examples) + 1, family, spec.format(slot.format), slot.difficulty, spec)
-    parts.append(f"{header}\nInstruction:")
+    parts.append(f"{header}\n{task_tail}")
     return "\n\n".join(parts)
+
+
+def self_instruct_prompt(spec: Spec, slot: Slot) -> str:
+    """The few-shot completion prompt for `slot`; the model continues after the final `Instruction:`."""
+    return few_shot_prompt(spec, slot, "Instruction:")
 
 
 def lookalike_family(family: TaskFamily) -> TaskFamily:

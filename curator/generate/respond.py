@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from curator.generate.plan import Slot
 from curator.generate.prompts import (
-    NO_INPUT, describe_format, pick_examples, policy_text, preamble, render_example, system_message, task_header,
+    NO_INPUT, describe_format, few_shot_prompt, policy_text, system_message,
 )
 from curator.spec import Spec
 
@@ -21,16 +21,8 @@ RESPOND_CHAT = "chat_respond_v1"
 
 def respond_prompt(spec: Spec, slot: Slot) -> str:
     """The few-shot completion prompt that ends in the given instruction and `Response:`."""
-    family = spec.family(slot.family)
-    parts = preamble(spec)
-    if family.refusal and (policy := policy_text(spec)):
-        parts.append(policy)
-    examples = pick_examples(spec, slot)
-    parts.extend(render_example(i + 1, t, s, spec) for i, (t, s) in enumerate(examples))
-    header = task_header(len(examples) + 1, family, spec.format(slot.format), slot.difficulty, spec)
     parent = slot.parent
-    parts.append(f"{header}\nInstruction: {parent.instruction}\nInput: {parent.input or NO_INPUT}\nResponse:")
-    return "\n\n".join(parts)
+    return few_shot_prompt(spec, slot, f"Instruction: {parent.instruction}\nInput: {parent.input or NO_INPUT}\nResponse:")
 
 
 def respond_messages(spec: Spec, slot: Slot, user_turn: str) -> tuple[dict[str, str], ...]:
