@@ -89,14 +89,14 @@ STOPWORDS = {
 LANGUAGE_MENTION = re.compile(
     r"translat|\b(english|spanish|french|german|portuguese|italian|chinese|japanese|korean|russian|arabic|hindi|"
     r"dutch|latin|greek|turkish|polish|swedish|language)\b", re.IGNORECASE)
-ALLOWED_CONTROLS = frozenset("\t\n\r")
+# Unicode category Cc (U+0000-001F, U+007F-009F) less tab, newline and carriage return; plus U+FFFD
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
 
 
 def control_characters(texts: list[str]) -> str | None:
     for text in texts:
-        for ch in text:
-            if ch == "\ufffd" or (unicodedata.category(ch) == "Cc" and ch not in ALLOWED_CONTROLS):
-                return f"U+{ord(ch):04X} in the text"
+        if m := CONTROL.search(text):
+            return f"U+{ord(m.group()):04X} in the text"
     return None
 
 
@@ -158,7 +158,7 @@ def wrong_language(user: str, response: str, language: str) -> str | None:
     if LANGUAGE_MENTION.search(user):
         return None
     letters = [ch for ch in response if ch.isalpha()]
-    if len(letters) >= 20:
+    if len(letters) >= 20 and not response.isascii():  # ASCII letters are all Latin
         latin = sum("LATIN" in unicodedata.name(ch, "") for ch in letters)
         if latin / len(letters) < 0.5:
             return f"{latin}/{len(letters)} letters are Latin"
