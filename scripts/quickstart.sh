@@ -12,10 +12,19 @@ STEPS=${STEPS:-6}
 # the same spec file resumes the same run directory (rerun after a crash: finished pairs are kept)
 run_dir="data/runs/quickstart-$(sha256sum "$SPEC" | cut -c1-8)"
 curator generate "$SPEC" --out "$run_dir"
-# exit 1 means a release was written but not certified; trainer fit will then refuse it and say why
+# exit 1: a release was written but not certified (on a rerun every pair is already in the earlier
+# release, so the new one holds nothing new); training takes the newest certified release
 curator gate "$run_dir" --spec "$SPEC" || [ $? -eq 1 ]
 curator releases
-release=$(basename "$(python -c "from curator.release.store import resolve_release; print(resolve_release('latest'))")")
+release=$(python - <<'PY'
+from curator.paths import releases_root
+from curator.release.store import release_versions
+import json
+root = releases_root()
+print(next(f"release-v{v}" for v in reversed(release_versions(root))
+           if json.loads((root / f"release-v{v}" / "certificate.json").read_text())["verdict"] == "certified"))
+PY
+)
 curator report "$release"          # self-contained HTML page + datasheet under data/reports/
 out="data/training/$release-$(date -u +%Y%m%d-%H%M%S)"
 trainer fit --dataset "$release" --steps "$STEPS" --out "$out"
