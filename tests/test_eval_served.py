@@ -7,6 +7,7 @@ from transformers import AutoTokenizer
 
 from curator.teacher.embedded import embedded_teacher, free_port
 from tiny_model import build_tiny_model, seed_pairs, starter_spec, write_fixture_release
+from trainer.battery.judge import parse_score
 from trainer.chat_template import gemma_chat_template
 from trainer.cli import main
 from trainer.served import render_prompt
@@ -119,3 +120,44 @@ def test_template_prompt_matches_training_rendering(tmp_path):
     sent = render_prompt(messages, gemma_chat_template())
     assert trained == "<bos>" + sent
     assert sent == "<start_of_turn>user\nBe brief.\n\nName a colour.<end_of_turn>\n<start_of_turn>model\n"
+
+
+def test_llm_judge_rates_answers_apart_from_verifiable_scores(server, data, tmp_path, monkeypatch, capsys):
+    """The embedded gemma (a base model) judges here: what is checked is that every answer gets a
+    verdict (a 1-10 score or counted unparseable), that both sides are judged identically when they
+    answered identically, and that the judge stays out of the verifiable metrics."""
+    monkeypatch.setenv("INSTRUCT_CURATOR_DATA", str(data))
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    out = tmp_path / "judged"
+    argv = ["eval", "--endpoint", server, "--endpoint-model", MODEL, "--baseline-endpoint", server,
+            "--dataset", "release-v1", "--prompt-format", "template", "--suites", "none", "--limit", "3",
+            "--max-new-tokens", "12", "--judge-endpoint", server, "--judge-model", MODEL,
+            "--judge-prompt-format", "template", "--out", str(out)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "LLM judge" in captured.out
+    report = json.loads((out / "eval.json").read_text())
+    judge = report["judge"]
+    assert judge["model"] == {"endpoint": server, "model": MODEL}
+    for side in ("base", "tuned"):
+        r = judge["sides"][side]
+        assert r["scored"] + r["unparseable"] == report["records"] == 3
+        for s in report["samples"]:
+            verdict = s[side]["judge"]
+            assert verdict["score"] is None or 1 <= verdict["score"] <= 10
+    assert [s["base"]["judge"] for s in report["samples"]] == [s["tuned"]["judge"] for s in report["samples"]]
+    assert "judge" not in report["metrics"] and all("judge" not in s["tuned"]["scores"] for s in report["samples"])
+    assert SECRET not in _files_text(out)
+
+
+def test_judge_flags_come_in_pairs(data, monkeypatch, capsys):
+    monkeypatch.setenv("INSTRUCT_CURATOR_DATA", str(data))
+    argv = ["eval", "--endpoint", "http://127.0.0.1:9/v1", "--endpoint-model", MODEL, "--dataset", "release-v1"]
+    assert main(argv + ["--judge-model", MODEL]) == 2
+    assert "--judge-model needs --judge-endpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("reply, score", [("7", 7), ("Score: 10/10", 10), (" 3.", 3), ("ten", None), ("0", None),
+                                          ("11", None), ("", None)])
+def test_judge_reply_parsing(reply, score):
+    assert parse_score(reply) == score

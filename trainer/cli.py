@@ -124,22 +124,45 @@ def evals_root() -> Path:
 SERVED_ONLY = ("endpoint_model", "baseline_endpoint", "baseline_model", "out")
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    from trainer.evaluate import battery_table, report_table
+JUDGE_MAX_TOKENS = 8  # the judge replies with one number
 
+
+def _judge(args: argparse.Namespace):
+    """The optional LLM judge (a `trainer.served.ServedModel`, checked reachable), or None."""
+    if args.judge_endpoint is None:
+        if args.judge_model is not None:
+            raise CuratorError("--judge-model needs --judge-endpoint URL")
+        return None
+    if args.judge_model is None:
+        raise CuratorError("--judge-endpoint needs --judge-model NAME")
+    from trainer.served import Endpoint, ServedModel
+
+    judge = ServedModel(Endpoint(args.judge_endpoint, args.judge_model), prompt_format=args.judge_prompt_format,
+                        max_new_tokens=JUDGE_MAX_TOKENS, seed=args.seed, max_in_flight=args.max_in_flight,
+                        api_key_env=args.api_key_env)
+    judge.check_reachable()
+    return judge
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from trainer.evaluate import battery_table, judge_table, report_table
+
+    judge = _judge(args)
     if args.endpoint is not None:
-        report, eval_file = _eval_served(args)
+        report, eval_file = _eval_served(args, judge)
     else:
-        report, eval_file = _eval_run(args)
+        report, eval_file = _eval_run(args, judge)
     Console().print(report_table(report))
     Console().print(battery_table(report))
+    if report["judge"] is not None:
+        Console().print(judge_table(report))
     if report["battery"]["comparison"] is None:
         Console(stderr=True).print("one side only (no --baseline-endpoint/--baseline-model): no base → tuned comparison")
     print(eval_file)
     return 0
 
 
-def _eval_run(args: argparse.Namespace) -> tuple[dict, Path]:
+def _eval_run(args: argparse.Namespace, judge) -> tuple[dict, Path]:
     from trainer.evaluate import EVAL_FILE, evaluate_run
     from trainer.model_card import append_eval
 
@@ -157,12 +180,13 @@ def _eval_run(args: argparse.Namespace) -> tuple[dict, Path]:
         batch_size=args.batch_size,
         console=Console(stderr=True),
         suites=args.suites,
+        judge=judge,
     )
     append_eval(run_dir, report)
     return report, run_dir / EVAL_FILE
 
 
-def _eval_served(args: argparse.Namespace) -> tuple[dict, Path]:
+def _eval_served(args: argparse.Namespace, judge) -> tuple[dict, Path]:
     from trainer.evaluate import EVAL_FILE, evaluate
     from trainer.served import Endpoint, ServedModel, served_sides
 
@@ -196,6 +220,7 @@ def _eval_served(args: argparse.Namespace) -> tuple[dict, Path]:
         max_new_tokens=args.max_new_tokens,
         console=Console(stderr=True),
         suites=args.suites,
+        judge=judge,
     )
     return report, out / EVAL_FILE
 
@@ -265,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive_int, help="at most N eval pairs, taken round-robin across families")
     ev.add_argument("--max-new-tokens", type=_positive_int, default=128)
     ev.add_argument("--batch-size", type=_positive_int, default=8, help="--model: generation batch size")
+    ev.add_argument("--judge-endpoint", metavar="URL",
+                    help="optional LLM-as-judge: rate each eval-split answer 1-10 with the model at URL "
+                         "(reported apart from the verifiable scores)")
+    ev.add_argument("--judge-model", metavar="NAME", help="the judge's model name (needed with --judge-endpoint)")
+    ev.add_argument("--judge-prompt-format", choices=("chat", "template"), default="chat",
+                    help="judge: chat completions, or our Gemma template on /v1/completions for a base model")
     ev.add_argument("--suites", type=_suites, default=("instructions", "refusals"),
                     help="shipped battery suites to run besides the eval split: instructions,refusals (default) or none")
     ev.set_defaults(func=run_eval)

@@ -9,7 +9,7 @@ import json
 from collections import defaultdict
 from itertools import zip_longest
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 from peft import PeftModel
@@ -25,6 +25,7 @@ from curator.release.store import read_split, resolve_release, verify_release
 from curator.spec import Spec, SpecError, spec_from_dict
 from trainer.backends.sft import ADAPTER_DIR, MODEL_DIR, TOKENIZER_DIR
 from trainer.battery import SUITES, compare, run_battery
+from trainer.battery.judge import judge_samples
 from trainer.battery.preference import preference_rows, write_dpo_jsonl
 from trainer.battery.report_html import write_html
 from trainer.battery.suite import load_instruction_suite, load_refusal_suite
@@ -32,6 +33,9 @@ from trainer.chat_template import generation_prompt_ids, stop_token_ids
 from trainer.config import TrainConfig
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model
 from trainer.scoring import METRICS, reference_answer, score_answer
+
+if TYPE_CHECKING:
+    from trainer.served import ServedModel
 
 EVAL_FILE = "eval.json"
 PREFERENCE_FILE = "preference.jsonl"  # TRL DPO rows: where tuning fell short, for the alignment stage
@@ -185,6 +189,7 @@ def evaluate(
     max_new_tokens: int,
     console: Console,
     suites: tuple[str, ...] = SUITES,
+    judge: ServedModel | None = None,
 ) -> dict:
     """Generate with each side, score, write `eval.json`, `battery.html` and `preference.jsonl` into `out_dir`.
 
@@ -221,6 +226,12 @@ def evaluate(
         for i, r in enumerate(records)
     ]
     families, overall = summarise(samples, names)
+    judged = None
+    if judge is not None:  # optional, open-ended quality: reported apart from the verifiable scores
+        with Progress(console=console, transient=True) as progress:
+            judged = judge_samples(samples, [user_text(r) for r in records], names,
+                                   lambda conversations, label: judge.answer(conversations, progress, label))
+        judged["model"] = judge.endpoint.describe()
     paired = "base" in batteries and "tuned" in batteries
     comparison = compare(batteries["base"], batteries["tuned"]) if paired else None
     report = {
@@ -235,6 +246,7 @@ def evaluate(
         "overall": overall,
         "samples": samples,
         "leaks": leaks,
+        "judge": judged,
         "battery": {
             "suites": list(suites),
             **{side: batteries[side]["suites"] for side in names},
@@ -261,6 +273,7 @@ def evaluate_run(
     batch_size: int,
     console: Console,
     suites: tuple[str, ...] = SUITES,
+    judge: ServedModel | None = None,
 ) -> dict:
     """`evaluate` a `trainer fit` run in process: base vs tuned, report written into `run_dir`."""
     config = TrainConfig.load(run_dir / "config.json")
@@ -275,6 +288,7 @@ def evaluate_run(
         max_new_tokens=max_new_tokens,
         console=console,
         suites=suites,
+        judge=judge,
     )
 
 
@@ -328,4 +342,20 @@ def battery_table(report: dict) -> Table:
             colour = ("green" if better > 0 else "red") if significant else "white"
             table.add_row(suite, metric, str(c["n"]), f"{c['base']['estimate']:.2f} → {c['tuned']['estimate']:.2f}",
                           f"[{colour}]{d['estimate']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}][/]")
+    return table
+
+
+def judge_table(report: dict) -> Table:
+    """The optional judge's 1-10 ratings per side (not a verifiable score)."""
+    j = report["judge"]
+    table = Table(title=f"LLM judge {j['model']['model']} (1-10; not verifiable, reported apart)")
+    for col in ("side", "scored", "unparseable", "mean [95% CI]"):
+        table.add_column(col, justify="left" if col == "side" else "right")
+    for side, r in j["sides"].items():
+        m = r["mean"]
+        table.add_row(side, str(r["scored"]), str(r["unparseable"]),
+                      "-" if m is None else f"{m['estimate']:.2f} [{m['low']:.2f}, {m['high']:.2f}]")
+    if j["difference"]:
+        d = j["difference"]
+        table.add_row("tuned − base", str(d["n"]), "", f"{d['estimate']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]")
     return table

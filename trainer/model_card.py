@@ -121,6 +121,12 @@ def render_eval(report: dict) -> str:
             d = c["difference"]
             lines.append(f"| {suite} | {metric} | {c['n']} | {c['base']['estimate']:.2f} → {c['tuned']['estimate']:.2f} "
                          f"| {d['estimate']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] |")
+    if report.get("judge"):
+        j = report["judge"]
+        lines += ["", f"### LLM judge (`{j['model']['model']}`; 1-10, not a verifiable score)", ""]
+        for side, r in j["sides"].items():
+            mean = "-" if r["mean"] is None else f"{r['mean']['estimate']:.2f} [{r['mean']['low']:.2f}, {r['mean']['high']:.2f}]"
+            lines.append(f"- {side}: {mean} over {r['scored']} answers ({r['unparseable']} unparseable replies)")
     if report["leaks"]:
         lines += ["", f"**{len(report['leaks'])} evaluation prompt(s) overlap the training data** (see `eval.json`, `leaks`)."]
     return "\n".join(lines) + "\n"
