@@ -49,6 +49,8 @@ def test_eval_scores_base_and_tuned_per_family(trained, spec, monkeypatch, capsy
         for side in ("base", "tuned"):
             assert set(scores[side]) == set(METRICS)
             assert all(0.0 <= v <= 1.0 for v in scores[side].values())
+    for d in report["overall"]["difference"].values():
+        assert d["low"] <= d["estimate"] <= d["high"]
     assert len(report["samples"]) == 11
     assert all(s["tuned"]["answer"] != s["base"]["answer"] for s in report["samples"][:3])
     # Trained on exactly these pairs, the adapter must move answers towards the references.

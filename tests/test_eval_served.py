@@ -57,7 +57,8 @@ def test_served_base_and_tuned_on_one_server_answer_identically(server, data, tm
     assert len(report["families"]) == 3 and sum(f["n"] for f in report["families"].values()) == 3
     for family, scores in report["families"].items():
         assert family in captured.out
-        assert set(scores) == {"n", "base", "tuned"} and scores["base"] == scores["tuned"]
+        assert set(scores) == {"n", "base", "tuned", "difference"} and scores["base"] == scores["tuned"]
+        assert all(d == {"estimate": 0.0, "low": 0.0, "high": 0.0} for d in scores["difference"].values())
     # one server on both sides, greedy: identical answers, paired prompt by prompt
     assert all(s["base"]["answer"] == s["tuned"]["answer"] for s in report["samples"])
     battery = report["battery"]

@@ -152,10 +152,13 @@ def run_eval(args: argparse.Namespace) -> int:
         report, eval_file = _eval_served(args, judge)
     else:
         report, eval_file = _eval_run(args, judge)
-    Console().print(report_table(report))
-    Console().print(battery_table(report))
+    out = Console()
+    if not out.is_terminal:  # a log or a pipe: wide enough that the tables never wrap their headers
+        out = Console(width=160)
+    out.print(report_table(report))
+    out.print(battery_table(report))
     if report["judge"] is not None:
-        Console().print(judge_table(report))
+        out.print(judge_table(report))
     if report["battery"]["comparison"] is None:
         Console(stderr=True).print("one side only (no --baseline-endpoint/--baseline-model): no base → tuned comparison")
     print(eval_file)

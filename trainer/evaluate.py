@@ -27,6 +27,7 @@ from trainer.backends.sft import ADAPTER_DIR, MODEL_DIR, TOKENIZER_DIR
 from trainer.battery import SUITES, compare, run_battery
 from trainer.battery.judge import judge_samples
 from trainer.battery.preference import preference_rows, write_dpo_jsonl
+from trainer.battery.stats import bootstrap_paired_difference
 from trainer.battery.report_html import write_html
 from trainer.battery.suite import load_instruction_suite, load_refusal_suite
 from trainer.chat_template import generation_prompt_ids, stop_token_ids
@@ -128,13 +129,21 @@ def _means(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def summarise(samples: list[dict], sides: list[str]) -> tuple[dict, dict]:
-    """Mean of each metric per family and overall, for each side."""
+    """Mean of each metric per family and overall, for each side; with base and tuned, also the
+    paired difference tuned − base per metric with its 95% bootstrap interval over prompts."""
     by_family: dict[str, list[dict]] = defaultdict(list)
     for s in samples:
         by_family[s["task_family"]].append(s)
 
     def block(group: list[dict]) -> dict:
-        return {"n": len(group), **{side: _means([s[side]["scores"] for s in group]) for side in sides}}
+        out = {"n": len(group), **{side: _means([s[side]["scores"] for s in group]) for side in sides}}
+        if {"base", "tuned"} <= set(sides):
+            out["difference"] = {}
+            for m in METRICS:
+                d = bootstrap_paired_difference([s["base"]["scores"][m] for s in group],
+                                                [s["tuned"]["scores"][m] for s in group])
+                out["difference"][m] = {"estimate": round(d.estimate, 4), "low": round(d.low, 4), "high": round(d.high, 4)}
+        return out
 
     return {f: block(g) for f, g in sorted(by_family.items())}, block(samples)
 
@@ -310,9 +319,9 @@ def report_table(report: dict) -> Table:
             if len(report["sides"]) == 1:
                 cells.append(f"{scores[report['sides'][0]][m]:.2f}")
                 continue
-            b, t = scores["base"][m], scores["tuned"][m]
-            colour = "green" if t > b else "red" if t < b else "white"
-            cells.append(f"{b:.2f} → [{colour}]{t:.2f}[/]")
+            b, t, d = scores["base"][m], scores["tuned"][m], scores["difference"][m]
+            colour = "green" if d["low"] > 0 else "red" if d["high"] < 0 else "white"  # the interval excludes 0
+            cells.append(f"{b:.2f} → [{colour}]{t:.2f}[/]\n[dim]{d['estimate']:+.2f}\n[{d['low']:+.2f},{d['high']:+.2f}][/]")
         table.add_row(family, str(scores["n"]), *cells, end_section=family == rows[-2][0])
     return table
 

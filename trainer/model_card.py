@@ -105,14 +105,16 @@ def render_eval(report: dict) -> str:
         "## Evaluation",
         "",
         f"Greedy answers to {report['records']} pairs of the eval split of `{report['release']}` "
-        f"(max {report['max_new_tokens']} new tokens); each cell is base → tuned.",
+        f"(max {report['max_new_tokens']} new tokens); each cell is base → tuned, then tuned − base "
+        "with its 95% bootstrap interval over prompts.",
         "",
         "| family | n | " + " | ".join(metrics) + " |",
         "|---|---|" + "---|" * len(metrics),
     ]
     rows = list(report["families"].items()) + [("**all**", report["overall"])]
     for family, scores in rows:
-        cells = [f"{scores['base'][m]:.2f} → {scores['tuned'][m]:.2f}" for m in metrics]
+        cells = [f"{scores['base'][m]:.2f} → {scores['tuned'][m]:.2f} ({scores['difference'][m]['estimate']:+.2f} "
+                 f"[{scores['difference'][m]['low']:+.2f}, {scores['difference'][m]['high']:+.2f}])" for m in metrics]
         lines.append(f"| {family} | {scores['n']} | " + " | ".join(cells) + " |")
     lines += ["", "### Battery", "", "Shipped suites and format discipline; tuned − base with a 95% bootstrap CI over prompts.", "",
               "| suite | metric | n | base → tuned | difference |", "|---|---|---|---|---|"]
