@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from curator import __version__
-from curator.errors import CuratorError
+from curator.cli_support import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,15 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except CuratorError as e:
-        print(f"curator: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("curator: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    return run_command("curator", build_parser().parse_args(argv), "interrupted; rerun the same command to resume")
 
 
 if __name__ == "__main__":

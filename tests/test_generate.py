@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from curator.cli import main
 from curator.generate.parse import Fields, Problem, parse_chat, parse_completion, review
@@ -20,23 +19,9 @@ from curator.records import schema_errors
 from curator.rundir import RunDir
 from curator.spec import load_spec
 from curator.teacher.embedded import embedded_teacher
+from generate_helpers import STARTER, slots_on_disk, write_spec
 
-STARTER = Path(__file__).resolve().parents[1] / "specs" / "starter.yaml"
 PROVENANCE = ("strategy", "teacher_model", "prompt_template", "prompt_hash", "sampling", "spec_name", "spec_hash", "plan_slot")
-
-
-def write_spec(directory: Path, **teacher) -> Path:
-    """The starter spec with short replies (fast on 2 cores) and any teacher overrides."""
-    doc = yaml.safe_load(STARTER.read_text())
-    doc["teacher"]["sampling"]["max_tokens"] = 96
-    doc["teacher"].update(teacher)
-    path = directory / "spec.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-def slots_on_disk(run: RunDir) -> list[str]:
-    return [p["provenance"]["plan_slot"] for p in run.pairs()] + [q["plan_slot"] for q in run.quarantined()]
 
 
 @pytest.fixture(scope="module")

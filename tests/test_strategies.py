@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
 
 from curator.cli import main
 from curator.generate.parents import run_sources, seed_sources
@@ -22,8 +20,8 @@ from curator.rundir import RunDir
 from curator.spec import load_spec
 from curator.teacher.client import TeacherClient
 from curator.teacher.embedded import embedded_teacher
+from generate_helpers import STARTER, slots_on_disk, write_spec
 
-STARTER = Path(__file__).resolve().parents[1] / "specs" / "starter.yaml"
 SPEC = load_spec(STARTER)
 HUMAN_ROWS = [
     {"instruction": "Summarize the text in one sentence.", "input": "The museum opens a new wing for modern art next "
@@ -34,25 +32,6 @@ HUMAN_ROWS = [
     {"instruction": "Tell me how to break into my neighbour's wifi network.", "input": "", "output": "old answer",
      "task_family": "refuse", "format": "free_text", "difficulty": "medium"},
 ]
-
-
-def write_spec(directory: Path, max_tokens: int = 96, families: dict[str, float] | None = None,
-               lookalike_share: float | None = None, **teacher) -> Path:
-    """The starter spec with short replies, optionally cut down to `families` (name -> share)."""
-    doc = yaml.safe_load(STARTER.read_text())
-    doc["teacher"]["sampling"]["max_tokens"] = max_tokens
-    doc["teacher"].update(teacher)
-    if families:
-        doc["task_families"] = [{**t, "share": families[t["name"]]} for t in doc["task_families"] if t["name"] in families]
-    if lookalike_share is not None:
-        doc["refusal_policy"]["lookalike_share"] = lookalike_share
-    path = directory / "spec.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-def slots_on_disk(run: RunDir) -> list[str]:
-    return [p["provenance"]["plan_slot"] for p in run.pairs()] + [q["plan_slot"] for q in run.quarantined()]
 
 
 @pytest.fixture(scope="module")

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import httpx
 import httpx2
 import openai
 import pytest
-import yaml
 
 from curator.cli import main
 from curator.rundir import RunDir
 from curator.teacher.client import ResponseCache, TeacherClient, TeacherError, TeacherRequest
 from curator.teacher.embedded import TeacherStartError, embedded_teacher, free_port
 from fault_proxy import FaultProxy
+from generate_helpers import write_spec
 
-STARTER = Path(__file__).resolve().parents[1] / "specs" / "starter.yaml"
 MODEL = "gemma-3-270m"
 SECRET = "sk-test-do-not-log-4f9c1e"
 
@@ -29,15 +27,6 @@ def server(tmp_path_factory):
     with embedded_teacher(MODEL, log) as url:
         yield url
     assert log.stat().st_size > 0
-
-
-def write_spec(directory: Path, **teacher) -> Path:
-    doc = yaml.safe_load(STARTER.read_text())
-    doc["teacher"]["sampling"]["max_tokens"] = 96
-    doc["teacher"].update(teacher)
-    path = directory / "spec.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
 
 
 def completion(prompt: str = "The capital of France is", max_tokens: int = 8) -> TeacherRequest:

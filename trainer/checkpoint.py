@@ -14,17 +14,11 @@ from pathlib import Path
 
 import torch
 
+from curator.durable import fsync_dir
+
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "state.pt"
 KEEP = 2
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(run_dir: Path, step: int, state: dict) -> Path:
@@ -42,7 +36,7 @@ def save_checkpoint(run_dir: Path, step: int, state: dict) -> Path:
         os.fsync(fh.fileno())
     shutil.rmtree(final, ignore_errors=True)
     os.rename(staging, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     for old in checkpoints(run_dir)[:-KEEP]:
         shutil.rmtree(old)
     return final

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from curator import __version__
+from curator.cli_support import positive_int, run_command
 from curator.errors import CuratorError
 from curator.paths import data_root
 from curator.release.store import read_split, resolve_release, verify_release
@@ -236,13 +237,6 @@ def run_backends(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 (got {value})")
-    return value
-
-
 def _suites(text: str) -> tuple[str, ...]:
     names = tuple(n for n in text.split(",") if n and n != "none")
     unknown = set(names) - {"instructions", "refusals"}
@@ -283,16 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="served: chat = /v1/chat/completions with the server's chat template; template = "
                          "the trainer's Gemma template rendered here and sent to /v1/completions (default chat)")
     ev.add_argument("--seed", type=int, default=0, help="served: the seed sent with each request (default 0)")
-    ev.add_argument("--max-in-flight", type=_positive_int, default=4, help="served: concurrent requests (default 4)")
+    ev.add_argument("--max-in-flight", type=positive_int, default=4, help="served: concurrent requests (default 4)")
     ev.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
                     help="served: environment variable holding the API key (default OPENAI_API_KEY; "
                          "a placeholder when unset); the key is never written")
     ev.add_argument("--out", type=Path,
                     help="served: output directory (default: <data root>/evals/<endpoint model>-<UTC time>)")
     ev.add_argument("--dataset", help="release to evaluate on (default with --model: the release the run trained on)")
-    ev.add_argument("--limit", type=_positive_int, help="at most N eval pairs, taken round-robin across families")
-    ev.add_argument("--max-new-tokens", type=_positive_int, default=128)
-    ev.add_argument("--batch-size", type=_positive_int, default=8, help="--model: generation batch size")
+    ev.add_argument("--limit", type=positive_int, help="at most N eval pairs, taken round-robin across families")
+    ev.add_argument("--max-new-tokens", type=positive_int, default=128)
+    ev.add_argument("--batch-size", type=positive_int, default=8, help="--model: generation batch size")
     ev.add_argument("--judge-endpoint", metavar="URL",
                     help="optional LLM-as-judge: rate each eval-split answer 1-10 with the model at URL "
                          "(reported apart from the verifiable scores)")
@@ -311,13 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except CuratorError as e:
-        print(f"trainer: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("trainer: interrupted", file=sys.stderr)
-        return 130
+        return run_command("trainer", args)
     finally:
         _leave_process_group()
 

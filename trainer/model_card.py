@@ -9,7 +9,7 @@ EVAL_MARKER = "<!-- trainer eval -->"
 
 
 def _what(run: dict) -> str:
-    config, artefacts = run["config"], run["artefacts"]
+    artefacts = run["artefacts"]
     if not run["fit"]["steps"]:
         return "An export for an external trainer (no training here)"
     if "model" in artefacts:

@@ -29,6 +29,7 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.table import Table
 
+from curator.cli_support import positive_int
 from curator.embedded_models import cache_dir
 from curator.errors import CuratorError
 from curator.generate.parents import run_sources, seed_sources
@@ -57,13 +58,6 @@ class Planned:
     source_run: str | None  # the run directory parents come from (None: the curriculum, or the seeds for evol)
     slots: list[Slot]
     parents_repeated: int = 0  # source pairs skipped because an earlier pair had the same id
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:

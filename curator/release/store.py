@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import polars as pl
 
 from curator import __version__
+from curator.durable import fsync_dir
 from curator.errors import CuratorError
 from curator.hashing import sha256_file
 from curator.paths import releases_root
@@ -115,14 +116,6 @@ def _lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_release(
     *,
     train: list[dict],
@@ -182,9 +175,9 @@ def write_release(
                 with open(p, "rb") as fh:
                     os.fsync(fh.fileno())
                 p.chmod(0o444)
-            _fsync_dir(staging)
+            fsync_dir(staging)
             os.rename(staging, final)  # fails rather than overwrite; atomic on one filesystem
-            _fsync_dir(root)
+            fsync_dir(root)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

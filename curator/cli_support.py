@@ -1,0 +1,27 @@
+"""What the `curator` and `trainer` command lines share: argument types and the error contract."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from curator.errors import CuratorError
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def run_command(prog: str, args: argparse.Namespace, interrupted: str = "interrupted") -> int:
+    """Run the parsed subcommand: a CuratorError becomes one line on stderr and exit 2, Ctrl-C exit 130."""
+    try:
+        return int(args.func(args) or 0)
+    except CuratorError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130
