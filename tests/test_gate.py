@@ -16,7 +16,8 @@ from curator.gate.checks.schema import SchemaCheck
 from curator.gate.expectations import ExpectationsConfig, evaluate
 from curator.gate.minhash import choose_bands, jaccard, word_shingles
 from curator.gate.normalize import normalize, pair_text
-from curator.gate.pipeline import run_gate
+from curator.gate.checks.exact_dedup import ExactDedup
+from curator.gate.pipeline import run_checks, run_gate
 from curator.gate.split import eval_count, split
 from curator.records import assistant_text, build_messages, make_pair, pair_id, user_text
 from curator.release.store import read_split, verify_release
@@ -252,6 +253,23 @@ def test_near_dedup_merges_only_candidates_verified_at_the_threshold():
         assert result.stats["word_verified_pairs"] == int(merged)
         assert [r.row.record["id"] for r in result.rejected] == ([edited["id"]] if merged else [])
         assert [r.duplicate_of for r in result.rejected] == ([original["id"]] if merged else [])
+
+
+def test_a_duplicate_whose_keeper_a_later_check_removes_is_kept_as_the_final_keeper():
+    """A is an exact duplicate of B (exact dedup keeps B); near dedup then removes B for C, a near duplicate
+    with a longer answer: the ledger keeps A's direct keeper (B) and names C as the row that carries it."""
+    b = long_qa()[0]
+    a = qa_pair(user_text(b).upper(), assistant_text(b))
+    n_words = len(user_text(b).split(" "))
+    c = qa_pair(change_words(user_text(b), list(range(2, n_words, 40))), assistant_text(b) + " Done.")
+    other = long_qa()[1]
+    rows = [Row(r, "run", i + 1, i) for i, r in enumerate([b, a, c, other])]
+    kept, ledger, _ = run_checks([ExactDedup(), NearDedup(NearDedupConfig(threshold=0.8, num_perm=128, word_ngram=5))], rows)
+    assert [r.id for r in kept] == [c["id"], other["id"]]
+    assert [(e["id"], e["check"], e["duplicate_of"], e["kept_as"]) for e in ledger] == [
+        (a["id"], "exact_dedup", b["id"], c["id"]),
+        (b["id"], "near_dedup", c["id"], c["id"]),
+    ]
 
 
 def test_character_shingles_catch_respellings_that_word_shingles_miss():

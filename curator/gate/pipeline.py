@@ -129,6 +129,7 @@ def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[di
                 "check": check.name,
                 "reason": rej.reason,
                 "duplicate_of": rej.duplicate_of,
+                "kept_as": None,
                 "task_family": record.get("task_family") if isinstance(record, dict) else None,
                 "input": rej.row.origin,
                 "record": record,
@@ -142,7 +143,21 @@ def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[di
         })
         kept = result.kept
     assert len(kept) + len(ledger) == len(rows), "gate rows do not add up"
+    resolve_keepers(ledger, {r.id for r in kept})
     return kept, ledger, reports
+
+
+def resolve_keepers(ledger: list[dict], kept_ids: set[str | None]) -> None:
+    """Set each duplicate's `kept_as`: the row that carries its content into this release, or into an
+    earlier one (`release-vN/<id>`), following `duplicate_of` through keepers a later check removed.
+    None where the chain ends at a row rejected for something other than duplication."""
+    next_of = {e["id"]: e["duplicate_of"] for e in ledger if e["duplicate_of"]}
+    for entry in ledger:
+        target, seen = entry["duplicate_of"], set()
+        while target is not None and target not in kept_ids and "/" not in target and target not in seen:
+            seen.add(target)
+            target = next_of.get(target)
+        entry["kept_as"] = None if target is None or target in seen else target
 
 
 class _Clock:

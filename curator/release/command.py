@@ -14,7 +14,7 @@ from rich.table import Table
 from curator.paths import releases_root
 from curator.release.diff import diff_releases
 from curator.release.export import FORMATS, export_release
-from curator.release.lineage import PROVENANCE_FIELDS, lineage
+from curator.release.lineage import PROVENANCE_FIELDS, Appearance, lineage
 from curator.release.report import write_report
 from curator.release.store import SPLITS, open_release, release_versions, resolve_release, verify_release
 
@@ -111,6 +111,13 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_keeper(a: Appearance) -> str:
+    """The rejection reason, plus the row that now carries a duplicate's content when that is not its direct keeper."""
+    if a.kept_as and a.kept_as != a.duplicate_of:
+        return f"{a.reason or ''} (its keeper was removed later; kept as {a.kept_as})"
+    return a.reason or ""
+
+
 def _lineage(args: argparse.Namespace) -> int:
     result = lineage(args.pair_id, models=args.model)
     console = _console()
@@ -119,7 +126,7 @@ def _lineage(args: argparse.Namespace) -> int:
     for a in result.appearances:
         source = (a.input_line or a.input_path or "?") + (" [yellow](changed since gating)[/yellow]" if a.input_changed else "")
         history.add_row(a.release, "yes" if a.certified else "no", a.split, escape(a.check or ""),
-                        escape(a.reason or ""), source, escape(a.spec))
+                        escape(_with_keeper(a)), source, escape(a.spec))
     console.print(history)
     prov = result.provenance
     provenance = _table("provenance", "field", "value")

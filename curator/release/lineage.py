@@ -38,6 +38,7 @@ class Appearance:
     check: str | None = None
     reason: str | None = None
     duplicate_of: str | None = None
+    kept_as: str | None = None  # the row holding a duplicate's content in the release (duplicate_of, followed)
     input_path: str | None = None  # the run directory the row was read from
     input_line: str | None = None  # file:line inside it, where known
     input_changed: bool = False  # the run's pairs.jsonl no longer matches the hash the manifest recorded
@@ -125,7 +126,7 @@ def _search_release(path: Path, pair_id: str) -> list[Appearance]:
     ledger = pl.read_parquet(path / "rejected.parquet").filter(pl.col("id") == pair_id).to_dicts()
     for r in ledger:
         found.append(Appearance(**common, split="rejected", record=json.loads(r["record"]), check=r["check"],
-                                reason=r["reason"], duplicate_of=r["duplicate_of"],
+                                reason=r["reason"], duplicate_of=r["duplicate_of"], kept_as=r.get("kept_as"),
                                 input_path=_input_of(manifest, r["input"]), input_line=r["input"]))
     return found
 

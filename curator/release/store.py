@@ -92,12 +92,12 @@ def _frame(records: list[dict]) -> pl.DataFrame:
 def _ledger_frame(rejected: list[dict]) -> pl.DataFrame:
     schema = {
         "id": pl.String, "check": pl.String, "reason": pl.String, "duplicate_of": pl.String,
-        "task_family": pl.String, "input": pl.String, "record": pl.String,
+        "kept_as": pl.String, "task_family": pl.String, "input": pl.String, "record": pl.String,
     }
     rows = [
         {
             "id": r.get("id"), "check": r["check"], "reason": r["reason"], "duplicate_of": r.get("duplicate_of"),
-            "task_family": r.get("task_family"), "input": r.get("input"),
+            "kept_as": r.get("kept_as"), "task_family": r.get("task_family"), "input": r.get("input"),
             "record": json.dumps(r.get("record"), sort_keys=True, ensure_ascii=False),
         }
         for r in rejected
@@ -232,7 +232,7 @@ def read_split(path: str | Path, split: str) -> list[dict]:
 
 
 def read_ledger(path: str | Path) -> list[dict]:
-    """The release's rejected rows (`id`, `check`, `reason`, `duplicate_of`, `task_family`, `input`),
+    """The release's rejected rows (`id`, `check`, `reason`, `duplicate_of`, `kept_as`, `task_family`, `input`),
     each with the rejected `record` parsed back (None where the input line held no JSON object)."""
     out = pl.read_parquet(Path(path) / "rejected.parquet").to_dicts()
     for r in out:
