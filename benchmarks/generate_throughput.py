@@ -3,8 +3,12 @@
 The server (a separate process, so its CPU is not billed to the client) answers every completion after
 `--latency` seconds and serves any number of requests at once; the ideal rate with N requests in flight is
 N / latency. For each N the full runner path runs (prompt building, client, cache, parse, run-dir writes) over
-max(20, 4N) plan slots. The last line printed is one JSON object:
-{"latency_s", "results": [{"in_flight", "pairs_per_s", "ideal_per_s", "efficiency"}], "client_cpu_ms_per_request"}
+max(20, 4N) plan slots, with a fresh client (cold connections) and an empty cache. Then, for the largest N,
+`client_only` sends the same requests through TeacherClient alone (no runner, no cache): the ceiling the runner
+could reach on this machine. The last line printed is one JSON object, also written to
+benchmarks/results/generate_throughput.json:
+{"latency_s", "results": [{"in_flight", "pairs_per_s", "ideal_per_s", "efficiency", "client_cpu_ms_per_request",
+  "server_cpu_ms_per_request"}], "client_only": {...}, "client_cpu_ms_per_request"}
 
     python benchmarks/generate_throughput.py [--latency 0.2] [--in-flight 1 8 64 256]
 """
@@ -17,18 +21,22 @@ import json
 import multiprocessing
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from curator.generate.plan import plan
-from curator.generate.runner import run_plan
+from curator.generate.requests import build_request
+from curator.generate.runner import run_gradually, run_plan
 from curator.rundir import RunDir
 from curator.spec import load_spec
 from curator.teacher.client import ResponseCache, TeacherClient
 
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "starter.yaml"
+RESULT = Path(__file__).parent / "results" / "generate_throughput.json"
 MODELS = json.dumps({"object": "list", "data": [{"id": "gemma-3-270m", "object": "model"}]}).encode()
 COMPLETION = json.dumps({
     "id": "cmpl-bench", "object": "text_completion", "created": 0, "model": "gemma-3-270m",
@@ -47,8 +55,11 @@ async def _serve(ready: multiprocessing.Queue, latency_s: float) -> None:
                     name, _, value = line.decode().partition(":")
                     headers[name.strip().lower()] = value.strip()
                 await reader.readexactly(int(headers.get("content-length", 0)))
-                if request_line.split()[1].endswith(b"/models"):
+                path = request_line.split()[1]
+                if path.endswith(b"/models"):
                     payload = MODELS
+                elif path.endswith(b"/cpu"):  # the server's own CPU seconds, for the benchmark
+                    payload = json.dumps({"cpu_s": time.process_time()}).encode()
                 else:
                     await asyncio.sleep(latency_s)
                     payload = COMPLETION
@@ -68,13 +79,18 @@ def serve(ready: multiprocessing.Queue, latency_s: float) -> None:
     asyncio.run(_serve(ready, latency_s))
 
 
-async def measure(base_url: str, in_flight: int, work: Path) -> tuple[int, float, float]:
+def server_cpu_s(base_url: str) -> float:
+    with urllib.request.urlopen(f"{base_url}/cpu", timeout=10) as r:
+        return json.load(r)["cpu_s"]
+
+
+async def run_pass(base_url: str, in_flight: int, work: Path) -> tuple[int, float, float]:
     """(slots done, wall seconds, client CPU seconds) for one runner pass with `in_flight` requests at once."""
     spec = load_spec(SPEC)
     slots = plan(spec, max(20, 4 * in_flight))
-    run = RunDir(work / f"run-{in_flight}")
+    run = RunDir(work / "run")
     run.create({"kind": "benchmark"})
-    client = TeacherClient(base_url, "sk-no-key", max_in_flight=in_flight, cache=ResponseCache(work / f"cache-{in_flight}.sqlite"))
+    client = TeacherClient(base_url, "sk-no-key", max_in_flight=in_flight, cache=ResponseCache(work / "cache.sqlite"))
     try:
         await client.check_reachable()
         wall, cpu = time.perf_counter(), time.process_time()
@@ -85,6 +101,35 @@ async def measure(base_url: str, in_flight: int, work: Path) -> tuple[int, float
         client.cache.close()
     assert sum(run.counts().values()) == len(slots) == client.stats.requests
     return len(slots), wall, cpu
+
+
+async def client_pass(base_url: str, in_flight: int) -> tuple[int, float, float]:
+    """The same for TeacherClient alone: the runner's requests, prepared beforehand, sent `in_flight` at once
+    (started as the runner starts them)."""
+    spec = load_spec(SPEC)
+    requests = [build_request(spec, slot)[0] for slot in plan(spec, max(20, 4 * in_flight))]
+    client = TeacherClient(base_url, "sk-no-key", max_in_flight=in_flight)
+    try:
+        await client.check_reachable()
+        wall, cpu = time.perf_counter(), time.process_time()
+        await run_gradually(client.complete, requests)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        await client.close()
+    assert client.stats.requests == len(requests) and client.stats.failures == 0
+    return len(requests), wall, cpu
+
+
+def figures(in_flight: int, latency_s: float, done: int, wall: float, cpu: float) -> dict[str, Any]:
+    ideal = in_flight / latency_s
+    return {"in_flight": in_flight, "pairs_per_s": round(done / wall, 2), "ideal_per_s": round(ideal, 2),
+            "efficiency": round(done / wall / ideal, 3), "client_cpu_ms_per_request": round(1000 * cpu / done, 3)}
+
+
+def show(label: str, f: dict[str, Any]) -> None:
+    print(f"{label:12s} in_flight={f['in_flight']:4d}  {f['pairs_per_s']:8.1f} pairs/s  ideal {f['ideal_per_s']:8.1f}  "
+          f"efficiency {f['efficiency']:6.1%}  client cpu {f['client_cpu_ms_per_request']:.2f} ms/request"
+          + (f"  server cpu {f['server_cpu_ms_per_request']:.2f} ms/request" if "server_cpu_ms_per_request" in f else ""))
 
 
 def main() -> None:
@@ -100,19 +145,25 @@ def main() -> None:
     results, requests, cpu_total = [], 0, 0.0
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for n in args.in_flight:
-                done, wall, cpu = asyncio.run(measure(base_url, n, Path(tmp)))
-                ideal = n / args.latency
-                results.append({"in_flight": n, "pairs_per_s": round(done / wall, 2), "ideal_per_s": round(ideal, 2),
-                                "efficiency": round(done / wall / ideal, 3)})
+            for i, n in enumerate(args.in_flight):
+                server_cpu = server_cpu_s(base_url)
+                done, wall, cpu = asyncio.run(run_pass(base_url, n, Path(tmp) / str(i)))
+                f = figures(n, args.latency, done, wall, cpu)
+                f["server_cpu_ms_per_request"] = round(1000 * (server_cpu_s(base_url) - server_cpu) / done, 3)
+                results.append(f)
                 requests, cpu_total = requests + done, cpu_total + cpu
-                print(f"in_flight={n:4d}  {done:5d} slots in {wall:6.2f}s  {done / wall:8.1f} pairs/s  "
-                      f"ideal {ideal:8.1f}  efficiency {done / wall / ideal:5.1%}  client cpu {1000 * cpu / done:.2f} ms/request")
+                show("runner", f)
+        n = max(args.in_flight)
+        client_only = figures(n, args.latency, *asyncio.run(client_pass(base_url, n)))
+        show("client only", client_only)
     finally:
         server.terminate()
         server.join()
-    print(json.dumps({"latency_s": args.latency, "results": results,
-                      "client_cpu_ms_per_request": round(1000 * cpu_total / requests, 3)}))
+    result = {"latency_s": args.latency, "results": results, "client_only": client_only,
+              "client_cpu_ms_per_request": round(1000 * cpu_total / requests, 3)}
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

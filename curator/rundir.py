@@ -6,16 +6,18 @@ Layout of `data/runs/<name>/`:
   quarantine.jsonl  rows kept aside with a reason: {"reason", "origin", "plan_slot", "raw"}
   failed.jsonl      plan slots whose teacher call failed for good: {"plan_slot", "reason"}
 
-Files are append-only and flushed per line, so a crash loses at most the line being written;
-readers skip a torn last line. Every input row of an import, or slot of a plan, lands in exactly
-one of pairs / quarantine / failed, so the counts add up.
+Files are append-only. Each line is handed to the OS (written and flushed) as it comes, so a killed process
+(kill -9 included) keeps every line it finished, and readers skip a torn last line. fsync only matters for a power loss:
+`RunDir.add_*` fsync each line; a `RunAppender` (what `curator generate` writes with) leaves fsync to `sync()`,
+which its owner calls once per group of lines. Every input row of an import, or slot of a plan, lands in
+exactly one of pairs / quarantine / failed, so the counts add up.
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from curator.hashing import sha256_file
 
@@ -63,20 +65,20 @@ class RunDir:
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.meta_path)
 
-    def _append(self, name: str, obj: dict) -> None:
-        with open(self.path / name, "a", encoding="utf-8") as f:
-            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    def appender(self) -> "RunAppender":
+        return RunAppender(self.path)
 
     def add_pair(self, record: dict) -> None:
-        self._append("pairs.jsonl", record)
+        with self.appender() as out:
+            out.add_pair(record)
 
     def add_quarantine(self, reason: str, raw: Any, origin: str | None = None, plan_slot: str | None = None) -> None:
-        self._append("quarantine.jsonl", {"reason": reason, "origin": origin, "plan_slot": plan_slot, "raw": raw})
+        with self.appender() as out:
+            out.add_quarantine(reason, raw, origin, plan_slot)
 
     def add_failed(self, plan_slot: str, reason: str) -> None:
-        self._append("failed.jsonl", {"plan_slot": plan_slot, "reason": reason})
+        with self.appender() as out:
+            out.add_failed(plan_slot, reason)
 
     def pairs(self) -> Iterator[dict]:
         return read_jsonl(self.path / "pairs.jsonl")
@@ -99,6 +101,55 @@ class RunDir:
 
     def file_hashes(self) -> dict[str, str]:
         return {name: sha256_file(self.path / name) for name in ("run.json",) + RUN_FILES if (self.path / name).exists()}
+
+
+class RunAppender:
+    """A run directory's files held open for appending: every line is written (flushed to the OS) as it comes,
+    and `sync` fsyncs them. `sync` may run in another thread while lines are added; closing syncs, so the owner
+    closes only once no `sync` is running elsewhere."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._files: dict[str, BinaryIO] = {}
+        self.unsynced = False  # lines were written since the last sync began
+
+    def __enter__(self) -> "RunAppender":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, name: str, obj: dict) -> None:
+        f = self._files.get(name)
+        if f is None:
+            f = self._files[name] = open(self.path / name, "ab")
+        f.write((json.dumps(obj, ensure_ascii=False) + "\n").encode())
+        f.flush()
+        self.unsynced = True
+
+    def add_pair(self, record: dict) -> None:
+        self._write("pairs.jsonl", record)
+
+    def add_quarantine(self, reason: str, raw: Any, origin: str | None = None, plan_slot: str | None = None) -> None:
+        self._write("quarantine.jsonl", {"reason": reason, "origin": origin, "plan_slot": plan_slot, "raw": raw})
+
+    def add_failed(self, plan_slot: str, reason: str) -> None:
+        self._write("failed.jsonl", {"plan_slot": plan_slot, "reason": reason})
+
+    def sync(self) -> None:
+        """fsync the files, if anything was written since the last sync (a line written meanwhile sets `unsynced`
+        again, for the next one)."""
+        if not self.unsynced:
+            return
+        self.unsynced = False
+        for f in list(self._files.values()):
+            os.fsync(f.fileno())
+
+    def close(self) -> None:
+        self.sync()
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
 
 
 def _drop_torn_tail(path: Path) -> None:

@@ -48,6 +48,8 @@ class Teacher:
     timeout_s: float = 120.0
     sampling: Sampling = field(default_factory=Sampling)
     structured_output: str = "off"  # off | json_schema (OpenAI style) | json_object (llama-cpp-python style)
+    batch: bool = False  # requests go through the OpenAI Batch API
+    batch_poll_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -103,10 +105,30 @@ class RefusalPolicy:
     lookalike_share: float = 0.0  # of a refusal family's slots: benign look-alikes answered normally
 
 
+STRATEGIES = ("self_instruct", "respond", "evol", "evol:deepen", "evol:widen")
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
-    strategy: str = "self_instruct"  # self_instruct | respond | evol | evol:deepen | evol:widen
+    strategy: str = "self_instruct"  # one of STRATEGIES
     source_run: str | None = None  # run directory whose pairs respond / evol start from (evol: seeds when None)
+    strategies: tuple[tuple[str, float], ...] = ()  # a weighted mix (strategy, share) instead of `strategy`
+
+
+def mix_problems(mix: dict[str, float]) -> list[tuple[str | None, str]]:
+    """What is wrong with a strategy mix, as (strategy or None for the whole mix, message)."""
+    problems: list[tuple[str | None, str]] = []
+    for name, share in mix.items():
+        if name not in STRATEGIES:
+            problems.append((name, f"unknown strategy; known: {', '.join(STRATEGIES)}"))
+        elif not 0 < share <= 1:
+            problems.append((name, "share must be > 0 and <= 1"))
+    if "evol" in mix and ({"evol:deepen", "evol:widen"} & set(mix)):
+        problems.append((None, "evol already holds evol:deepen and evol:widen; list either evol or those"))
+    total = sum(mix.values())
+    if abs(total - 1.0) > 1e-6:
+        problems.append((None, f"shares must sum to 1 (they sum to {total:g})"))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -149,6 +171,13 @@ class SemanticDedupConfig:
     backend: str = "model2vec"  # minilm | model2vec
     threshold: float = 0.95
     verify: bool = True  # model2vec candidates re-scored by the full MiniLM before they count
+    candidate_threshold: float | None = None  # model2vec cosine making a pair a candidate for verification
+    boilerplate_min_rows: int = 20  # lines found in this many rows are left out of the embedded text (0: none)
+
+    @property
+    def candidate_at(self) -> float:
+        """The candidate threshold; by default 0.03 under the threshold."""
+        return self.candidate_threshold if self.candidate_threshold is not None else round(max(0.0, self.threshold - 0.03), 4)
     approximate_above: int = 100000  # rows past which the search uses a faiss IVF index
 
 
@@ -297,9 +326,18 @@ def _cross_checks(doc: dict) -> list[tuple[tuple, str]]:
                 problems.append((("task_families", i, "seeds", j, "format"), f"format {s['format']!r} is not one of this family's formats"))
             if s.get("difficulty") is not None and s["difficulty"] not in levels:
                 problems.append((("task_families", i, "seeds", j, "difficulty"), f"unknown difficulty {s['difficulty']!r}"))
+    semantic = doc.get("gate", {}).get("semantic_dedup", {})
+    if semantic.get("candidate_threshold", 0) > semantic.get("threshold", 0.95):
+        problems.append((("gate", "semantic_dedup", "candidate_threshold"), "must be <= threshold"))
     total = sum(t["share"] for t in doc["task_families"])
     if abs(total - 1.0) > 1e-6:
         problems.append((("task_families",), f"shares must sum to 1 (they sum to {total:g})"))
+    generation = doc.get("generation", {})
+    if "strategies" in generation:
+        at = ("generation", "strategies")
+        if "strategy" in generation:
+            problems.append((at, "give either strategy or strategies, not both"))
+        problems.extend((at + ((name,) if name else ()), msg) for name, msg in mix_problems(generation["strategies"]))
     return problems
 
 
@@ -389,6 +427,7 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
         raw=doc,
         generation=GenerationConfig(
             strategy=ge.get("strategy", "self_instruct"),
+            strategies=tuple((name, float(share)) for name, share in ge.get("strategies", {}).items()),
             source_run=str((path.parent / ge["source_run"]).resolve()) if ge.get("source_run") else None,
         ),
     )

@@ -1,23 +1,28 @@
-"""A loopback HTTP proxy that injects the faults a real teacher cannot be asked to produce: 429s and dropped connections.
+"""A loopback HTTP proxy that injects the faults a real teacher cannot be asked to produce: 429s, dropped connections
+and stalls.
 
-Each POST takes the next action from `faults` ("429", "503", "drop"); once they are used up, requests pass to the
-upstream server unchanged. `seen` records what happened to every request, `auth` the Authorization headers.
+Each POST takes the next action from `faults` ("429", "503", "drop", or "stall": no answer for `stall_s`, then a
+drop); once they are used up, requests pass to the upstream server unchanged. `seen` records what happened to every
+request, `auth` the Authorization headers.
 """
 from __future__ import annotations
 
 import http.client
 import socket
 import threading
+import time
+from contextlib import suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 
 class FaultProxy:
-    def __init__(self, upstream_base_url: str, faults: list[str] | None = None, retry_after: str = "1"):
+    def __init__(self, upstream_base_url: str, faults: list[str] | None = None, retry_after: str = "1", stall_s: float = 5.0):
         up = urlsplit(upstream_base_url)
         self.upstream = (up.hostname, up.port)
         self.faults = list(faults or [])
         self.retry_after = retry_after
+        self.stall_s = stall_s
         self.seen: list[str] = []
         self.auth: list[str] = []
         self._lock = threading.Lock()
@@ -57,9 +62,12 @@ class FaultProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 proxy.auth.append(self.headers.get("Authorization", ""))
                 action = proxy.next_action("POST")
-                if action == "drop":
+                if action == "stall":
+                    time.sleep(proxy.stall_s)
+                if action in ("drop", "stall"):
                     self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                    with suppress(OSError):  # a stalled client may have hung up already
+                        self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 if action in ("429", "503"):
                     payload = b'{"error": {"message": "injected fault", "type": "fault"}}'

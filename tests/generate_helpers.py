@@ -11,9 +11,9 @@ STARTER = Path(__file__).resolve().parents[1] / "specs" / "starter.yaml"
 
 
 def write_spec(directory: Path, max_tokens: int = 96, families: dict[str, float] | None = None,
-               lookalike_share: float | None = None, **teacher) -> Path:
+               lookalike_share: float | None = None, generation: dict | None = None, **teacher) -> Path:
     """The starter spec with short replies and any teacher overrides, optionally cut down to
-    `families` (name -> share) and with a share of refusal look-alikes."""
+    `families` (name -> share), with a share of refusal look-alikes and a `generation` section."""
     doc = yaml.safe_load(STARTER.read_text())
     doc["teacher"]["sampling"]["max_tokens"] = max_tokens
     doc["teacher"].update(teacher)
@@ -21,6 +21,8 @@ def write_spec(directory: Path, max_tokens: int = 96, families: dict[str, float]
         doc["task_families"] = [{**t, "share": families[t["name"]]} for t in doc["task_families"] if t["name"] in families]
     if lookalike_share is not None:
         doc["refusal_policy"]["lookalike_share"] = lookalike_share
+    if generation is not None:
+        doc["generation"] = generation
     path = directory / "spec.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

@@ -1,10 +1,12 @@
-"""Generation strategies beyond Self-Instruct: respond (new responses for given instructions), Evol-Instruct
-deepen / widen, benign refusal look-alikes and structured output; against the real embedded gemma-3-270m server."""
+"""Generation strategies beyond Self-Instruct: respond (new responses for given instructions, multi-turn included),
+Evol-Instruct deepen / widen, a weighted mix of strategies, benign refusal look-alikes and structured output;
+against the real embedded gemma-3-270m server."""
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
+from collections import Counter
 
 import jsonschema
 import pytest
@@ -12,12 +14,14 @@ import pytest
 from curator.cli import main
 from curator.generate.parents import run_sources, seed_sources
 from curator.generate.parse import Fields, Problem, review
-from curator.generate.plan import DEEPEN, LOOKALIKE, RESPOND, WIDEN, Parent, Slot, parent_plan, plan
+from curator.generate.plan import (
+    DEEPEN, LOOKALIKE, RESPOND, SELF_INSTRUCT, WIDEN, Parent, Slot, largest_remainder, mixed_plan, parent_plan, plan,
+)
 from curator.generate.prompts import LOOKALIKE_DEMOS, lookalike_prompt, self_instruct_prompt
 from curator.generate.requests import build_request
-from curator.records import schema_errors
+from curator.records import pair_id, schema_errors
 from curator.rundir import RunDir
-from curator.spec import load_spec
+from curator.spec import SpecError, load_spec
 from curator.teacher.client import TeacherClient
 from curator.teacher.embedded import embedded_teacher
 from generate_helpers import STARTER, slots_on_disk, write_spec
@@ -265,3 +269,162 @@ def test_chat_replies_for_respond_and_structured_envelopes():
     envelope = '{"instruction": "List the names as JSON.", "input": "Ann met Bo.", "output": {"names": ["Ann", "Bo"]}}'
     assert review(envelope, "stop", mode="chat", spec=SPEC, slot=extract) == Fields(
         "List the names as JSON.", "Ann met Bo.", '{"names": ["Ann", "Bo"]}')
+
+
+MULTI_TURN_ROWS = [
+    {"messages": [
+        {"role": "user", "content": "Summarize the text in one sentence.\n\nThe bakery on Elm Street will close in May after "
+         "forty years, because the owners are retiring and no buyer was found."},
+        {"role": "assistant", "content": "The Elm Street bakery closes in May after forty years as its owners retire."},
+        {"role": "user", "content": "Now summarize it in at most eight words."},
+        {"role": "assistant", "content": "old answer"},
+    ], "task_family": "summarize", "format": "free_text", "difficulty": "easy"},
+    {"messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Rewrite the sentence to sound more polite.\n\nGive me the keys now."},
+        {"role": "assistant", "content": "Could you give me the keys, please?"},
+        {"role": "user", "content": "Rewrite it once more, even more politely."},
+    ], "task_family": "rewrite", "format": "free_text", "difficulty": "easy"},  # ends with the user: the response is appended
+    {"messages": [
+        {"role": "user", "content": "Rewrite the sentence in the passive voice.\n\nThe committee approved the budget."},
+        {"role": "assistant", "content": "The budget was approved by the committee."},
+        {"role": "user", "content": "Now rewrite the original sentence in the future tense."},
+        {"role": "assistant", "content": "old answer"},
+    ], "task_family": "rewrite", "format": "free_text", "difficulty": "easy"},
+]
+
+
+@pytest.fixture(scope="module")
+def imported_conversations(tmp_path_factory) -> RunDir:
+    """Multi-turn conversations imported with `curator import --format openai-chat`."""
+    directory = tmp_path_factory.mktemp("conversations")
+    source = directory / "chats.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in MULTI_TURN_ROWS))
+    assert main(["import", str(source), "--format", "openai-chat", "--out", str(directory / "run")]) == 0
+    return RunDir(directory / "run")
+
+
+def test_respond_requests_carry_the_earlier_turns(imported_conversations, tmp_path):
+    sources = run_sources(SPEC, imported_conversations.path).items
+    first = sources[0].parent
+    assert (first.instruction, first.input, first.output) == ("Now summarize it in at most eight words.", "", "old answer")
+    assert first.context == tuple(MULTI_TURN_ROWS[0]["messages"][:2])
+    assert sources[1].parent.context == tuple(MULTI_TURN_ROWS[1]["messages"][1:3])  # system message dropped
+    assert sources[1].parent.output == ""
+    slot = parent_plan(SPEC, sources, (RESPOND,))[0]
+    request, template = build_request(SPEC, slot)
+    assert template == "respond_turns_v1"
+    assert request.prompt.endswith(
+        "Conversation so far:\nUser: Summarize the text in one sentence.\n\nThe bakery on Elm Street will close in May "
+        "after forty years, because the owners are retiring and no buyer was found.\nAssistant: The Elm Street bakery "
+        "closes in May after forty years as its owners retire.\nInstruction: Now summarize it in at most eight words.\n"
+        "Input: <noinput>\nResponse:")
+    chat = load_spec(write_spec(tmp_path, mode="chat"))
+    request, template = build_request(chat, slot)
+    assert template == "chat_respond_v1"
+    assert [m["role"] for m in request.messages] == ["system", "user", "assistant", "user"]
+    assert list(request.messages[1:]) == MULTI_TURN_ROWS[0]["messages"][:3]
+    single = parent_plan(SPEC, seed_sources(SPEC).items, (RESPOND,))[0]
+    assert build_request(SPEC, single)[1] == "respond_v1"  # a single-turn parent keeps the plain template
+
+
+def test_respond_to_multi_turn_pairs_keeps_the_conversation(teacher_url, imported_conversations, tmp_path):
+    """Completion mode: the base gemma-3-270m rambles past any max_tokens in chat mode (its chat requests are
+    checked above)."""
+    spec = write_spec(tmp_path)
+    out = tmp_path / "respond"
+    assert main(["generate", str(spec), "--responses-for", str(imported_conversations.path), "--out", str(out),
+                 "--base-url", teacher_url, "--cache", str(tmp_path / "cache.sqlite")]) == 0
+    run = RunDir(out)
+    counts = run.read_meta()["counts"]
+    assert counts["planned"] == 3 == counts["accepted"] + counts["quarantined"] + counts["failed"]
+    parents = {p["id"]: p for p in imported_conversations.pairs()}
+    pairs = list(run.pairs())
+    assert pairs, [q["reason"] for q in run.quarantined()]
+    for pair in pairs:
+        parent = parents[pair["provenance"]["plan_slot"].removeprefix("respond/")]
+        turns = [m for m in parent["messages"] if m["role"] != "system"]
+        last_user = max(i for i, m in enumerate(turns) if m["role"] == "user")
+        assert pair["messages"][:-1] == turns[: last_user + 1]  # earlier turns and the answered user turn, unchanged
+        assert pair["messages"][-1]["role"] == "assistant" and pair["messages"][-1]["content"] not in ("", "old answer")
+        assert pair["id"] == pair_id(pair["messages"]) and schema_errors(pair) == []
+        assert pair["provenance"]["prompt_template"] == "respond_turns_v1"
+
+
+def test_largest_remainder_and_mixed_plan():
+    assert largest_remainder([("a", 0.5), ("b", 0.5)], 3) == {"a": 2, "b": 1}  # a tie goes to the first listed
+    counts = largest_remainder([(SELF_INSTRUCT, 0.7), (DEEPEN, 0.2), (WIDEN, 0.1)], 10)
+    assert counts == {SELF_INSTRUCT: 7, DEEPEN: 2, WIDEN: 1}
+    seeds = seed_sources(SPEC).items
+    slots = mixed_plan(SPEC, counts, seeds)
+    assert Counter(s.strategy for s in slots) == {SELF_INSTRUCT: 7, DEEPEN: 2, WIDEN: 1}
+    assert [s.strategy for s in slots[:3]] == [SELF_INSTRUCT, DEEPEN, WIDEN]  # interleaved
+    assert {s.id for s in slots if s.strategy == SELF_INSTRUCT} == {s.id for s in plan(SPEC, 7)}
+    assert [s.id for s in slots if s.strategy == DEEPEN] == ["evol:deepen/seed:summarize#0", "evol:deepen/seed:summarize#1"]
+    assert [s.id for s in mixed_plan(SPEC, counts, seeds)] == [s.id for s in slots]  # stable: the resume key
+    assert len(mixed_plan(SPEC, {"evol": 1000}, seeds)) == 2 * len(seeds)  # parents run out
+
+
+def line_of(path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), start=1) if text in line)
+
+
+@pytest.mark.parametrize("generation,field,line_text,message", [
+    ({"strategies": {"self_instruct": 0.7, "evol:deepen": 0.2}}, "generation.strategies", "strategies:",
+     "shares must sum to 1 (they sum to 0.9)"),
+    ({"strategies": {"self_instruct": 1.0, "evol:deepen": 0}}, "generation.strategies.evol:deepen", "evol:deepen", "must be > 0"),
+    ({"strategies": {"self_instruct": 0.5, "magic": 0.5}}, "generation.strategies", "strategies:",
+     "unknown field(s) ('magic' was unexpected)"),
+    ({"strategies": {"evol": 0.5, "evol:widen": 0.5}}, "generation.strategies", "strategies:",
+     "evol already holds evol:deepen and evol:widen; list either evol or those"),
+    ({"strategy": "evol", "strategies": {"self_instruct": 1.0}}, "generation.strategies", "strategies:",
+     "give either strategy or strategies, not both"),
+])
+def test_strategy_mix_errors_name_file_line_and_field(tmp_path, generation, field, line_text, message):
+    path = write_spec(tmp_path, generation=generation)
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert str(e.value) == f"{path}:{line_of(path, line_text)}: {field}: {message}"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--strategy-mix", "self_instruct=0.7,evol:deepen=0.2"], "argument --strategy-mix: shares must sum to 1 (they sum to 0.9)"),
+    (["--strategy-mix", "self_instruct=1,respond"], "argument --strategy-mix: 'respond': expected distinct STRATEGY=SHARE"),
+    (["--strategy-mix", "self_instruct=0.5,magic=0.5"], "argument --strategy-mix: magic: unknown strategy"),
+])
+def test_strategy_mix_on_the_command_line_is_checked(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", str(write_spec(tmp_path)), *argv])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_strategy_mix_conflicts_are_errors(tmp_path, capsys):
+    spec = str(write_spec(tmp_path))
+    assert main(["generate", spec, "--strategy-mix", "self_instruct=1", "--strategy", "evol"]) == 2
+    assert "either --strategy or --strategy-mix" in capsys.readouterr().err
+    assert main(["generate", spec, "--strategy-mix", "self_instruct=0.5,respond=0.5"]) == 2
+    assert "needs a run directory" in capsys.readouterr().err
+
+
+def test_strategy_mix_run_reports_target_and_outcome_per_strategy(teacher_url, tmp_path):
+    spec = write_spec(tmp_path, generation={"strategies": {"self_instruct": 0.5, "evol:deepen": 0.5}})
+    argv = ["generate", str(spec), "--pairs", "2", "--base-url", teacher_url, "--cache", str(tmp_path / "cache.sqlite")]
+    assert main(argv) == 0
+    [path] = (tmp_path / "data" / "runs").iterdir()
+    assert "-mix-" in path.name
+    run = RunDir(path)
+    meta = run.read_meta()
+    assert meta["strategy"] == "mix" and meta["strategy_mix"] == {"self_instruct": 0.5, "evol:deepen": 0.5}
+    assert sorted(slots_on_disk(run) + [f["plan_slot"] for f in run.failed()]) == [
+        "evol:deepen/seed:summarize#0", "summarize/free_text/easy/short/#0"]
+    rows = meta["strategies"]
+    assert sorted(rows) == ["evol:deepen", "self_instruct"]
+    for name, row in rows.items():
+        assert (row["share"], row["target"], row["planned"]) == (0.5, 1, 1)
+        assert row["accepted"] + row["quarantined"] + row["failed"] == 1
+    for outcome in ("accepted", "quarantined", "failed"):
+        assert sum(r[outcome] for r in rows.values()) == meta["counts"][outcome]
+    assert main(argv) == 0  # resume: same mix, same slot ids, nothing pending
+    assert run.read_meta()["sessions"][-1]["usage"] == {}
+    other = ["generate", str(spec), "--pairs", "2", "--strategy-mix", "self_instruct=1", "--out", str(path)]
+    assert main(other) == 2  # another mix does not resume this run

@@ -12,7 +12,7 @@ import pytest
 
 from curator.cli import main
 from curator.rundir import RunDir
-from curator.teacher.client import ResponseCache, TeacherClient, TeacherError, TeacherRequest
+from curator.teacher.client import ResponseCache, TeacherClient, TeacherError, TeacherRequest, parse_reply
 from curator.teacher.embedded import TeacherStartError, embedded_teacher, free_port
 from fault_proxy import FaultProxy
 from generate_helpers import write_spec
@@ -77,6 +77,31 @@ def test_429_and_dropped_connection_are_retried_and_counted(server):
     assert reply.text.strip()
     assert proxy.seen == ["429", "drop", "pass"]
     assert stats.requests == 3 and stats.retries == 2 and stats.failures == 0
+
+
+def test_stalled_request_times_out_and_is_retried(server):
+    with FaultProxy(server, ["stall"], stall_s=6) as proxy:
+        reply, stats = asyncio.run(ask(proxy.base_url, completion(), max_attempts=2, timeout_s=3))
+    assert reply.text.strip()
+    assert proxy.seen == ["stall", "pass"]
+    assert stats.requests == 2 and stats.retries == 1 and stats.failures == 0
+
+
+def test_dropped_connection_is_named_in_the_failure(server):
+    with FaultProxy(server, ["drop"]) as proxy:
+        with pytest.raises(TeacherError, match=r"\(after 1 attempt\(s\)\)") as err:
+            asyncio.run(ask(proxy.base_url, completion(), max_attempts=1))
+    assert "disconnected" in str(err.value).lower()  # the cause, not only the SDK's "Request timed out."
+
+
+def test_reply_bodies_are_read_or_refused():
+    body = {"choices": [{"message": {"content": "Blue."}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 9, "completion_tokens": 2}}
+    assert parse_reply(json.dumps(body).encode(), "chat") == parse_reply(
+        b'{"choices": [{"text": "Blue.", "finish_reason": "stop"}], "usage": {"prompt_tokens": 9, "completion_tokens": 2}}', "completion")
+    assert parse_reply(b'{"choices": [{"message": {"content": null}}]}', "chat").text == ""
+    for bad in (b"<html>busy</html>", b"[]", b'{"choices": []}', b'{"choices": [{"message": {}}]}', b'{"choices": [{}]}'):
+        with pytest.raises(TeacherError, match="malformed reply"):
+            parse_reply(bad, "chat")
 
 
 def test_retry_after_header_sets_the_wait():

@@ -219,7 +219,7 @@ def evaluate(
     with Progress(console=console, transient=True) as progress:
         for side, answer in sides(progress):
             answers[side] = answer([prompt_messages(r) for r in records], side)
-            batteries[side] = run_battery(lambda c: answer(c, f"battery {side}"), include=suites,
+            batteries[side] = run_battery(lambda c, ask=answer, label=f"battery {side}": ask(c, label), include=suites,
                                           eval_records=records, spec=spec, eval_answers=answers[side])
             del answer  # let a source free this side's model before it loads the next
     names = list(answers)

@@ -7,12 +7,19 @@ gemma-3-270m server is started for the run and stopped at its end.
 
 Strategies (`--strategy`, else the spec's `generation.strategy`, else self_instruct):
   self_instruct  new pairs per curriculum cell, as planned from the spec's shares
-  respond        a new response for the user turn of every pair of --from RUN_DIR (`--responses-for RUN_DIR`)
+  respond        a new response for the last user turn of every pair of --from RUN_DIR (`--responses-for RUN_DIR`),
+                 with the turns before it as context; the pair keeps them
   evol           a deepened (harder) and a widened (same family, new topic) pair per parent;
   evol:deepen    parents are the pairs of --from RUN_DIR, or the spec's seeds without it
   evol:widen
+A weighted mix (`--strategy-mix self_instruct=0.7,evol:deepen=0.3`, else the spec's `generation.strategies`)
+gives each strategy its share of the pairs (--pairs, else target_pairs); the summary shows target and outcome
+per strategy.
 Pairs of respond / evol carry their parent's `<run dir>/pairs.jsonl:<line>` (or seed) in provenance.origin.
-The default run directory of those strategies adds the strategy and a hash of the source to the name.
+The default run directory of those strategies (and of a mix) adds the strategy and a hash of the source to the name.
+
+--batch (or the spec's `teacher.batch`) sends the requests through the OpenAI Batch API (curator/generate/batch.py):
+cheaper and asynchronous; rerunning the same command after a crash resumes polling the same batch.
 """
 from __future__ import annotations
 
@@ -26,38 +33,61 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import openai
 from rich.console import Console
 from rich.table import Table
 
 from curator.cli_support import positive_int
 from curator.embedded_models import cache_dir
 from curator.errors import CuratorError
+from curator.generate.batch import Batcher, prefetch
 from curator.generate.parents import run_sources, seed_sources
-from curator.generate.plan import DEEPEN, RESPOND, SELF_INSTRUCT, WIDEN, Slot, parent_plan, plan
+from curator.generate.plan import (
+    PARENT_SLOTS, RESPOND, SELF_INSTRUCT, Slot, largest_remainder, mix_member, mixed_plan, parent_plan, plan,
+)
 from curator.generate.runner import pending_slots, run_plan, session_record, summarize
-from curator.hashing import sha256_text
+from curator.hashing import sha256_json, sha256_text
 from curator.paths import runs_root
 from curator.records import now_iso
 from curator.rundir import RunDir
-from curator.spec import Spec, load_spec
+from curator.spec import STRATEGIES, Spec, load_spec, mix_problems
 from curator.teacher.client import ResponseCache, TeacherClient, TeacherError
 from curator.teacher.embedded import embedded_teacher
 
 PLACEHOLDER_API_KEY = "sk-no-key"  # for servers without auth (the embedded one, most local ones)
-RESUME_KEYS = ("spec_hash", "planned_pairs", "teacher_model", "teacher_mode", "strategy", "source_run")
+RESUME_KEYS = ("spec_hash", "planned_pairs", "teacher_model", "teacher_mode", "strategy", "strategy_mix", "source_run")
 RESUME_DEFAULTS = {"strategy": SELF_INSTRUCT}  # runs made before strategies existed
-STRATEGY_SLOTS = {RESPOND: (RESPOND,), "evol": (DEEPEN, WIDEN), DEEPEN: (DEEPEN,), WIDEN: (WIDEN,)}
-STRATEGIES = (SELF_INSTRUCT, *STRATEGY_SLOTS)
+MIX = "mix"  # the strategy of a run planned from a weighted mix
 
 
 @dataclasses.dataclass(frozen=True)
 class Planned:
     """The slots of a run and what they were planned from."""
 
-    strategy: str
+    strategy: str  # one of STRATEGIES, or MIX
     source_run: str | None  # the run directory parents come from (None: the curriculum, or the seeds for evol)
     slots: list[Slot]
     parents_repeated: int = 0  # source pairs skipped because an earlier pair had the same id
+    mix: dict[str, float] = dataclasses.field(default_factory=dict)  # strategy -> share, for MIX
+    targets: dict[str, int] = dataclasses.field(default_factory=dict)  # strategy -> pairs it should make, for MIX
+
+
+def strategy_mix(text: str) -> dict[str, float]:
+    """An argparse type: `self_instruct=0.7,evol:deepen=0.3` -> {strategy: share}, checked like the spec's."""
+    mix: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, share = item.partition("=")
+        try:
+            value = float(share)
+        except ValueError:
+            value = None
+        if not sep or value is None or name.strip() in mix:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected distinct STRATEGY=SHARE items, e.g. self_instruct=0.7,evol:deepen=0.3")
+        mix[name.strip()] = value
+    if problems := mix_problems(mix):
+        name, msg = problems[0]
+        raise argparse.ArgumentTypeError(f"{name}: {msg}" if name else msg)
+    return mix
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,35 +104,60 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source_run", metavar="RUN_DIR",
                    help="run directory whose pairs respond / evol start from (default: the spec's generation.source_run)")
     p.add_argument("--responses-for", metavar="RUN_DIR", help="same as --strategy respond --from RUN_DIR")
+    p.add_argument("--strategy-mix", type=strategy_mix, metavar="S=SHARE,...",
+                   help="a weighted mix of strategies, e.g. self_instruct=0.7,evol:deepen=0.3 (default: the spec's generation.strategies)")
+    p.add_argument("--batch", action="store_true", default=None,
+                   help="send the requests through the OpenAI Batch API, resumably (default: the spec's teacher.batch)")
     p.set_defaults(func=run)
 
 
 def with_overrides(spec: Spec, args: argparse.Namespace) -> Spec:
     changes = {
-        "base_url": args.base_url, "model": args.model, "max_in_flight": args.max_in_flight,
+        "base_url": args.base_url, "model": args.model, "max_in_flight": args.max_in_flight, "batch": args.batch,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     return dataclasses.replace(spec, teacher=dataclasses.replace(spec.teacher, **changes)) if changes else spec
 
 
+def chosen_strategy(spec: Spec, args: argparse.Namespace) -> tuple[str, dict[str, float]]:
+    """(strategy, mix): the command line's choice, else the spec's; the mix is empty unless the strategy is MIX."""
+    if args.responses_for and (args.strategy not in (None, RESPOND) or args.strategy_mix):
+        raise CuratorError("--responses-for is the respond strategy; it cannot go with --strategy or --strategy-mix")
+    if args.strategy and args.strategy_mix:
+        raise CuratorError("give either --strategy or --strategy-mix, not both")
+    if args.responses_for:
+        return RESPOND, {}
+    if args.strategy_mix:
+        return MIX, args.strategy_mix
+    if args.strategy:
+        return args.strategy, {}
+    if spec.generation.strategies:
+        return MIX, dict(spec.generation.strategies)
+    return spec.generation.strategy, {}
+
+
 def make_plan(spec: Spec, args: argparse.Namespace) -> Planned:
-    """The slots for the chosen strategy: the curriculum plan, or one slot per parent and rewrite."""
-    strategy = RESPOND if args.responses_for else (args.strategy or spec.generation.strategy)
-    if args.responses_for and args.strategy not in (None, RESPOND):
-        raise CuratorError(f"--responses-for is the respond strategy; it cannot go with --strategy {args.strategy}")
+    """The slots for the chosen strategy: the curriculum plan, one slot per parent and rewrite, or a mix of them."""
+    strategy, mix = chosen_strategy(spec, args)
     source = args.responses_for or args.source_run or spec.generation.source_run
-    if strategy == SELF_INSTRUCT:
-        if source:
-            raise CuratorError(f"the self_instruct strategy plans from the spec; --from {source} needs --strategy respond or evol")
-        return Planned(strategy, None, plan(spec, args.pairs))
-    if strategy == RESPOND and not source:
+    parent_strategies = [s for s in (mix or [strategy]) if s != SELF_INSTRUCT]
+    if not parent_strategies and source:
+        raise CuratorError(f"the self_instruct strategy plans from the spec; --from {source} needs --strategy respond or evol")
+    if RESPOND in parent_strategies and not source:
         raise CuratorError("the respond strategy needs a run directory: --responses-for RUN_DIR (or generation.source_run)")
     source_run = str(Path(source).resolve()) if source else None
-    sources = run_sources(spec, Path(source_run)) if source_run else seed_sources(spec)
-    if not sources.items:
-        raise CuratorError(f"{source_run or spec.path}: no pairs to start from")
-    slots = parent_plan(spec, sources.items, STRATEGY_SLOTS[strategy], args.pairs)
-    return Planned(strategy, source_run, slots, sources.duplicates)
+    sources, repeated = [], 0
+    if parent_strategies:
+        found = run_sources(spec, Path(source_run)) if source_run else seed_sources(spec)
+        if not found.items:
+            raise CuratorError(f"{source_run or spec.path}: no pairs to start from")
+        sources, repeated = found.items, found.duplicates
+    if mix:
+        targets = largest_remainder(list(mix.items()), args.pairs or spec.target_pairs)
+        return Planned(MIX, source_run, mixed_plan(spec, targets, sources), repeated, mix, targets)
+    if strategy == SELF_INSTRUCT:
+        return Planned(strategy, None, plan(spec, args.pairs))
+    return Planned(strategy, source_run, parent_plan(spec, sources, PARENT_SLOTS[strategy], args.pairs), repeated)
 
 
 def run_meta(spec: Spec, planned: Planned) -> dict[str, Any]:
@@ -110,12 +165,13 @@ def run_meta(spec: Spec, planned: Planned) -> dict[str, Any]:
     return {
         "kind": "generate",
         "spec_name": spec.name, "spec_path": spec.path, "spec_hash": spec.hash,
-        "strategy": planned.strategy, "source_run": planned.source_run, "parents_repeated": planned.parents_repeated,
+        "strategy": planned.strategy, "strategy_mix": planned.mix or None,
+        "source_run": planned.source_run, "parents_repeated": planned.parents_repeated,
         "planned_pairs": len(planned.slots),
         "teacher_model": t.model, "teacher_mode": t.mode,
         "teacher": {
             "base_url": t.base_url or "embedded", "api_key_env": t.api_key_env, "max_in_flight": t.max_in_flight,
-            "max_attempts": t.max_attempts, "timeout_s": t.timeout_s, "sampling": t.sampling.as_dict(),
+            "max_attempts": t.max_attempts, "timeout_s": t.timeout_s, "sampling": t.sampling.as_dict(), "batch": t.batch,
         },
         "created_at": now_iso(),
         "sessions": [],
@@ -136,7 +192,7 @@ def open_run(run_dir: RunDir, spec: Spec, planned: Planned) -> dict[str, Any]:
         if there != fresh[key]:
             raise CuratorError(
                 f"{run_dir.meta_path}: {key} is {there!r} there but {fresh[key]!r} now; "
-                "resume with the same spec, --pairs, --model, --strategy and --from, or pick another --out"
+                "resume with the same spec, --pairs, --model, --strategy (or --strategy-mix) and --from, or pick another --out"
             )
     run_dir.create({**meta, "teacher": fresh["teacher"]})  # repairs torn tails, keeps history
     return run_dir.read_meta()
@@ -153,24 +209,32 @@ def teacher_endpoint(spec: Spec, run_dir: RunDir) -> Iterator[tuple[str, str]]:
         yield base_url, PLACEHOLDER_API_KEY
 
 
-async def generate(spec: Spec, slots: list[Slot], client: TeacherClient, run_dir: RunDir, outcomes: Counter[str]) -> None:
-    """Check the teacher answers, then run the plan; `outcomes` counts what this session wrote."""
+async def generate(spec: Spec, slots: list[Slot], client: TeacherClient, run_dir: RunDir, outcomes: Counter[str],
+                   batcher: Batcher | None = None) -> None:
+    """Check the teacher answers, fetch the replies by batch when `batcher` is given, then run the plan;
+    `outcomes` counts what this session wrote."""
     try:
         try:
             await client.check_reachable()
         except TeacherError as e:
             hint = f" (is ${spec.teacher.api_key_env} set?)" if "HTTP 401" in str(e) or "HTTP 403" in str(e) else ""
             raise CuratorError(f"{e}{hint}") from None
+        if batcher is not None:  # the runner pass then answers from the cache only
+            slots = await prefetch(spec, pending_slots(slots, run_dir), batcher, run_dir, outcomes)
         await run_plan(spec, slots, client, run_dir, outcomes)
     finally:
         await client.close()
+        if batcher is not None:
+            await batcher.api.close()
 
 
 def default_run_dir(spec: Spec, planned: Planned) -> Path:
-    """`<data>/runs/<spec name>-<spec hash[:8]>` (plus `-<strategy>-<source hash[:8]>` for respond / evol):
-    the same spec and source resume the same run."""
+    """`<data>/runs/<spec name>-<spec hash[:8]>` (plus `-<strategy>-<source hash[:8]>` for respond / evol, and
+    `-mix-<hash[:8] of the mix and source>` for a mix): the same spec, strategy and source resume the same run."""
     name = f"{spec.name}-{spec.hash[:8]}"
-    if planned.strategy != SELF_INSTRUCT:
+    if planned.strategy == MIX:
+        name += f"-{MIX}-{sha256_json([sorted(planned.mix.items()), planned.source_run or 'seeds'])[:8]}"
+    elif planned.strategy != SELF_INSTRUCT:
         name += f"-{planned.strategy.replace(':', '-')}-{sha256_text(planned.source_run or 'seeds')[:8]}"
     return runs_root() / name
 
@@ -185,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
     started, started_at = time.monotonic(), now_iso()
     outcomes: Counter[str] = Counter()
     client: TeacherClient | None = None
+    batcher: Batcher | None = None
     try:
         if pending_slots(slots, run_dir):  # nothing pending: no teacher is started or asked
             t = spec.teacher
@@ -192,25 +257,50 @@ def run(args: argparse.Namespace) -> int:
                 cache = ResponseCache(args.cache or cache_dir() / "teacher-responses.sqlite")
                 client = TeacherClient(base_url, api_key, max_in_flight=t.max_in_flight, max_attempts=t.max_attempts,
                                        timeout_s=t.timeout_s, cache=cache)
+                if t.batch:
+                    api = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=t.max_attempts - 1, timeout=t.timeout_s)
+                    batcher = Batcher(api, base_url, cache, run_dir, t.mode, t.batch_poll_s, Console(stderr=True))
                 try:
-                    asyncio.run(generate(spec, slots, client, run_dir, outcomes))
+                    asyncio.run(generate(spec, slots, client, run_dir, outcomes, batcher))
                 finally:
                     cache.close()
     finally:
-        meta = write_summary(run_dir, meta, slots, session_record(started, started_at, outcomes, client))
+        session = session_record(started, started_at, outcomes, client)
+        if batcher is not None:  # what the batches cost, in the live path's terms
+            usage = Counter(session["usage"])
+            usage.update(batcher.session.usage)
+            session = {**session, "usage": dict(usage), "batches": batcher.session.batches}
+        meta = write_summary(run_dir, meta, planned, session)
     print_summary(meta, run_dir)
     attempted = sum(outcomes.values())
     return 1 if attempted and outcomes["failed"] == attempted else 0
 
 
-def write_summary(run_dir: RunDir, meta: dict[str, Any], slots: list[Slot], session: dict[str, Any]) -> dict[str, Any]:
-    """run.json: what made the run, per-session usage, totals, and counts per outcome and per cell."""
+def strategy_summary(planned: Planned, run_dir: RunDir) -> dict[str, dict[str, Any]]:
+    """Per strategy of a mix: its share, target and planned pairs, and each slot's latest outcome on disk."""
+    accepted = {p["provenance"].get("plan_slot") for p in run_dir.pairs()}
+    quarantined = {q["plan_slot"] for q in run_dir.quarantined()}
+    failed = {f["plan_slot"] for f in run_dir.failed()} - accepted - quarantined
+    rows = {name: {"share": share, "target": planned.targets[name], "planned": 0, "accepted": 0, "quarantined": 0, "failed": 0}
+            for name, share in planned.mix.items()}
+    for slot in planned.slots:
+        row = rows[mix_member(slot, planned.mix)]
+        row["planned"] += 1
+        for outcome, ids in (("accepted", accepted), ("quarantined", quarantined), ("failed", failed)):
+            row[outcome] += slot.id in ids
+    return rows
+
+
+def write_summary(run_dir: RunDir, meta: dict[str, Any], planned: Planned, session: dict[str, Any]) -> dict[str, Any]:
+    """run.json: what made the run, per-session usage, totals, and counts per outcome, per cell and (for a mix)
+    per strategy."""
     sessions = meta.get("sessions", []) + [session]
     usage: Counter[str] = Counter()
     for s in sessions:
         usage.update(s["usage"])
     meta = {
-        **meta, **summarize(slots, run_dir),
+        **meta, **summarize(planned.slots, run_dir),
+        **({"strategies": strategy_summary(planned, run_dir)} if planned.mix else {}),
         "sessions": sessions,
         "usage": dict(usage),
         "elapsed_s": round(sum(s["elapsed_s"] for s in sessions), 3),
@@ -230,6 +320,13 @@ def print_summary(meta: dict[str, Any], run_dir: RunDir) -> None:
     table.add_row("total", str(n["planned"]), str(n["accepted"]), str(n["quarantined"]), str(n["failed"]), style="bold")
     console = Console()
     console.print(table)
+    if meta.get("strategies"):
+        mix = Table(title="per strategy")
+        for col in ("strategy", "share", "target", "planned", "accepted", "quarantined", "failed"):
+            mix.add_column(col, justify="left" if col == "strategy" else "right")
+        for name, row in meta["strategies"].items():
+            mix.add_row(name, f"{row['share']:g}", *(str(row[k]) for k in ("target", "planned", "accepted", "quarantined", "failed")))
+        console.print(mix)
     if meta.get("parents_repeated"):
         console.print(f"{meta['parents_repeated']} source pair(s) repeat an earlier pair's id: one slot for each id")
     last = meta["sessions"][-1]
@@ -238,6 +335,8 @@ def print_summary(meta: dict[str, Any], run_dir: RunDir) -> None:
         f"this session: {u.get('requests', 0)} requests ({u.get('retries', 0)} retries, {u.get('cache_hits', 0)} from cache), "
         f"{u.get('prompt_tokens', 0)}+{u.get('completion_tokens', 0)} tokens, {last['elapsed_s']:.1f}s"
     )
+    for b in last.get("batches", []):
+        console.print(f"batch {b['id']}: {b['status']}, {b['answered']} of {b['requests']} request(s) answered")
     if meta["quarantine_reasons"]:
         console.print("quarantined: " + ", ".join(f"{k} {v}" for k, v in meta["quarantine_reasons"].items()))
     if n["failed"]:

@@ -3,6 +3,8 @@
 A source pair keeps its curriculum cell when the spec knows its family and format; a pair of an unknown family
 or format is a user error naming `pairs.jsonl:<line>` (re-import it with `--task-family` / `--pair-format`).
 Pairs repeated in the source (same id) give one parent; the repeats are counted, not planned twice.
+A multi-turn pair's parent is its last user turn, with the turns before it as context (system messages dropped:
+the spec's system prompt heads every generated pair).
 """
 from __future__ import annotations
 
@@ -38,6 +40,18 @@ def split_user_turn(text: str) -> tuple[str, str]:
     return instruction.strip(), input_text.strip()
 
 
+def last_exchange(pair_id: str, origin: str, messages: list[dict]) -> Parent:
+    """The parent of a pair: its last user turn, the assistant turn after it, and the turns before as context."""
+    turns = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
+    users = [i for i, m in enumerate(turns) if m["role"] == "user"]
+    if not users:
+        raise CuratorError(f"{origin}: the pair has no user turn to start from")
+    last = users[-1]
+    instruction, input_text = split_user_turn(turns[last]["content"])
+    answer = next((m["content"] for m in turns[last + 1:] if m["role"] == "assistant"), "")
+    return Parent(pair_id, origin, instruction, input_text, answer, tuple(turns[:last]))
+
+
 def run_sources(spec: Spec, run_dir: Path) -> Sources:
     """One source per distinct pair of `run_dir/pairs.jsonl`, in file order; origin `<file>:<line>`."""
     path = run_dir / "pairs.jsonl"
@@ -62,13 +76,10 @@ def run_sources(spec: Spec, run_dir: Path) -> Sources:
                 duplicates += 1
                 continue
             seen.add(record["id"])
-            users = [m["content"] for m in record["messages"] if m["role"] == "user"]
-            answers = [m["content"] for m in record["messages"] if m["role"] == "assistant"]
-            instruction, input_text = split_user_turn(users[0])
             family = spec.family(record["task_family"])
             band = record.get("length_band")
             items.append(Source(
-                Parent(record["id"], where, instruction, input_text, answers[0] if answers else ""),
+                last_exchange(record["id"], where, record["messages"]),
                 family.name, record["format"], record["difficulty"],
                 band if band in {b.name for b in spec.length_bands} else family.length_band,
             ))

@@ -3,6 +3,9 @@
 Family counts come from `target_pairs x share` with largest-remainder rounding (ties go to the family listed
 first); each family's count is dealt round-robin over its formats x difficulties. A refusal family gives
 `refusal_policy.lookalike_share` of its count (rounded) to benign look-alike slots, answered without refusing.
+A strategy mix (`generation.strategies`, `--strategy-mix`) splits the total over strategies the same way
+(largest remainder, ties to the strategy listed first): self_instruct's count is planned over the curriculum as
+above, the others' over the parents (`parent_plan`), and the groups are interleaved.
 Every planned slot has a stable id, the resume key: a rerun skips slots already done.
   self_instruct  `family/format/difficulty/band/#i`
   lookalike      `family/format/difficulty/band/lookalike/#i`
@@ -25,8 +28,10 @@ if TYPE_CHECKING:
 SELF_INSTRUCT = "self_instruct"
 LOOKALIKE = "lookalike"
 RESPOND = "respond"
+EVOL = "evol"
 DEEPEN = "evol:deepen"
 WIDEN = "evol:widen"
+PARENT_SLOTS = {RESPOND: (RESPOND,), EVOL: (DEEPEN, WIDEN), DEEPEN: (DEEPEN,), WIDEN: (WIDEN,)}  # strategy -> slot kinds
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,10 @@ class Parent:
 
     id: str  # pair id, or `seed:<family>#<i>`
     origin: str  # `<run dir>/pairs.jsonl:<line>`, or `<spec path>:task_families.<family>.seeds[<i>]`
-    instruction: str
+    instruction: str  # of the last user turn
     input: str
-    output: str
+    output: str  # the assistant turn after it ("" when the conversation ends with the user)
+    context: tuple[dict[str, str], ...] = ()  # the user / assistant turns before the last user turn
 
 
 @dataclass(frozen=True)
@@ -63,15 +69,21 @@ class Slot:
         return f"{self.cell}/#{self.index}"
 
 
-def family_counts(spec: Spec, total: int) -> dict[str, int]:
-    """Pairs per family: floor of each quota, then the leftover to the largest remainders."""
-    quotas = [(t.name, t.share * total) for t in spec.task_families]
+def largest_remainder(shares: list[tuple[str, float]], total: int) -> dict[str, int]:
+    """`total` split by `shares` (name, share): floor of each quota, then the leftover to the largest remainders
+    (ties to the name listed first)."""
+    quotas = [(name, share * total) for name, share in shares]
     counts = {name: math.floor(q) for name, q in quotas}
     leftover = total - sum(counts.values())
     by_remainder = sorted(range(len(quotas)), key=lambda i: -(quotas[i][1] - math.floor(quotas[i][1])))
     for i in by_remainder[:leftover]:
         counts[quotas[i][0]] += 1
     return counts
+
+
+def family_counts(spec: Spec, total: int) -> dict[str, int]:
+    """Pairs per family, by the families' shares."""
+    return largest_remainder([(t.name, t.share) for t in spec.task_families], total)
 
 
 def dealt(family: TaskFamily, count: int, strategy: str) -> list[Slot]:
@@ -126,3 +138,21 @@ def parent_plan(spec: Spec, sources: list[Source], strategies: tuple[str, ...], 
         for src in sources for strategy in strategies
     ]
     return slots if total is None else slots[:total]
+
+
+def mixed_plan(spec: Spec, counts: dict[str, int], sources: list[Source]) -> list[Slot]:
+    """`counts[strategy]` slots of each strategy of a mix (self_instruct over the curriculum, the others over
+    `sources`), interleaved so a partial run is spread; a strategy gets fewer when the parents run out."""
+    groups = [
+        (plan(spec, n) if name == SELF_INSTRUCT else parent_plan(spec, sources, PARENT_SLOTS[name], n))
+        for name, n in counts.items() if n > 0
+    ]
+    return [s for group in zip_longest(*groups) for s in group if s is not None]
+
+
+def mix_member(slot: Slot, strategies: dict[str, float]) -> str:
+    """The strategy of a mix that planned `slot` (look-alikes belong to self_instruct, deepen / widen to evol when
+    the mix lists evol)."""
+    if slot.strategy in (SELF_INSTRUCT, LOOKALIKE):
+        return SELF_INSTRUCT
+    return EVOL if slot.strategy in (DEEPEN, WIDEN) and EVOL in strategies else slot.strategy

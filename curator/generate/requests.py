@@ -24,7 +24,7 @@ ENVELOPE_FIELDS = ("instruction", "input", "output")
 
 
 def user_turn(slot: Slot) -> str:
-    """The user message of the slot's parent pair, as `build_messages` writes it."""
+    """The (last) user message of the slot's parent pair, as `build_messages` writes it."""
     messages = build_messages(slot.parent.instruction, slot.parent.input, "-")
     return next(m["content"] for m in messages if m["role"] == "user")
 
@@ -70,7 +70,7 @@ def build_request(spec: Spec, slot: Slot) -> tuple[TeacherRequest, str]:
     chat = teacher.mode == "chat"
     if slot.strategy == RESPOND:
         text, template = ((respond.respond_messages(spec, slot, user_turn(slot)), respond.RESPOND_CHAT) if chat
-                          else (respond.respond_prompt(spec, slot), respond.RESPOND_COMPLETION))
+                          else (respond.respond_prompt(spec, slot), respond.completion_template(slot.parent)))
     elif slot.strategy in (DEEPEN, WIDEN):
         text, template = ((evolve.evol_messages(spec, slot), evolve.EVOL_CHAT) if chat
                           else (evolve.evol_prompt(spec, slot), evolve.EVOL_COMPLETION))
