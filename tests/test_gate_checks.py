@@ -270,6 +270,10 @@ def test_spec_gate_fields_load_and_resolve_eval_files(tmp_path: Path, eval_file:
     bad = spec_with_gate(tmp_path, {"semantic_dedup": {"backend": "bert"}})
     with pytest.raises(CuratorError, match=r"gate\.semantic_dedup\.backend"):
         load_spec(bad)
+    assert spec.gate.semantic_dedup.candidate_at == 0.87  # threshold - 0.03 unless given
+    crossed = spec_with_gate(tmp_path, {"semantic_dedup": {"threshold": 0.9, "candidate_threshold": 0.95}})
+    with pytest.raises(CuratorError, match=r"gate\.semantic_dedup\.candidate_threshold: must be <= threshold"):
+        load_spec(crossed)
 
 
 # --- semantic dedup (the real MiniLM) ----------------------------------------------------------
@@ -326,6 +330,44 @@ def test_model2vec_candidates_are_verified_by_minilm(minilm):
     assert all("; MiniLM cosine 0.99" in x.reason for x in verified.rejected)
     assert verified.stats["candidate_pairs"] > verified.stats["pairs"] == 2
     assert verified.stats["rows_verified"] == verified.stats["rows_in_candidate_pairs"] >= 6
+
+
+TOOL_PREAMBLE = (  # a gpteacher_toolformer preamble
+    "toolformer: enabled\ntoolformer access: search, news, wikipedia\nA search engine. Useful for when you need to "
+    "answer questions about current events. Input should be a search query.\nsearch(query)\nUse this when you want to "
+    "get information about the top headlines of current news stories. The input should be a question in natural "
+    "language that this API can answer.\nnews(query)\nA wrapper around Wikipedia. Useful for when you need to display "
+    "general information about people, places, companies, historical events, or other subjects found in an "
+    "encyclopedia, displays a snippet summary of the topic. Input should be a search query.\nwikipedia(query)")
+SHELL_TASKS = [
+    "Show me the list of files in the current directory.", "Display the current date and time.",
+    "How much free disk space is left?", "Print the name of the logged-in user.", "Count the lines in notes.txt.",
+    "Find every Python file under src.", "Show the running processes sorted by memory.", "Make a folder named backups.",
+    "Delete the temporary folder tmp_build.", "Print the machine's IP addresses.", "Check whether port 8080 is open.",
+    "Compress the logs directory into a tarball.", "Show the last 20 lines of the system log.",
+    "Rename draft.md to final.md.", "Print the kernel version.", "Ping example.org four times.",
+    "Search for the word TODO in all text files.", "Show how long the machine has been up.",
+    "Download the README from the project's URL.", "List the installed Python packages.",
+    "Show the environment variables.", "Change the permissions of run.sh to executable.",
+]
+
+
+def test_shared_preamble_lines_are_left_out_of_what_is_embedded(minilm):
+    """23 rows share an 8-line tool description and ask different things, two of them the same thing in other
+    words. Embedded whole, the shared description makes most of them 'duplicates'; without the lines found in
+    20 or more rows, only the paraphrase is."""
+    from curator.gate.checks.semantic_dedup import SemanticDedup, without_boilerplate
+    tasks = SHELL_TASKS + ["List the files in the current directory."]
+    rows = [make_row(f"{TOOL_PREAMBLE}\n{task}", "ok", order=i) for i, task in enumerate(tasks)]
+    texts, shared = without_boilerplate([user_text(r.record) for r in rows], 20)
+    assert (shared, texts[3]) == (8, SHELL_TASKS[3])
+    stripped = SemanticDedup(SemanticDedupConfig(enabled=True, backend="minilm", threshold=0.9), embed=minilm).run(rows)
+    assert_partition(rows, stripped)
+    assert [(x.row.order, x.duplicate_of) for x in stripped.rejected] == [(len(tasks) - 1, rows[0].id)]
+    assert stripped.stats["boilerplate_lines"] == 8
+    whole = SemanticDedup(SemanticDedupConfig(enabled=True, backend="minilm", threshold=0.9, boilerplate_min_rows=0),
+                          embed=minilm).run(rows)
+    assert whole.stats["boilerplate_lines"] == 0 and len(whole.rejected) >= 10
 
 
 # --- screening ----------------------------------------------------------------------------------
