@@ -3,14 +3,15 @@
 The server (a separate process, so its CPU is not billed to the client) answers every completion after
 `--latency` seconds and serves any number of requests at once; the ideal rate with N requests in flight is
 N / latency. For each N the full runner path runs (prompt building, client, cache, parse, run-dir writes) over
-max(20, 4N) plan slots, with a fresh client (cold connections) and an empty cache. Then, for the largest N,
+max(20, rounds x N) plan slots (`--rounds`, default 16: a generation run is many rounds long, and with 4 the
+first round's ramp-up weighs on the figure), with a fresh client (cold connections) and an empty cache. Then, for the largest N,
 `client_only` sends the same requests through TeacherClient alone (no runner, no cache): the ceiling the runner
 could reach on this machine. The last line printed is one JSON object, also written to
 benchmarks/results/generate_throughput.json:
 {"latency_s", "results": [{"in_flight", "pairs_per_s", "ideal_per_s", "efficiency", "client_cpu_ms_per_request",
   "server_cpu_ms_per_request"}], "client_only": {...}, "client_cpu_ms_per_request"}
 
-    python benchmarks/generate_throughput.py [--latency 0.2] [--in-flight 1 8 64 256]
+    python benchmarks/generate_throughput.py [--latency 0.2] [--in-flight 1 8 64 256] [--rounds 16]
 """
 from __future__ import annotations
 
@@ -84,10 +85,10 @@ def server_cpu_s(base_url: str) -> float:
         return json.load(r)["cpu_s"]
 
 
-async def run_pass(base_url: str, in_flight: int, work: Path) -> tuple[int, float, float]:
+async def run_pass(base_url: str, in_flight: int, rounds: int, work: Path) -> tuple[int, float, float]:
     """(slots done, wall seconds, client CPU seconds) for one runner pass with `in_flight` requests at once."""
     spec = load_spec(SPEC)
-    slots = plan(spec, max(20, 4 * in_flight))
+    slots = plan(spec, max(20, rounds * in_flight))
     run = RunDir(work / "run")
     run.create({"kind": "benchmark"})
     client = TeacherClient(base_url, "sk-no-key", max_in_flight=in_flight, cache=ResponseCache(work / "cache.sqlite"))
@@ -103,11 +104,11 @@ async def run_pass(base_url: str, in_flight: int, work: Path) -> tuple[int, floa
     return len(slots), wall, cpu
 
 
-async def client_pass(base_url: str, in_flight: int) -> tuple[int, float, float]:
+async def client_pass(base_url: str, in_flight: int, rounds: int) -> tuple[int, float, float]:
     """The same for TeacherClient alone: the runner's requests, prepared beforehand, sent `in_flight` at once
     (started as the runner starts them)."""
     spec = load_spec(SPEC)
-    requests = [build_request(spec, slot)[0] for slot in plan(spec, max(20, 4 * in_flight))]
+    requests = [build_request(spec, slot)[0] for slot in plan(spec, max(20, rounds * in_flight))]
     client = TeacherClient(base_url, "sk-no-key", max_in_flight=in_flight)
     try:
         await client.check_reachable()
@@ -136,6 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=0.2, help="seconds the server waits before answering")
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 8, 64, 256])
+    parser.add_argument("--rounds", type=int, default=16, help="plan slots per request in flight (at least 20 slots)")
     args = parser.parse_args()
 
     ready: multiprocessing.Queue = multiprocessing.Queue()
@@ -147,19 +149,19 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for i, n in enumerate(args.in_flight):
                 server_cpu = server_cpu_s(base_url)
-                done, wall, cpu = asyncio.run(run_pass(base_url, n, Path(tmp) / str(i)))
+                done, wall, cpu = asyncio.run(run_pass(base_url, n, args.rounds, Path(tmp) / str(i)))
                 f = figures(n, args.latency, done, wall, cpu)
                 f["server_cpu_ms_per_request"] = round(1000 * (server_cpu_s(base_url) - server_cpu) / done, 3)
                 results.append(f)
                 requests, cpu_total = requests + done, cpu_total + cpu
                 show("runner", f)
         n = max(args.in_flight)
-        client_only = figures(n, args.latency, *asyncio.run(client_pass(base_url, n)))
+        client_only = figures(n, args.latency, *asyncio.run(client_pass(base_url, n, args.rounds)))
         show("client only", client_only)
     finally:
         server.terminate()
         server.join()
-    result = {"latency_s": args.latency, "results": results, "client_only": client_only,
+    result = {"latency_s": args.latency, "rounds": args.rounds, "results": results, "client_only": client_only,
               "client_cpu_ms_per_request": round(1000 * cpu_total / requests, 3)}
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
