@@ -19,42 +19,30 @@ import threading
 import time
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
+
+from loopback_proxy import LoopbackProxy
 
 INJECTED = "injected batch line failure"
 
 
-class BatchProxy:
+class BatchProxy(LoopbackProxy):
     def __init__(self, upstream_base_url: str, fail_lines: int = 0):
-        up = urlsplit(upstream_base_url)
-        self.upstream = (up.hostname, up.port)
         self.fail_lines = fail_lines
         self.creates = 0
         self.forwarded: list[str] = []
         self.files: dict[str, dict[str, Any]] = {}  # id -> file object, plus its bytes under "_content"
         self.batches: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
         self._go = threading.Event()
         self._go.set()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def __enter__(self) -> "BatchProxy":
-        self._thread.start()
-        return self
+        super().__init__(upstream_base_url)
 
     def __exit__(self, *exc) -> None:
         self._go.set()
-        self._server.shutdown()
-        self._server.server_close()
+        super().__exit__(*exc)
 
     def hold(self) -> None:
         self._go.clear()
@@ -115,7 +103,7 @@ class BatchProxy:
         conn.close()
         return status, body
 
-    def _handler(self):
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -161,11 +149,6 @@ class BatchProxy:
 
             def forward(self, body: bytes) -> None:
                 proxy.forwarded.append(urlsplit(self.path).path)
-                conn = http.client.HTTPConnection(*proxy.upstream, timeout=300)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                resp = conn.getresponse()
-                self.reply(resp.status, resp.read(), resp.getheader("Content-Type", "application/json"))
-                conn.close()
+                proxy.relay(self, body)
 
         return Handler

@@ -7,40 +7,22 @@ request, `auth` the Authorization headers.
 """
 from __future__ import annotations
 
-import http.client
 import socket
-import threading
 import time
 from contextlib import suppress
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from http.server import BaseHTTPRequestHandler
+
+from loopback_proxy import LoopbackProxy
 
 
-class FaultProxy:
+class FaultProxy(LoopbackProxy):
     def __init__(self, upstream_base_url: str, faults: list[str] | None = None, retry_after: str = "1", stall_s: float = 5.0):
-        up = urlsplit(upstream_base_url)
-        self.upstream = (up.hostname, up.port)
         self.faults = list(faults or [])
         self.retry_after = retry_after
         self.stall_s = stall_s
         self.seen: list[str] = []
         self.auth: list[str] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def __enter__(self) -> "FaultProxy":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(upstream_base_url)
 
     def next_action(self, method: str) -> str:
         with self._lock:
@@ -48,7 +30,7 @@ class FaultProxy:
             self.seen.append(action)
             return action
 
-    def _handler(self):
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,7 +38,7 @@ class FaultProxy:
                 pass
 
             def do_GET(self) -> None:
-                self._forward(b"")
+                proxy.relay(self, b"")
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -78,21 +60,6 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
-                self._forward(body)
-
-            def _forward(self, body: bytes) -> None:
-                conn = http.client.HTTPConnection(*proxy.upstream, timeout=300)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                conn.close()
+                proxy.relay(self, body)
 
         return Handler
