@@ -6,10 +6,12 @@ N / latency. For each N the full runner path runs (prompt building, client, cach
 max(20, rounds x N) plan slots (`--rounds`, default 16: a generation run is many rounds long, and with 4 the
 first round's ramp-up weighs on the figure), with a fresh client (cold connections) and an empty cache. Then, for the largest N,
 `client_only` sends the same requests through TeacherClient alone (no runner, no cache): the ceiling the runner
-could reach on this machine. The last line printed is one JSON object, also written to
+could reach on this machine; `bare_aiohttp` sends the same bodies with bare aiohttp (no SDK): the ceiling of
+the harness itself (server, loopback, event loop). The last line printed is one JSON object, also written to
 benchmarks/results/generate_throughput.json:
 {"latency_s", "results": [{"in_flight", "pairs_per_s", "ideal_per_s", "efficiency", "client_cpu_ms_per_request",
-  "server_cpu_ms_per_request"}], "client_only": {...}, "client_cpu_ms_per_request"}
+  "server_cpu_ms_per_request"}], "client_only": {...}, "bare_aiohttp": {...},
+  "client_cpu_ms_per_request"}
 
     python benchmarks/generate_throughput.py [--latency 0.2] [--in-flight 1 8 64 256] [--rounds 16]
 """
@@ -121,6 +123,24 @@ async def client_pass(base_url: str, in_flight: int, rounds: int) -> tuple[int, 
     return len(requests), wall, cpu
 
 
+async def bare_pass(base_url: str, in_flight: int, rounds: int) -> tuple[int, float, float]:
+    """The harness's ceiling: the same request bodies sent with bare aiohttp (no SDK, no retries, no parsing beyond
+    JSON), `in_flight` at once, started as the runner starts them."""
+    import aiohttp
+
+    spec = load_spec(SPEC)
+    bodies = [build_request(spec, slot)[0].payload() for slot in plan(spec, max(20, rounds * in_flight))]
+    slots = asyncio.Semaphore(in_flight)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(in_flight, 1000))) as session:
+        async def send(body: dict[str, Any]) -> None:
+            async with slots, session.post(f"{base_url}/completions", json=body) as reply:
+                json.loads(await reply.read())
+
+        wall, cpu = time.perf_counter(), time.process_time()
+        await run_gradually(send, bodies)
+        return len(bodies), time.perf_counter() - wall, time.process_time() - cpu
+
+
 def figures(in_flight: int, latency_s: float, done: int, wall: float, cpu: float) -> dict[str, Any]:
     ideal = in_flight / latency_s
     return {"in_flight": in_flight, "pairs_per_s": round(done / wall, 2), "ideal_per_s": round(ideal, 2),
@@ -128,7 +148,7 @@ def figures(in_flight: int, latency_s: float, done: int, wall: float, cpu: float
 
 
 def show(label: str, f: dict[str, Any]) -> None:
-    print(f"{label:12s} in_flight={f['in_flight']:4d}  {f['pairs_per_s']:8.1f} pairs/s  ideal {f['ideal_per_s']:8.1f}  "
+    print(f"{label:13s} in_flight={f['in_flight']:4d}  {f['pairs_per_s']:8.1f} pairs/s  ideal {f['ideal_per_s']:8.1f}  "
           f"efficiency {f['efficiency']:6.1%}  client cpu {f['client_cpu_ms_per_request']:.2f} ms/request"
           + (f"  server cpu {f['server_cpu_ms_per_request']:.2f} ms/request" if "server_cpu_ms_per_request" in f else ""))
 
@@ -158,10 +178,12 @@ def main() -> None:
         n = max(args.in_flight)
         client_only = figures(n, args.latency, *asyncio.run(client_pass(base_url, n, args.rounds)))
         show("client only", client_only)
+        bare = figures(n, args.latency, *asyncio.run(bare_pass(base_url, n, args.rounds)))
+        show("bare aiohttp", bare)
     finally:
         server.terminate()
         server.join()
-    result = {"latency_s": args.latency, "rounds": args.rounds, "results": results, "client_only": client_only,
+    result = {"latency_s": args.latency, "rounds": args.rounds, "results": results, "client_only": client_only, "bare_aiohttp": bare,
               "client_cpu_ms_per_request": round(1000 * cpu_total / requests, 3)}
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
