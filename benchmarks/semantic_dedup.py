@@ -105,8 +105,9 @@ def main() -> None:
     by_text = dict(zip(texts, full))
     reference = SemanticDedup(SemanticDedupConfig(enabled=True, backend="minilm", threshold=args.threshold),
                               embed=lambda distinct: np.stack([by_text[t] for t in distinct])).run(rows)
+    ref_by_source = Counter(x.row.record["task_family"] for x in reference.rejected)
     print(f"reference, full MiniLM on all {len(rows)} rows: {full_seconds:.1f} s ({len(rows) / full_seconds:.0f} rows/s); "
-          f"{len(truth)} pairs, {reference.stats['removed']} rows removed")
+          f"{len(truth)} pairs, {reference.stats['removed']} rows removed, by source: {dict(ref_by_source.most_common())}")
 
     static = model2vec(texts)
     candidates = pair_set(*exact_pairs(static, st["candidate_threshold"]))
@@ -152,6 +153,7 @@ def main() -> None:
         "full_model_rows_per_s": round(len(rows) / full_seconds, 1),
         "full_model_pairs": len(truth),
         "full_model_duplicates": reference.stats["removed"],
+        "full_model_duplicates_by_source": dict(ref_by_source.most_common()),
         "duplicates_removed_by_both": both,
         "model2vec_unverified_recall": round(unverified_recall, 4),
         "model2vec_unverified_precision": round(unverified_precision, 4),
