@@ -35,7 +35,7 @@ from curator.generate.requests import build_request
 from curator.records import now_iso
 from curator.rundir import RunDir
 from curator.spec import Spec
-from curator.teacher.client import ResponseCache, TeacherError, TeacherReply, TeacherRequest
+from curator.teacher.client import ResponseCache, TeacherError, TeacherReply, TeacherRequest, reply_from_body
 
 LEDGER = "batch.json"
 ENDPOINTS = {"completion": "/v1/completions", "chat": "/v1/chat/completions"}
@@ -88,19 +88,12 @@ def line_error(line: dict[str, Any]) -> str:
 
 
 def line_reply(line: dict[str, Any], mode: str) -> TeacherReply:
-    """The reply in a line of a batch's output or error file; TeacherError with the reason when it holds none."""
+    """The reply in a line of a batch's output or error file, read as the live path reads one; TeacherError with
+    the reason when it holds none."""
     response = line.get("response") or {}
     if line.get("error") or response.get("status_code") != 200:
         raise TeacherError(line_error(line))
-    body = response.get("body") or {}
-    choices = body.get("choices")
-    if not choices:
-        raise TeacherError("malformed reply: no choices")
-    choice = choices[0]
-    text = (choice.get("message") or {}).get("content") if mode == "chat" else choice.get("text")
-    usage = body.get("usage") or {}
-    return TeacherReply(text=text or "", finish_reason=choice.get("finish_reason"),
-                        prompt_tokens=usage.get("prompt_tokens") or 0, completion_tokens=usage.get("completion_tokens") or 0)
+    return reply_from_body(response.get("body") or {}, mode)
 
 
 def api_error(base_url: str, step: str, error: openai.APIError) -> CuratorError:

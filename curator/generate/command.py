@@ -45,7 +45,7 @@ from curator.generate.parents import run_sources, seed_sources
 from curator.generate.plan import (
     PARENT_SLOTS, RESPOND, SELF_INSTRUCT, Slot, largest_remainder, mix_member, mixed_plan, parent_plan, plan,
 )
-from curator.generate.runner import pending_slots, run_plan, session_record, summarize
+from curator.generate.runner import SlotStates, pending_slots, run_plan, session_record, summarize
 from curator.hashing import sha256_json, sha256_text
 from curator.paths import runs_root
 from curator.records import now_iso
@@ -276,17 +276,14 @@ def run(args: argparse.Namespace) -> int:
     return 1 if attempted and outcomes["failed"] == attempted else 0
 
 
-def strategy_summary(planned: Planned, run_dir: RunDir) -> dict[str, dict[str, Any]]:
+def strategy_summary(planned: Planned, states: SlotStates) -> dict[str, dict[str, Any]]:
     """Per strategy of a mix: its share, target and planned pairs, and each slot's latest outcome on disk."""
-    accepted = {p["provenance"].get("plan_slot") for p in run_dir.pairs()}
-    quarantined = {q["plan_slot"] for q in run_dir.quarantined()}
-    failed = {f["plan_slot"] for f in run_dir.failed()} - accepted - quarantined
     rows = {name: {"share": share, "target": planned.targets[name], "planned": 0, "accepted": 0, "quarantined": 0, "failed": 0}
             for name, share in planned.mix.items()}
     for slot in planned.slots:
         row = rows[mix_member(slot, planned.mix)]
         row["planned"] += 1
-        for outcome, ids in (("accepted", accepted), ("quarantined", quarantined), ("failed", failed)):
+        for outcome, ids in (("accepted", states.accepted), ("quarantined", states.quarantined), ("failed", states.failed)):
             row[outcome] += slot.id in ids
     return rows
 
@@ -298,9 +295,10 @@ def write_summary(run_dir: RunDir, meta: dict[str, Any], planned: Planned, sessi
     usage: Counter[str] = Counter()
     for s in sessions:
         usage.update(s["usage"])
+    states = SlotStates.read(run_dir)
     meta = {
-        **meta, **summarize(planned.slots, run_dir),
-        **({"strategies": strategy_summary(planned, run_dir)} if planned.mix else {}),
+        **meta, **summarize(planned.slots, states),
+        **({"strategies": strategy_summary(planned, states)} if planned.mix else {}),
         "sessions": sessions,
         "usage": dict(usage),
         "elapsed_s": round(sum(s["elapsed_s"] for s in sessions), 3),

@@ -182,9 +182,8 @@ async def sync_in_groups(out: RunAppender, syncer: ThreadPoolExecutor) -> None:
             await loop.run_in_executor(syncer, out.sync)
 
 
-def summarize(slots: list[Slot], run_dir: RunDir) -> dict[str, Any]:
-    """Counts per outcome and per cell, from what is on disk (all sessions of the run)."""
-    states = SlotStates.read(run_dir)
+def summarize(slots: list[Slot], states: SlotStates) -> dict[str, Any]:
+    """Counts per outcome and per cell, from the slots' states on disk (all sessions of the run)."""
     planned = {s.id for s in slots}
     counts = {
         "planned": len(slots),

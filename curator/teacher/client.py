@@ -174,7 +174,14 @@ def describe(error: BaseException) -> str:
 def parse_reply(content: bytes, mode: str) -> TeacherReply:
     """The first choice and the usage of a completion or chat completion body; TeacherError when it is not one."""
     try:
-        body = json.loads(content)
+        return reply_from_body(json.loads(content), mode)
+    except ValueError as e:
+        raise TeacherError(f"malformed reply: {type(e).__name__}: {str(e)[:200]}") from None
+
+
+def reply_from_body(body: Any, mode: str) -> TeacherReply:
+    """`parse_reply` for a body already decoded from JSON (e.g. a Batch API output line's `response.body`)."""
+    try:
         choices = body["choices"]
         if not choices:
             raise TeacherError("malformed reply: no choices")
@@ -187,7 +194,7 @@ def parse_reply(content: bytes, mode: str) -> TeacherReply:
             prompt_tokens=usage.get("prompt_tokens") or 0,
             completion_tokens=usage.get("completion_tokens") or 0,
         )
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
         raise TeacherError(f"malformed reply: {type(e).__name__}: {str(e)[:200]}") from None
 
 
