@@ -13,11 +13,11 @@ A bad row raises `SuiteError` naming `file:line: field: problem`; ids must be un
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from curator.errors import CuratorError
+from curator.jsonl import object_lines
 from trainer.battery.instructions import Instruction, build_instruction
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
@@ -62,16 +62,8 @@ def _rows(path: Path) -> list[tuple[str, dict]]:
     if not path.is_file():
         raise SuiteError(f"{path}: no such suite file")
     rows, seen = [], {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, row in object_lines(path, path.read_text(encoding="utf-8").splitlines(), "a row", SuiteError):
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SuiteError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise SuiteError(f"{where}: a row must be a JSON object")
         row_id = _field(row, "id", str, where)
         if row_id in seen:
             raise SuiteError(f"{where}: id: {row_id!r} already used on line {seen[row_id]}")

@@ -19,12 +19,12 @@ is indexed apart from the prompt (a leaked answer is a leak).
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
 from curator.errors import CuratorError
+from curator.jsonl import object_lines
 from curator.gate.check import CheckResult, Rejection, Row
 from curator.gate.normalize import normalize
 from curator.records import assistant_text, user_text
@@ -43,15 +43,7 @@ def eval_texts_from_file(path: str | Path) -> list[tuple[str, str]]:
     except OSError as e:
         raise CuratorError(f"{path}: cannot read evaluation set: {e.strerror or e}") from None
     items = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CuratorError(f"{path}:{n}: not valid JSON: {e.msg}") from None
-        if not isinstance(obj, dict):
-            raise CuratorError(f"{path}:{n}: an evaluation item is a JSON object")
+    for n, obj in object_lines(path, lines, "an evaluation item"):
         parts = [obj[f] for f in PROMPT_FIELDS if isinstance(obj.get(f), str) and obj[f].strip()]
         messages = [m for m in obj.get("messages") or () if isinstance(m, dict) and isinstance(m.get("content"), str)]
         parts += [m["content"] for m in messages if m.get("role") != "assistant"]
