@@ -15,6 +15,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def run_command(prog: str, args: argparse.Namespace, interrupted: str = "interrupted") -> int:
     """Run the parsed subcommand: a CuratorError becomes one line on stderr and exit 2, Ctrl-C exit 130."""
     try:

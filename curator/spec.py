@@ -46,6 +46,8 @@ class Teacher:
     max_in_flight: int = 1
     max_attempts: int = 4
     timeout_s: float = 120.0
+    requests_per_minute: float | None = None  # None: no limit of ours (the provider's 429s are still honoured)
+    tokens_per_minute: float | None = None
     sampling: Sampling = field(default_factory=Sampling)
     structured_output: str = "off"  # off | json_schema (OpenAI style) | json_object (llama-cpp-python style)
     batch: bool = False  # requests go through the OpenAI Batch API

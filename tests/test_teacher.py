@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import httpx2
@@ -191,3 +192,44 @@ def test_embedded_server_that_is_not_ready_in_time_is_stopped_with_its_log(tmp_p
         with embedded_teacher(MODEL, log, startup_timeout_s=0.05):
             pass
     assert str(log) in str(err.value)
+
+
+def test_requests_per_minute_spreads_requests_over_the_minute(server):
+    """240 a minute: a budget of 4 a second, so 12 requests sent at once need at least 2 s of waiting."""
+    requests = [completion(f"Count to {i}:", max_tokens=2) for i in range(12)]
+
+    async def go():
+        client = TeacherClient(server, "sk-no-key", max_in_flight=12, requests_per_minute=240)
+        try:
+            started = time.monotonic()
+            await asyncio.gather(*(client.complete(r) for r in requests))
+            return time.monotonic() - started, client.stats
+        finally:
+            await client.close()
+
+    elapsed, stats = asyncio.run(go())
+    assert stats.requests == 12 and stats.failures == 0
+    assert elapsed >= 1.95
+    assert stats.rate_limited_s >= 0.25 * sum(range(1, 9)) * 0.95  # the 5th waits 0.25 s, the 12th 2 s
+
+
+def test_tokens_per_minute_charges_prompt_and_max_tokens_then_settles_on_usage(server):
+    """600 tokens a minute is 10 a second: each request is charged more than that, so each after the first waits
+    for the budget to refill from what the one before really used."""
+    request = completion("The capital of France is", max_tokens=8)
+    assert request.token_charge == len("The capital of France is") // 4 + 1 + 8
+
+    async def go():
+        client = TeacherClient(server, "sk-no-key", max_in_flight=3, tokens_per_minute=600)
+        try:
+            started = time.monotonic()
+            await asyncio.gather(*(client.complete(completion(f"The capital of country {i} is", max_tokens=8)) for i in range(3)))
+            return time.monotonic() - started, client.stats
+        finally:
+            await client.close()
+
+    elapsed, stats = asyncio.run(go())
+    assert stats.requests == 3 and stats.failures == 0
+    used_each = (stats.prompt_tokens + stats.completion_tokens) / 3
+    assert used_each > 5
+    assert elapsed >= 2 * used_each / 10 * 0.9 and stats.rate_limited_s > 0

@@ -37,7 +37,7 @@ import openai
 from rich.console import Console
 from rich.table import Table
 
-from curator.cli_support import positive_int
+from curator.cli_support import positive_float, positive_int
 from curator.embedded_models import cache_dir
 from curator.errors import CuratorError
 from curator.generate.batch import Batcher, prefetch
@@ -99,6 +99,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://host:8000/v1 (default: spec, else embedded)")
     p.add_argument("--model", help="teacher model name (default: the spec's teacher.model)")
     p.add_argument("--max-in-flight", type=positive_int, help="concurrent teacher requests (default: the spec's)")
+    p.add_argument("--requests-per-minute", type=positive_float, metavar="RPM",
+                   help="most teacher requests a minute, retries included (default: the spec's; none)")
+    p.add_argument("--tokens-per-minute", type=positive_float, metavar="TPM",
+                   help="most teacher tokens a minute, prompt plus max_tokens until the reply gives the usage (default: the spec's; none)")
     p.add_argument("--cache", help="response cache file (default: <cache dir>/teacher-responses.sqlite)")
     p.add_argument("--strategy", choices=STRATEGIES, help="how pairs are made (default: the spec's generation.strategy)")
     p.add_argument("--from", dest="source_run", metavar="RUN_DIR",
@@ -114,6 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def with_overrides(spec: Spec, args: argparse.Namespace) -> Spec:
     changes = {
         "base_url": args.base_url, "model": args.model, "max_in_flight": args.max_in_flight, "batch": args.batch,
+        "requests_per_minute": args.requests_per_minute, "tokens_per_minute": args.tokens_per_minute,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     return dataclasses.replace(spec, teacher=dataclasses.replace(spec.teacher, **changes)) if changes else spec
@@ -171,6 +176,7 @@ def run_meta(spec: Spec, planned: Planned) -> dict[str, Any]:
         "teacher_model": t.model, "teacher_mode": t.mode,
         "teacher": {
             "base_url": t.base_url or "embedded", "api_key_env": t.api_key_env, "max_in_flight": t.max_in_flight,
+            "requests_per_minute": t.requests_per_minute, "tokens_per_minute": t.tokens_per_minute,
             "max_attempts": t.max_attempts, "timeout_s": t.timeout_s, "sampling": t.sampling.as_dict(), "batch": t.batch,
         },
         "created_at": now_iso(),
@@ -256,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
             with teacher_endpoint(spec, run_dir) as (base_url, api_key):
                 cache = ResponseCache(args.cache or cache_dir() / "teacher-responses.sqlite")
                 client = TeacherClient(base_url, api_key, max_in_flight=t.max_in_flight, max_attempts=t.max_attempts,
-                                       timeout_s=t.timeout_s, cache=cache)
+                                       timeout_s=t.timeout_s, requests_per_minute=t.requests_per_minute,
+                                       tokens_per_minute=t.tokens_per_minute, cache=cache)
                 if t.batch:
                     api = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=t.max_attempts - 1, timeout=t.timeout_s)
                     batcher = Batcher(api, base_url, cache, run_dir, t.mode, t.batch_poll_s, Console(stderr=True))
@@ -332,6 +339,7 @@ def print_summary(meta: dict[str, Any], run_dir: RunDir) -> None:
     console.print(
         f"this session: {u.get('requests', 0)} requests ({u.get('retries', 0)} retries, {u.get('cache_hits', 0)} from cache), "
         f"{u.get('prompt_tokens', 0)}+{u.get('completion_tokens', 0)} tokens, {last['elapsed_s']:.1f}s"
+        + (f", requests waited {u['rate_limited_s']:.1f}s in all for the rate limits" if u.get("rate_limited_s") else "")
     )
     for b in last.get("batches", []):
         console.print(f"batch {b['id']}: {b['status']}, {b['answered']} of {b['requests']} request(s) answered")

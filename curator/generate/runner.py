@@ -85,6 +85,7 @@ def progress_line(counts: Counter[str], client: TeacherClient) -> str:
         f"[green]{counts['accepted']} accepted[/] [yellow]{counts['quarantined']} quarantined[/] "
         f"[red]{counts['failed']} failed[/] | {st.prompt_tokens}+{st.completion_tokens} tok, "
         f"{st.retries} retries, {st.cache_hits} cached"
+        + (f", {st.rate_limited_s:.0f}s rate-limited" if st.rate_limited_s else "")
     )
 
 

@@ -3,7 +3,8 @@ and an on-disk response cache so that a rerun never pays twice for the same requ
 
 Retries: 408, 409, 429, 5xx, timeouts and connection errors, up to `max_attempts` tries in all, sleeping
 `Retry-After` when the server sends it, else exponential backoff with full jitter. The SDK's own retries are
-off (`max_retries=0`) so every retry is ours and counted.
+off (`max_retries=0`) so every retry is ours and counted. Optional requests- and tokens-per-minute limits
+(curator/teacher/ratelimit.py) hold every attempt back until the budget allows it.
 
 Transport: one `AsyncOpenAI` over aiohttp (the SDK's `DefaultAioHttpClient`), whose cost per request stays flat
 at hundreds of requests in flight (httpx's pool does work in proportion to its size on every request). Requests
@@ -29,6 +30,7 @@ import httpx2
 import openai
 
 from curator.hashing import sha256_json
+from curator.teacher.ratelimit import RateLimits, token_charge
 
 RETRYABLE_STATUS = {408, 409, 429}
 PATHS = {"completion": "/completions", "chat": "/chat/completions"}
@@ -79,6 +81,12 @@ class TeacherRequest:
     def key(self) -> str:
         return sha256_json({"mode": self.mode, **self.payload()})
 
+    @cached_property
+    def token_charge(self) -> int:
+        """What this request counts against a tokens-per-minute limit before its reply tells the real usage."""
+        chars = len(self.prompt) if self.prompt is not None else sum(len(m["content"]) for m in self.messages)
+        return token_charge(chars, int(self.sampling.get("max_tokens") or 0))
+
 
 @dataclass(frozen=True)
 class TeacherReply:
@@ -91,7 +99,8 @@ class TeacherReply:
 
 @dataclass
 class TeacherStats:
-    """What the teacher cost: HTTP requests sent, retries among them, requests that failed for good, tokens."""
+    """What the teacher cost: HTTP requests sent, retries among them, requests that failed for good, tokens, and
+    the seconds requests waited for the rate limits (summed over requests)."""
 
     requests: int = 0
     retries: int = 0
@@ -99,9 +108,10 @@ class TeacherStats:
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    rate_limited_s: float = 0.0
 
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+    def as_dict(self) -> dict[str, int | float]:
+        return {**asdict(self), "rate_limited_s": round(self.rate_limited_s, 3)}
 
 
 class ResponseCache:
@@ -209,6 +219,8 @@ class TeacherClient:
         max_in_flight: int = 1,
         max_attempts: int = 4,
         timeout_s: float = 120.0,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
         cache: ResponseCache | None = None,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
@@ -219,6 +231,7 @@ class TeacherClient:
         self._api = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s,
                                        http_client=openai.DefaultAioHttpClient(limits=connections))
         self._slots = asyncio.Semaphore(max_in_flight)
+        self.limits = RateLimits.per_minute(requests_per_minute, tokens_per_minute)
         self.max_attempts = max_attempts
         self.cache = cache
         self.backoff_base_s = backoff_base_s
@@ -255,6 +268,9 @@ class TeacherClient:
         attempt = 0
         while True:
             attempt += 1
+            if self.limits:  # every attempt is a request to the provider
+                waited = await self.limits.wait(request.token_charge)  # (not `+= await`: that adds to a stale total)
+                self.stats.rate_limited_s += waited
             try:
                 async with self._slots:
                     self.stats.requests += 1
@@ -271,6 +287,7 @@ class TeacherClient:
                 raise
             self.stats.prompt_tokens += reply.prompt_tokens
             self.stats.completion_tokens += reply.completion_tokens
+            self.limits.settle(request.token_charge, reply.prompt_tokens + reply.completion_tokens)
             if self.cache is not None:
                 self.cache.put(request.key, reply)
             return reply
