@@ -1,19 +1,21 @@
 """Throughput of `curator generate`'s runner against a loopback OpenAI-compatible server with a fixed latency.
 
-The server (a separate process, so its CPU is not billed to the client) answers every completion after
-`--latency` seconds and serves any number of requests at once; the ideal rate with N requests in flight is
-N / latency. For each N the full runner path runs (prompt building, client, cache, parse, run-dir writes) over
-max(20, rounds x N) plan slots (`--rounds`, default 16: a generation run is many rounds long, and with 4 the
-first round's ramp-up weighs on the figure), with a fresh client (cold connections) and an empty cache. Then, for the largest N,
-`client_only` sends the same requests through TeacherClient alone (no runner, no cache): the ceiling the runner
-could reach on this machine; `bare_aiohttp` sends the same bodies with bare aiohttp (no SDK): the ceiling of
-the harness itself (server, loopback, event loop). The last line printed is one JSON object, also written to
-benchmarks/results/generate_throughput.json:
+The server (a separate process, a bare asyncio protocol so that its CPU stays small beside the client's) answers
+every completion `--latency` seconds after it arrived and serves any number of requests at once; the ideal rate
+with N requests in flight is N / latency. For each N the full runner path runs (prompt building, client, cache,
+parse, run-dir writes) over max(20, rounds x N) plan slots (`--rounds`, default 16: a generation run is many
+rounds long; the first round's ramp-up, N requests prepared and sent by a client that costs CPU per request,
+weighs on the figure by about 1/rounds of a round), with a fresh client (cold connections) and an empty cache,
+in as many processes as `teacher.workers: auto` gives for N on this machine (`--workers` to force a number).
+Client CPU is this process's plus its worker processes'. Then, for the largest N, `client_only` sends the same
+requests through one TeacherClient alone (no runner, no cache, one process) and `bare_aiohttp` the same bodies
+with bare aiohttp (no SDK): the ceiling of the harness itself (server, loopback, one event loop). The last line
+printed is one JSON object, also written to benchmarks/results/generate_throughput.json:
 {"latency_s", "results": [{"in_flight", "pairs_per_s", "ideal_per_s", "efficiency", "client_cpu_ms_per_request",
-  "server_cpu_ms_per_request"}], "client_only": {...}, "bare_aiohttp": {...},
+  "server_cpu_ms_per_request", "workers"}], "client_only": {...}, "bare_aiohttp": {...},
   "client_cpu_ms_per_request"}
 
-    python benchmarks/generate_throughput.py [--latency 0.2] [--in-flight 1 8 64 256] [--rounds 16]
+    python benchmarks/generate_throughput.py [--latency 0.2] [--in-flight 1 8 64 256] [--rounds 16] [--workers N]
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import asyncio
 import io
 import json
 import multiprocessing
+import re
+import resource
 import tempfile
 import time
 import urllib.request
@@ -33,13 +37,16 @@ from rich.console import Console
 
 from curator.generate.plan import plan
 from curator.generate.requests import build_request
-from curator.generate.runner import run_gradually, run_plan
+from curator.generate.aio import run_gradually
+from curator.generate.runner import run_plan
+from curator.generate.workers import worker_count
 from curator.rundir import RunDir
 from curator.spec import load_spec
 from curator.teacher.client import ResponseCache, TeacherClient
 
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "starter.yaml"
 RESULT = Path(__file__).parent / "results" / "generate_throughput.json"
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 MODELS = json.dumps({"object": "list", "data": [{"id": "gemma-3-270m", "object": "model"}]}).encode()
 COMPLETION = json.dumps({
     "id": "cmpl-bench", "object": "text_completion", "created": 0, "model": "gemma-3-270m",
@@ -49,31 +56,42 @@ COMPLETION = json.dumps({
 }).encode()
 
 
-async def _serve(ready: multiprocessing.Queue, latency_s: float) -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while request_line := await reader.readline():
-                headers = {}
-                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    name, _, value = line.decode().partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                await reader.readexactly(int(headers.get("content-length", 0)))
-                path = request_line.split()[1]
-                if path.endswith(b"/models"):
-                    payload = MODELS
-                elif path.endswith(b"/cpu"):  # the server's own CPU seconds, for the benchmark
-                    payload = json.dumps({"cpu_s": time.process_time()}).encode()
-                else:
-                    await asyncio.sleep(latency_s)
-                    payload = COMPLETION
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+class LatencyServer(asyncio.Protocol):
+    """One connection of the benchmark's server: HTTP/1.1 keep-alive, each request answered `latency_s` after it
+    arrived. A bare protocol (no stream reader, headers scanned for Content-Length only) so that the server's own
+    CPU, which shares this machine with the client, stays far below the client's."""
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=2048)
+    def __init__(self, latency_s: float):
+        self.latency_s = latency_s
+        self.buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.loop = asyncio.get_running_loop()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head = self.buffer[:end]
+            length = int(m.group(1)) if (m := CONTENT_LENGTH.search(head)) else 0
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length:]
+            path = head.split(b" ", 2)[1]
+            if path.endswith(b"/models"):
+                self.reply(MODELS)
+            elif path.endswith(b"/cpu"):  # the server's own CPU seconds, for the benchmark
+                self.reply(json.dumps({"cpu_s": time.process_time()}).encode())
+            else:
+                self.loop.call_later(self.latency_s, self.reply, COMPLETION)
+
+    def reply(self, payload: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload))
+
+
+async def _serve(ready: multiprocessing.Queue, latency_s: float) -> None:
+    server = await asyncio.get_running_loop().create_server(lambda: LatencyServer(latency_s), "127.0.0.1", 0, backlog=2048)
     ready.put(server.sockets[0].getsockname()[1])
     await server.serve_forever()
 
@@ -87,8 +105,15 @@ def server_cpu_s(base_url: str) -> float:
         return json.load(r)["cpu_s"]
 
 
-async def run_pass(base_url: str, in_flight: int, rounds: int, work: Path) -> tuple[int, float, float]:
-    """(slots done, wall seconds, client CPU seconds) for one runner pass with `in_flight` requests at once."""
+def cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended (the runner's workers, once joined)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+async def run_pass(base_url: str, in_flight: int, rounds: int, workers: int, work: Path) -> tuple[int, float, float]:
+    """(slots done, wall seconds, client CPU seconds, workers included) for one runner pass with `in_flight`
+    requests at once."""
     spec = load_spec(SPEC)
     slots = plan(spec, max(20, rounds * in_flight))
     run = RunDir(work / "run")
@@ -96,9 +121,9 @@ async def run_pass(base_url: str, in_flight: int, rounds: int, work: Path) -> tu
     client = TeacherClient(base_url, "sk-no-key", max_in_flight=in_flight, cache=ResponseCache(work / "cache.sqlite"))
     try:
         await client.check_reachable()
-        wall, cpu = time.perf_counter(), time.process_time()
-        await run_plan(spec, slots, client, run, Counter(), console=Console(file=io.StringIO()))
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        wall, cpu = time.perf_counter(), cpu_s()
+        await run_plan(spec, slots, client, run, Counter(), workers=workers, console=Console(file=io.StringIO()))
+        wall, cpu = time.perf_counter() - wall, cpu_s() - cpu
     finally:
         await client.close()
         client.cache.close()
@@ -150,7 +175,8 @@ def figures(in_flight: int, latency_s: float, done: int, wall: float, cpu: float
 def show(label: str, f: dict[str, Any]) -> None:
     print(f"{label:13s} in_flight={f['in_flight']:4d}  {f['pairs_per_s']:8.1f} pairs/s  ideal {f['ideal_per_s']:8.1f}  "
           f"efficiency {f['efficiency']:6.1%}  client cpu {f['client_cpu_ms_per_request']:.2f} ms/request"
-          + (f"  server cpu {f['server_cpu_ms_per_request']:.2f} ms/request" if "server_cpu_ms_per_request" in f else ""))
+          + (f"  server cpu {f['server_cpu_ms_per_request']:.2f} ms/request" if "server_cpu_ms_per_request" in f else "")
+          + (f"  workers {f['workers']}" if "workers" in f else ""))
 
 
 def main() -> None:
@@ -158,6 +184,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2, help="seconds the server waits before answering")
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 8, 64, 256])
     parser.add_argument("--rounds", type=int, default=16, help="plan slots per request in flight (at least 20 slots)")
+    parser.add_argument("--workers", type=int, help="runner processes (default: `workers: auto` for each N)")
     args = parser.parse_args()
 
     ready: multiprocessing.Queue = multiprocessing.Queue()
@@ -169,8 +196,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for i, n in enumerate(args.in_flight):
                 server_cpu = server_cpu_s(base_url)
-                done, wall, cpu = asyncio.run(run_pass(base_url, n, args.rounds, Path(tmp) / str(i)))
-                f = figures(n, args.latency, done, wall, cpu)
+                workers = args.workers or worker_count("auto", n)
+                done, wall, cpu = asyncio.run(run_pass(base_url, n, args.rounds, workers, Path(tmp) / str(i)))
+                f = {**figures(n, args.latency, done, wall, cpu), "workers": workers}
                 f["server_cpu_ms_per_request"] = round(1000 * (server_cpu_s(base_url) - server_cpu) / done, 3)
                 results.append(f)
                 requests, cpu_total = requests + done, cpu_total + cpu

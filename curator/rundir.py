@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from curator.hashing import sha256_file
 
-RUN_FILES = ("pairs.jsonl", "quarantine.jsonl", "failed.jsonl")
+PAIRS, QUARANTINE, FAILED = RUN_FILES = ("pairs.jsonl", "quarantine.jsonl", "failed.jsonl")
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:
@@ -81,13 +82,13 @@ class RunDir:
             out.add_failed(plan_slot, reason)
 
     def pairs(self) -> Iterator[dict]:
-        return read_jsonl(self.path / "pairs.jsonl")
+        return read_jsonl(self.path / PAIRS)
 
     def quarantined(self) -> Iterator[dict]:
-        return read_jsonl(self.path / "quarantine.jsonl")
+        return read_jsonl(self.path / QUARANTINE)
 
     def failed(self) -> Iterator[dict]:
-        return read_jsonl(self.path / "failed.jsonl")
+        return read_jsonl(self.path / FAILED)
 
     def counts(self) -> dict[str, int]:
         """Rows per outcome; a failed plan slot that a rerun later filled counts only once, where it ended."""
@@ -101,6 +102,31 @@ class RunDir:
 
     def file_hashes(self) -> dict[str, str]:
         return {name: sha256_file(self.path / name) for name in ("run.json",) + RUN_FILES if (self.path / name).exists()}
+
+
+@dataclass(frozen=True)
+class RunLine:
+    """One record for one of the run files, encoded as its JSONL line (what a generation worker process hands to
+    the process that writes the run directory)."""
+
+    file: str
+    data: bytes
+
+    @classmethod
+    def of(cls, file: str, obj: dict) -> "RunLine":
+        return cls(file, (json.dumps(obj, ensure_ascii=False) + "\n").encode())
+
+    @classmethod
+    def pair(cls, record: dict) -> "RunLine":
+        return cls.of(PAIRS, record)
+
+    @classmethod
+    def quarantine(cls, reason: str, raw: Any, origin: str | None = None, plan_slot: str | None = None) -> "RunLine":
+        return cls.of(QUARANTINE, {"reason": reason, "origin": origin, "plan_slot": plan_slot, "raw": raw})
+
+    @classmethod
+    def failed(cls, plan_slot: str, reason: str) -> "RunLine":
+        return cls.of(FAILED, {"plan_slot": plan_slot, "reason": reason})
 
 
 class RunAppender:
@@ -119,22 +145,27 @@ class RunAppender:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write(self, name: str, obj: dict) -> None:
-        f = self._files.get(name)
-        if f is None:
-            f = self._files[name] = open(self.path / name, "ab")
-        f.write((json.dumps(obj, ensure_ascii=False) + "\n").encode())
-        f.flush()
+    def write(self, *lines: RunLine) -> None:
+        """Append the lines, then hand each file's new lines to the OS at once."""
+        touched = set()
+        for line in lines:
+            f = self._files.get(line.file)
+            if f is None:
+                f = self._files[line.file] = open(self.path / line.file, "ab")
+            f.write(line.data)
+            touched.add(f)
+        for f in touched:
+            f.flush()
         self.unsynced = True
 
     def add_pair(self, record: dict) -> None:
-        self._write("pairs.jsonl", record)
+        self.write(RunLine.pair(record))
 
     def add_quarantine(self, reason: str, raw: Any, origin: str | None = None, plan_slot: str | None = None) -> None:
-        self._write("quarantine.jsonl", {"reason": reason, "origin": origin, "plan_slot": plan_slot, "raw": raw})
+        self.write(RunLine.quarantine(reason, raw, origin, plan_slot))
 
     def add_failed(self, plan_slot: str, reason: str) -> None:
-        self._write("failed.jsonl", {"plan_slot": plan_slot, "reason": reason})
+        self.write(RunLine.failed(plan_slot, reason))
 
     def sync(self) -> None:
         """fsync the files, if anything was written since the last sync (a line written meanwhile sets `unsynced`

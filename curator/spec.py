@@ -48,6 +48,7 @@ class Teacher:
     timeout_s: float = 120.0
     requests_per_minute: float | None = None  # None: no limit of ours (the provider's 429s are still honoured)
     tokens_per_minute: float | None = None
+    workers: int | str = "auto"  # processes sending requests (curator/generate/workers.py); auto: by max_in_flight
     sampling: Sampling = field(default_factory=Sampling)
     structured_output: str = "off"  # off | json_schema (OpenAI style) | json_object (llama-cpp-python style)
     batch: bool = False  # requests go through the OpenAI Batch API
@@ -279,7 +280,18 @@ def _message(err: jsonschema.ValidationError) -> str:
         return err.message.replace("Additional properties are not allowed", "unknown field(s)")
     if v == "enum":
         return f"must be one of {err.validator_value}"
+    if v == "anyOf":
+        return "must be " + " or ".join(_kind(option) for option in err.validator_value)
     return err.message
+
+
+def _kind(schema: dict) -> str:
+    """`an integer >= 1`, `'auto'`: one alternative of an anyOf, for an error message."""
+    if "const" in schema:
+        return repr(schema["const"])
+    kind = schema.get("type", "value")
+    text = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+    return text + (f" >= {schema['minimum']}" if "minimum" in schema else "")
 
 
 def _error(path: Path, lines: dict[tuple, int], field_path: tuple, msg: str) -> SpecError:

@@ -59,6 +59,7 @@ def test_zero_share_names_file_line_and_field(tmp_path):
         (lambda d: d["length_bands"][0].__setitem__("min_words", 500), "length_bands[0].min_words: must be <= max_words"),
         (lambda d: d["formats"][3].__setitem__("json_schema", {"type": "nonsense"}), "formats[3].json_schema: not a valid JSON Schema"),
         (lambda d: d["teacher"].__setitem__("requests_per_minute", 0), "teacher.requests_per_minute: must be > 0"),
+        (lambda d: d["teacher"].__setitem__("workers", "many"), "teacher.workers: must be an integer >= 1 or 'auto'"),
     ],
 )
 def test_bad_specs_are_refused_with_the_field_path(tmp_path, mutate, expected):

@@ -46,6 +46,7 @@ from curator.generate.plan import (
     PARENT_SLOTS, RESPOND, SELF_INSTRUCT, Slot, largest_remainder, mix_member, mixed_plan, parent_plan, plan,
 )
 from curator.generate.runner import SlotStates, pending_slots, run_plan, session_record, summarize
+from curator.generate.workers import worker_count
 from curator.hashing import sha256_json, sha256_text
 from curator.paths import runs_root
 from curator.records import now_iso
@@ -70,6 +71,11 @@ class Planned:
     parents_repeated: int = 0  # source pairs skipped because an earlier pair had the same id
     mix: dict[str, float] = dataclasses.field(default_factory=dict)  # strategy -> share, for MIX
     targets: dict[str, int] = dataclasses.field(default_factory=dict)  # strategy -> pairs it should make, for MIX
+
+
+def workers_setting(text: str) -> int | str:
+    """An argparse type: `auto` or an integer >= 1."""
+    return text if text == "auto" else positive_int(text)
 
 
 def strategy_mix(text: str) -> dict[str, float]:
@@ -99,6 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://host:8000/v1 (default: spec, else embedded)")
     p.add_argument("--model", help="teacher model name (default: the spec's teacher.model)")
     p.add_argument("--max-in-flight", type=positive_int, help="concurrent teacher requests (default: the spec's)")
+    p.add_argument("--workers", type=workers_setting, metavar="N|auto",
+                   help="processes sending requests, for teachers that answer faster than one can keep up with (default: the spec's; auto)")
     p.add_argument("--requests-per-minute", type=positive_float, metavar="RPM",
                    help="most teacher requests a minute, retries included (default: the spec's; none)")
     p.add_argument("--tokens-per-minute", type=positive_float, metavar="TPM",
@@ -118,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def with_overrides(spec: Spec, args: argparse.Namespace) -> Spec:
     changes = {
         "base_url": args.base_url, "model": args.model, "max_in_flight": args.max_in_flight, "batch": args.batch,
-        "requests_per_minute": args.requests_per_minute, "tokens_per_minute": args.tokens_per_minute,
+        "requests_per_minute": args.requests_per_minute, "tokens_per_minute": args.tokens_per_minute, "workers": args.workers,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     return dataclasses.replace(spec, teacher=dataclasses.replace(spec.teacher, **changes)) if changes else spec
@@ -176,7 +184,7 @@ def run_meta(spec: Spec, planned: Planned) -> dict[str, Any]:
         "teacher_model": t.model, "teacher_mode": t.mode,
         "teacher": {
             "base_url": t.base_url or "embedded", "api_key_env": t.api_key_env, "max_in_flight": t.max_in_flight,
-            "requests_per_minute": t.requests_per_minute, "tokens_per_minute": t.tokens_per_minute,
+            "requests_per_minute": t.requests_per_minute, "tokens_per_minute": t.tokens_per_minute, "workers": t.workers,
             "max_attempts": t.max_attempts, "timeout_s": t.timeout_s, "sampling": t.sampling.as_dict(), "batch": t.batch,
         },
         "created_at": now_iso(),
@@ -216,9 +224,9 @@ def teacher_endpoint(spec: Spec, run_dir: RunDir) -> Iterator[tuple[str, str]]:
 
 
 async def generate(spec: Spec, slots: list[Slot], client: TeacherClient, run_dir: RunDir, outcomes: Counter[str],
-                   batcher: Batcher | None = None) -> None:
-    """Check the teacher answers, fetch the replies by batch when `batcher` is given, then run the plan;
-    `outcomes` counts what this session wrote."""
+                   workers: int, batcher: Batcher | None = None) -> int:
+    """Check the teacher answers, fetch the replies by batch when `batcher` is given, then run the plan in up to
+    `workers` processes; `outcomes` counts what this session wrote. Returns the number of processes that ran it."""
     try:
         try:
             await client.check_reachable()
@@ -227,7 +235,7 @@ async def generate(spec: Spec, slots: list[Slot], client: TeacherClient, run_dir
             raise CuratorError(f"{e}{hint}") from None
         if batcher is not None:  # the runner pass then answers from the cache only
             slots = await prefetch(spec, pending_slots(slots, run_dir), batcher, run_dir, outcomes)
-        await run_plan(spec, slots, client, run_dir, outcomes)
+        return await run_plan(spec, slots, client, run_dir, outcomes, workers=workers)
     finally:
         await client.close()
         if batcher is not None:
@@ -256,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
     outcomes: Counter[str] = Counter()
     client: TeacherClient | None = None
     batcher: Batcher | None = None
+    workers = 0
     try:
         if pending_slots(slots, run_dir):  # nothing pending: no teacher is started or asked
             t = spec.teacher
@@ -267,12 +276,13 @@ def run(args: argparse.Namespace) -> int:
                 if t.batch:
                     api = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=t.max_attempts - 1, timeout=t.timeout_s)
                     batcher = Batcher(api, base_url, cache, run_dir, t.mode, t.batch_poll_s, Console(stderr=True))
+                workers = worker_count(t.workers, t.max_in_flight)  # what an interrupted session records
                 try:
-                    asyncio.run(generate(spec, slots, client, run_dir, outcomes, batcher))
+                    workers = asyncio.run(generate(spec, slots, client, run_dir, outcomes, workers, batcher))
                 finally:
                     cache.close()
     finally:
-        session = session_record(started, started_at, outcomes, client)
+        session = session_record(started, started_at, outcomes, client, workers)
         if batcher is not None:  # what the batches cost, in the live path's terms
             usage = Counter(session["usage"])
             usage.update(batcher.session.usage)
@@ -339,6 +349,7 @@ def print_summary(meta: dict[str, Any], run_dir: RunDir) -> None:
     console.print(
         f"this session: {u.get('requests', 0)} requests ({u.get('retries', 0)} retries, {u.get('cache_hits', 0)} from cache), "
         f"{u.get('prompt_tokens', 0)}+{u.get('completion_tokens', 0)} tokens, {last['elapsed_s']:.1f}s"
+        + (f", {last['workers']} worker processes" if last.get("workers", 0) > 1 else "")
         + (f", requests waited {u['rate_limited_s']:.1f}s in all for the rate limits" if u.get("rate_limited_s") else "")
     )
     for b in last.get("batches", []):

@@ -1,7 +1,7 @@
 """Prompts for a new response to a given instruction (human-written or imported): the `respond` strategy.
 
 The response answers the parent's last user turn; the turns before it (a multi-turn pair) are context, and the
-produced pair keeps them, with the new response in place of the final assistant turn (`runner.run_slot`).
+produced pair keeps them, with the new response in place of the final assistant turn (`outcomes.run_slot`).
 
 `respond_v1` (completion mode, base teachers): the Self-Instruct few-shot document (seeds of the slot's family
 first, nearest the new task), then the given instruction and input under the slot's header, ending in `Response:`;

@@ -1,0 +1,111 @@
+"""`curator generate` in worker processes (curator/generate/workers.py) against the real llama.cpp server on
+loopback, with the fault proxy in front where a fault is needed."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from curator.cli import main
+from curator.generate.workers import worker_count
+from curator.rundir import RunDir
+from curator.teacher.embedded import embedded_teacher
+from fault_proxy import FaultProxy
+from generate_helpers import slots_on_disk, write_spec
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with embedded_teacher("gemma-3-270m", tmp_path_factory.mktemp("server") / "server.log") as url:
+        yield url
+
+
+def generate_argv(spec: Path, out: Path, base_url: str, pairs: int, workers: int = 2) -> list[str]:
+    return ["generate", str(spec), "--pairs", str(pairs), "--out", str(out), "--base-url", base_url,
+            "--cache", str(out.parent / "cache.sqlite"), "--workers", str(workers), "--max-in-flight", str(workers)]
+
+
+def assert_exact(run: RunDir, planned: int) -> dict:
+    """Every planned slot landed once: counts add up, no slot or pair twice."""
+    meta = run.read_meta()
+    counts = meta["counts"]
+    assert counts["planned"] == planned == counts["accepted"] + counts["quarantined"] + counts["failed"]
+    slots = slots_on_disk(run)
+    assert len(slots) == len(set(slots)) == planned - counts["failed"]
+    ids = [p["id"] for p in run.pairs()]
+    assert len(ids) == len(set(ids))
+    return meta
+
+
+def test_two_workers_run_the_plan_once_and_their_retries_and_tokens_are_counted(server, tmp_path):
+    spec = write_spec(tmp_path, max_tokens=48)
+    out = tmp_path / "run"
+    with FaultProxy(server, ["429", "drop"], retry_after="0.2") as proxy:
+        assert main(generate_argv(spec, out, proxy.base_url, pairs=6)) == 0
+    meta = assert_exact(RunDir(out), 6)
+    assert meta["counts"]["failed"] == 0
+    session = meta["sessions"][-1]
+    assert session["workers"] == 2 and meta["teacher"]["workers"] == 2
+    usage = session["usage"]
+    assert usage["requests"] == 8 and usage["retries"] == 2  # both faults, whichever worker met them
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    assert sum(s["outcomes"][k] for s in meta["sessions"] for k in ("accepted", "quarantined", "failed")) == 6
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:\t", 1)[1][:1]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads processes from /proc")
+def test_kill_9_of_the_parent_ends_its_workers_and_a_rerun_completes_exactly(server, tmp_path):
+    spec = write_spec(tmp_path, max_tokens=48)
+    out = tmp_path / "run"
+    argv = generate_argv(spec, out, server, pairs=6)
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "curator.cli", *argv], stdout=subprocess.DEVNULL, stderr=err)
+    run = RunDir(out)
+    deadline = time.monotonic() + 180
+    while not (run.exists() and slots_on_disk(run)) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    workers = children_of(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, f"the run ended before it could be killed:\n{stderr.read_text()[-2000:]}"
+    assert len(workers) == 2
+    deadline = time.monotonic() + 15
+    while any(running(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(running(w) for w in workers), "a worker outlived its parent"
+    landed = len(slots_on_disk(run))
+    assert 1 <= landed < 6
+
+    assert main(argv) == 0
+    meta = assert_exact(run, 6)
+    assert meta["sessions"][-1]["usage"]["requests"] <= 6 - landed
+
+
+def test_auto_adds_a_worker_per_128_requests_in_flight_up_to_the_cpus(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert [worker_count("auto", n) for n in (1, 64, 127, 128, 256, 384, 4096)] == [1, 1, 1, 1, 2, 3, 4]
+    assert worker_count(3, 1) == 3
