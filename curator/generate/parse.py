@@ -96,24 +96,35 @@ def looks_like_refusal(text: str) -> bool:
 
 def copies_any(fields: Fields, originals: list[tuple[str, str]]) -> bool:
     """Instruction + input at least COPY_SIMILARITY alike (difflib ratio) to one of the (instruction, input)
-    `originals`; cheap upper bounds first."""
+    `originals`."""
+    return _copies(fields, [_normalise(f"{instruction}\n{input_text}") for instruction, input_text in originals])
+
+
+def _copies(fields: Fields, originals: list[str]) -> bool:
+    """`copies_any` for originals already normalised; cheap upper bounds first."""
     matcher = SequenceMatcher(None, b=_normalise(f"{fields.instruction}\n{fields.input}"), autojunk=False)
-    for instruction, input_text in originals:
-        matcher.set_seq1(_normalise(f"{instruction}\n{input_text}"))
+    for original in originals:
+        matcher.set_seq1(original)
         if (matcher.real_quick_ratio() >= COPY_SIMILARITY and matcher.quick_ratio() >= COPY_SIMILARITY
                 and matcher.ratio() >= COPY_SIMILARITY):
             return True
     return False
 
 
+_SEEDS: dict[tuple[str, str], list[str]] = {}  # (spec hash, strategy) -> normalised seeds and demonstrations
+
+
 def copies_seed(fields: Fields, spec: Spec, slot: Slot) -> bool:
     """The new task copies a seed, or a built-in demonstration of the slot's template."""
-    originals = [(s.instruction, s.input) for t in spec.task_families for s in t.seeds]
-    if slot.strategy == LOOKALIKE:
-        originals += [(s.instruction, s.input) for s in LOOKALIKE_DEMOS]
-    elif slot.strategy in (DEEPEN, WIDEN):
-        originals += [(d[3], d[4]) for d in EVOL_DEMOS]
-    return copies_any(fields, originals)
+    originals = _SEEDS.get((spec.hash, slot.strategy))
+    if originals is None:
+        pairs = [(s.instruction, s.input) for t in spec.task_families for s in t.seeds]
+        if slot.strategy == LOOKALIKE:
+            pairs += [(s.instruction, s.input) for s in LOOKALIKE_DEMOS]
+        elif slot.strategy in (DEEPEN, WIDEN):
+            pairs += [(d[3], d[4]) for d in EVOL_DEMOS]
+        originals = _SEEDS[(spec.hash, slot.strategy)] = [_normalise(f"{i}\n{x}") for i, x in pairs]
+    return _copies(fields, originals)
 
 
 def _normalise(text: str) -> str:

@@ -4,7 +4,7 @@ The openai SDK costs about 0.65 ms of CPU a request here, the whole runner about
 1,000 requests a second, which 256 requests in flight at 200 ms each (1,280 a second) exceed. With workers, each
 process runs its share of the slots (every W-th) through its own event loop and TeacherClient (its share of the
 requests in flight and of the rate limits, the same response cache file), and sends each outcome's encoded line,
-with its client's usage so far, to the parent over a pipe once per turn of its event loop. The parent alone
+with its client's usage so far, to the parent over a pipe every SEND_INTERVAL_S. The parent alone
 writes the run directory and draws the progress, so the run files keep one writer and their crash guarantees.
 
 Workers are forked (no re-import, no pickling of the plan); where fork is not offered (Windows) the run stays in
@@ -29,6 +29,9 @@ from curator.rundir import RunLine
 from curator.spec import Spec
 from curator.teacher.client import ResponseCache, TeacherClient, TeacherStats
 
+# A worker sends its outcomes at most this often: a message per reply would cost the parent a wake-up each. A
+# worker killed before sending loses at most this much, which a rerun takes from the response cache.
+SEND_INTERVAL_S = 0.05
 IN_FLIGHT_PER_WORKER = 128  # `workers: auto` adds a process for each this many requests in flight (up to the CPUs)
 Land = Callable[[list[tuple[str, RunLine]]], None]  # what the parent does with outcomes and their lines
 
@@ -146,7 +149,7 @@ class WorkerError(RuntimeError):
 
 
 class Outbox:
-    """A worker's outcomes, sent to the parent once per turn of the event loop with the client's usage."""
+    """A worker's outcomes, sent to the parent with the client's usage SEND_INTERVAL_S after the first of them."""
 
     def __init__(self, conn: Connection, client: TeacherClient):
         self.conn, self.client = conn, client
@@ -154,7 +157,7 @@ class Outbox:
 
     def put(self, outcome: str, line: RunLine) -> None:
         if not self.lines:
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_later(SEND_INTERVAL_S, self.flush)
         self.lines.append((outcome, line))
 
     def flush(self) -> None:
