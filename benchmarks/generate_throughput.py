@@ -7,13 +7,14 @@ parse, run-dir writes) over max(20, rounds x N) plan slots (`--rounds`, default 
 rounds long; the first round's ramp-up, N requests prepared and sent by a client that costs CPU per request,
 weighs on the figure by about 1/rounds of a round), with a fresh client (cold connections) and an empty cache,
 in as many processes as `teacher.workers: auto` gives for N on this machine (`--workers` to force a number).
-Client CPU is this process's plus its worker processes'. Then, for the largest N, `client_only` sends the same
-requests through one TeacherClient alone (no runner, no cache, one process) and `bare_aiohttp` the same bodies
-with bare aiohttp (no SDK): the ceiling of the harness itself (server, loopback, one event loop). The last line
-printed is one JSON object, also written to benchmarks/results/generate_throughput.json:
-{"latency_s", "results": [{"in_flight", "pairs_per_s", "ideal_per_s", "efficiency", "client_cpu_ms_per_request",
-  "server_cpu_ms_per_request", "workers"}], "client_only": {...}, "bare_aiohttp": {...},
-  "client_cpu_ms_per_request"}
+Client CPU is this process's plus its worker processes'. After each runner pass, `bare aiohttp` sends the same
+bodies, N at once, with bare aiohttp (no SDK, no runner): the harness's own ceiling at that N on this machine
+(server, loopback, event-loop timers); and for the largest N, `client_only` sends the runner's requests through
+one TeacherClient alone (no runner, no cache, one process). The last line printed is one JSON object, also
+written to benchmarks/results/generate_throughput.json:
+{"latency_s", "rounds", "results": [{"in_flight", "pairs_per_s", "ideal_per_s", "efficiency",
+  "client_cpu_ms_per_request", "workers", "server_cpu_ms_per_request", "served_latency_ms",
+  "bare_aiohttp_efficiency"}], "client_only": {...}, "client_cpu_ms_per_request"}
 
     python benchmarks/generate_throughput.py [--latency 0.2] [--in-flight 1 8 64 256] [--rounds 16] [--workers N]
 """
@@ -57,9 +58,13 @@ COMPLETION = json.dumps({
 
 
 class LatencyServer(asyncio.Protocol):
-    """One connection of the benchmark's server: HTTP/1.1 keep-alive, each request answered `latency_s` after it
-    arrived. A bare protocol (no stream reader, headers scanned for Content-Length only) so that the server's own
-    CPU, which shares this machine with the client, stays far below the client's."""
+    """One connection of the benchmark's server: HTTP/1.1 keep-alive, each completion answered `latency_s` after
+    it arrived. A bare protocol (no stream reader, headers scanned for Content-Length only) so that the server's
+    own CPU, which shares this machine with the client, stays far below the client's. `served` counts the
+    completions and sums the latency they were really served with (the event loop's timers fire late by a
+    millisecond or two here), which `/stats` returns with the server's CPU seconds."""
+
+    served = [0, 0.0]  # completions answered, seconds from arrival to reply summed over them
 
     def __init__(self, latency_s: float):
         self.latency_s = latency_s
@@ -80,10 +85,15 @@ class LatencyServer(asyncio.Protocol):
             path = head.split(b" ", 2)[1]
             if path.endswith(b"/models"):
                 self.reply(MODELS)
-            elif path.endswith(b"/cpu"):  # the server's own CPU seconds, for the benchmark
-                self.reply(json.dumps({"cpu_s": time.process_time()}).encode())
+            elif path.endswith(b"/stats"):
+                self.reply(json.dumps({"cpu_s": time.process_time(), "served": self.served[0], "latency_s": self.served[1]}).encode())
             else:
-                self.loop.call_later(self.latency_s, self.reply, COMPLETION)
+                self.loop.call_later(self.latency_s, self.complete, self.loop.time())
+
+    def complete(self, arrived: float) -> None:
+        self.served[0] += 1
+        self.served[1] += self.loop.time() - arrived
+        self.reply(COMPLETION)
 
     def reply(self, payload: bytes) -> None:
         if not self.transport.is_closing():
@@ -100,9 +110,10 @@ def serve(ready: multiprocessing.Queue, latency_s: float) -> None:
     asyncio.run(_serve(ready, latency_s))
 
 
-def server_cpu_s(base_url: str) -> float:
-    with urllib.request.urlopen(f"{base_url}/cpu", timeout=10) as r:
-        return json.load(r)["cpu_s"]
+def server_stats(base_url: str) -> dict[str, float]:
+    """The server's CPU seconds, completions served and their summed latency, so far."""
+    with urllib.request.urlopen(f"{base_url}/stats", timeout=10) as r:
+        return json.load(r)
 
 
 def cpu_s() -> float:
@@ -175,7 +186,8 @@ def figures(in_flight: int, latency_s: float, done: int, wall: float, cpu: float
 def show(label: str, f: dict[str, Any]) -> None:
     print(f"{label:13s} in_flight={f['in_flight']:4d}  {f['pairs_per_s']:8.1f} pairs/s  ideal {f['ideal_per_s']:8.1f}  "
           f"efficiency {f['efficiency']:6.1%}  client cpu {f['client_cpu_ms_per_request']:.2f} ms/request"
-          + (f"  server cpu {f['server_cpu_ms_per_request']:.2f} ms/request" if "server_cpu_ms_per_request" in f else "")
+          + (f"  server cpu {f['server_cpu_ms_per_request']:.2f} ms/request, served in {f['served_latency_ms']:.1f} ms"
+             if "server_cpu_ms_per_request" in f else "")
           + (f"  workers {f['workers']}" if "workers" in f else ""))
 
 
@@ -195,23 +207,25 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for i, n in enumerate(args.in_flight):
-                server_cpu = server_cpu_s(base_url)
+                before = server_stats(base_url)
                 workers = args.workers or worker_count("auto", n)
                 done, wall, cpu = asyncio.run(run_pass(base_url, n, args.rounds, workers, Path(tmp) / str(i)))
-                f = {**figures(n, args.latency, done, wall, cpu), "workers": workers}
-                f["server_cpu_ms_per_request"] = round(1000 * (server_cpu_s(base_url) - server_cpu) / done, 3)
-                results.append(f)
-                requests, cpu_total = requests + done, cpu_total + cpu
+                after = server_stats(base_url)
+                f = {**figures(n, args.latency, done, wall, cpu), "workers": workers,
+                     "server_cpu_ms_per_request": round(1000 * (after["cpu_s"] - before["cpu_s"]) / done, 3),
+                     "served_latency_ms": round(1000 * (after["latency_s"] - before["latency_s"]) / (after["served"] - before["served"]), 2)}
                 show("runner", f)
+                bare = figures(n, args.latency, *asyncio.run(bare_pass(base_url, n, args.rounds)))
+                show("bare aiohttp", bare)
+                results.append({**f, "bare_aiohttp_efficiency": bare["efficiency"]})
+                requests, cpu_total = requests + done, cpu_total + cpu
         n = max(args.in_flight)
         client_only = figures(n, args.latency, *asyncio.run(client_pass(base_url, n, args.rounds)))
         show("client only", client_only)
-        bare = figures(n, args.latency, *asyncio.run(bare_pass(base_url, n, args.rounds)))
-        show("bare aiohttp", bare)
     finally:
         server.terminate()
         server.join()
-    result = {"latency_s": args.latency, "rounds": args.rounds, "results": results, "client_only": client_only, "bare_aiohttp": bare,
+    result = {"latency_s": args.latency, "rounds": args.rounds, "results": results, "client_only": client_only,
               "client_cpu_ms_per_request": round(1000 * cpu_total / requests, 3)}
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")

@@ -105,7 +105,7 @@ def test_kill_9_of_the_parent_ends_its_workers_and_a_rerun_completes_exactly(ser
     assert meta["sessions"][-1]["usage"]["requests"] <= 6 - landed
 
 
-def test_auto_adds_a_worker_per_128_requests_in_flight_up_to_the_cpus(monkeypatch):
+def test_auto_gives_a_worker_to_each_32_requests_in_flight_up_to_the_cpus(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 4)
-    assert [worker_count("auto", n) for n in (1, 64, 127, 128, 256, 384, 4096)] == [1, 1, 1, 1, 2, 3, 4]
+    assert [worker_count("auto", n) for n in (1, 8, 63, 64, 96, 128, 4096)] == [1, 1, 1, 2, 3, 4, 4]
     assert worker_count(3, 1) == 3

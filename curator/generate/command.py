@@ -293,16 +293,18 @@ def run(args: argparse.Namespace) -> int:
     return 1 if attempted and outcomes["failed"] == attempted else 0
 
 
-def strategy_summary(planned: Planned, states: SlotStates) -> dict[str, dict[str, Any]]:
-    """Per strategy of a mix: its share, target and planned pairs, and each slot's latest outcome on disk."""
-    rows = {name: {"share": share, "target": planned.targets[name], "planned": 0, "accepted": 0, "quarantined": 0, "failed": 0}
+def strategy_summary(planned: Planned, states: SlotStates) -> list[dict[str, Any]]:
+    """Per strategy of a mix, in the mix's order: its share, target and planned pairs, and each slot's latest
+    outcome on disk (a list, so that run.json keeps the order its keys would lose)."""
+    rows = {name: {"strategy": name, "share": share, "target": planned.targets[name], "planned": 0, "accepted": 0,
+                   "quarantined": 0, "failed": 0}
             for name, share in planned.mix.items()}
     for slot in planned.slots:
         row = rows[mix_member(slot, planned.mix)]
         row["planned"] += 1
         for outcome, ids in (("accepted", states.accepted), ("quarantined", states.quarantined), ("failed", states.failed)):
             row[outcome] += slot.id in ids
-    return rows
+    return list(rows.values())
 
 
 def write_summary(run_dir: RunDir, meta: dict[str, Any], planned: Planned, session: dict[str, Any]) -> dict[str, Any]:
@@ -339,8 +341,8 @@ def print_summary(meta: dict[str, Any], run_dir: RunDir) -> None:
         mix = Table(title="per strategy")
         for col in ("strategy", "share", "target", "planned", "accepted", "quarantined", "failed"):
             mix.add_column(col, justify="left" if col == "strategy" else "right")
-        for name, row in meta["strategies"].items():
-            mix.add_row(name, f"{row['share']:g}", *(str(row[k]) for k in ("target", "planned", "accepted", "quarantined", "failed")))
+        for row in meta["strategies"]:
+            mix.add_row(row["strategy"], f"{row['share']:g}", *(str(row[k]) for k in ("target", "planned", "accepted", "quarantined", "failed")))
         console.print(mix)
     if meta.get("parents_repeated"):
         console.print(f"{meta['parents_repeated']} source pair(s) repeat an earlier pair's id: one slot for each id")

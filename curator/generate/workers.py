@@ -1,16 +1,17 @@
 """A plan's slots run by several worker processes, for teachers that answer faster than one event loop can take.
 
-The openai SDK costs about 0.65 ms of CPU a request here, the whole runner about 1 ms: one process tops out near
-1,000 requests a second, which 256 requests in flight at 200 ms each (1,280 a second) exceed. With workers, each
-process runs its share of the slots (every W-th) through its own event loop and TeacherClient (its share of the
-requests in flight and of the rate limits, the same response cache file), and sends each outcome's encoded line,
-with its client's usage so far, to the parent over a pipe every SEND_INTERVAL_S. The parent alone
-writes the run directory and draws the progress, so the run files keep one writer and their crash guarantees.
+The openai SDK costs 0.7-0.9 ms of CPU a request on this 2-core VM, the whole runner about 1 ms: one process
+tops out near 1,000 requests a second, and replies that come back together wait for the loop in turn (at 64 in
+flight and 200 ms, one process loses about 10% to that queueing; two lose about 6%). With workers, each process
+runs its share of the slots (every W-th) through its own event loop and TeacherClient (its share of the requests
+in flight and of the rate limits, the same response cache file), and sends each outcome's encoded line, with its
+client's usage so far, to the parent over a pipe every SEND_INTERVAL_S. The parent alone writes the run directory
+and draws the progress, so the run files keep one writer and their crash guarantees.
 
-Workers are forked (no re-import, no pickling of the plan); where fork is not offered (Windows) the run stays in
-one process. A worker ignores Ctrl-C (the parent handles it and stops them) and exits as soon as the parent is
-gone, kill -9 included (it watches the parent's sentinel). A reply a worker received but had not yet handed over
-when it stopped is in the response cache; the rerun takes it from there without paying again.
+Workers are forked (no re-import, no pickling of the plan), on Linux; elsewhere the run stays in one process.
+A worker ignores Ctrl-C (the parent handles it and stops them) and exits as soon as the parent is gone, kill -9
+included (it watches the parent's sentinel). A reply a worker received but had not yet handed over when it
+stopped is in the response cache; the rerun takes it from there without paying again.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable
@@ -32,12 +34,13 @@ from curator.teacher.client import ResponseCache, TeacherClient, TeacherStats
 # A worker sends its outcomes at most this often: a message per reply would cost the parent a wake-up each. A
 # worker killed before sending loses at most this much, which a rerun takes from the response cache.
 SEND_INTERVAL_S = 0.05
-IN_FLIGHT_PER_WORKER = 128  # `workers: auto` adds a process for each this many requests in flight (up to the CPUs)
+IN_FLIGHT_PER_WORKER = 32  # `workers: auto` gives a process to each this many requests in flight (up to the CPUs)
 Land = Callable[[list[tuple[str, RunLine]]], None]  # what the parent does with outcomes and their lines
 
 
 def can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Workers are forked on Linux only (macOS offers fork, but its system libraries are not safe across it)."""
+    return sys.platform.startswith("linux")
 
 
 def worker_count(setting: int | str, max_in_flight: int) -> int:
