@@ -2,6 +2,8 @@
 loopback, with the fault proxy in front where a fault is needed."""
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,32 +79,62 @@ def running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def start_and_wait_for_a_slot(argv: list[str], run: RunDir, stderr: Path) -> subprocess.Popen:
+    """`curator generate` in a subprocess, returned once its first slot is on disk."""
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "curator.cli", *argv], stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 180
+    while not (run.exists() and slots_on_disk(run)) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be interrupted:\n{stderr.read_text()[-2000:]}"
+    return proc
+
+
+def wait_gone(pids: list[int], timeout_s: float = 15) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(running(p) for p in pids)
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads processes from /proc")
 def test_kill_9_of_the_parent_ends_its_workers_and_a_rerun_completes_exactly(server, tmp_path):
     spec = write_spec(tmp_path, max_tokens=48)
     out = tmp_path / "run"
     argv = generate_argv(spec, out, server, pairs=6)
-    stderr = tmp_path / "stderr.txt"
-    with open(stderr, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "curator.cli", *argv], stdout=subprocess.DEVNULL, stderr=err)
     run = RunDir(out)
-    deadline = time.monotonic() + 180
-    while not (run.exists() and slots_on_disk(run)) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    proc = start_and_wait_for_a_slot(argv, run, tmp_path / "stderr.txt")
     workers = children_of(proc.pid)
     proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, f"the run ended before it could be killed:\n{stderr.read_text()[-2000:]}"
+    assert proc.wait() == -signal.SIGKILL
     assert len(workers) == 2
-    deadline = time.monotonic() + 15
-    while any(running(w) for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(running(w) for w in workers), "a worker outlived its parent"
+    assert wait_gone(workers), "a worker outlived its parent"
     landed = len(slots_on_disk(run))
     assert 1 <= landed < 6
 
     assert main(argv) == 0
     meta = assert_exact(run, 6)
     assert meta["sessions"][-1]["usage"]["requests"] <= 6 - landed
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads processes from /proc")
+def test_a_worker_that_dies_stops_the_run_with_a_clear_error_and_a_rerun_completes_exactly(server, tmp_path):
+    spec = write_spec(tmp_path, max_tokens=48)
+    out = tmp_path / "run"
+    argv = generate_argv(spec, out, server, pairs=6)
+    run = RunDir(out)
+    stderr = tmp_path / "stderr.txt"
+    proc = start_and_wait_for_a_slot(argv, run, stderr)
+    workers = children_of(proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    assert proc.wait(timeout=60) == 2
+    assert re.search(r"generation worker \d exited \(code -9\) before finishing its slots; rerun", stderr.read_text())
+    assert wait_gone(workers), "the other worker was not stopped"
+    assert run.read_meta()["counts"]["pending"] > 0
+
+    assert main(argv) == 0
+    assert_exact(run, 6)
 
 
 def test_auto_gives_a_worker_to_each_32_requests_in_flight_up_to_the_cpus(monkeypatch):

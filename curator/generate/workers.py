@@ -24,6 +24,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
+from curator.errors import CuratorError
 from curator.generate.aio import heap_frozen, run_gradually
 from curator.generate.outcomes import run_slot
 from curator.generate.plan import Slot
@@ -95,7 +96,7 @@ class Workers:
                 elif kind == "done":
                     self.finished.add(i)
                 else:
-                    raise WorkerError(f"generation worker {i} failed:\n{payload}")
+                    raise WorkerError(f"generation worker {i} failed; rerun the same command to resume:\n{payload}")
         except (EOFError, OSError):
             return False
         return True
@@ -120,7 +121,8 @@ class Workers:
             open_pipes.discard(i)
             if i not in self.finished and not over.done():
                 self.procs[i].join(5)
-                over.set_exception(WorkerError(f"generation worker {i} exited (code {self.procs[i].exitcode}) before finishing its slots"))
+                over.set_exception(WorkerError(f"generation worker {i} exited (code {self.procs[i].exitcode}) before finishing "
+                                               "its slots; rerun the same command to resume"))
             elif not open_pipes and not over.done():
                 over.set_result(None)
 
@@ -147,8 +149,9 @@ class Workers:
             conn.close()
 
 
-class WorkerError(RuntimeError):
-    """A worker process failed or died before finishing its slots."""
+class WorkerError(CuratorError):
+    """A worker process failed or died before finishing its slots (what the others sent is written: a rerun
+    resumes)."""
 
 
 class Outbox:
