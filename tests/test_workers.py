@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -79,15 +80,28 @@ def running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def start_and_wait_for_a_slot(argv: list[str], run: RunDir, stderr: Path) -> subprocess.Popen:
-    """`curator generate` in a subprocess, returned once its first slot is on disk."""
+@dataclass
+class RunningGenerate:
+    argv: list[str]
+    run: RunDir
+    proc: subprocess.Popen
+    workers: list[int]
+    stderr: Path
+
+
+def start_and_wait_for_a_slot(server: str, tmp_path: Path, pairs: int = 6) -> RunningGenerate:
+    """`curator generate` with 2 workers in a subprocess, returned once its first slot is on disk."""
+    spec = write_spec(tmp_path, max_tokens=48)
+    out, stderr = tmp_path / "run", tmp_path / "stderr.txt"
+    argv = generate_argv(spec, out, server, pairs=pairs)
+    run = RunDir(out)
     with open(stderr, "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "curator.cli", *argv], stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 180
     while not (run.exists() and slots_on_disk(run)) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, f"the run ended before it could be interrupted:\n{stderr.read_text()[-2000:]}"
-    return proc
+    return RunningGenerate(argv, run, proc, children_of(proc.pid), stderr)
 
 
 def wait_gone(pids: list[int], timeout_s: float = 15) -> bool:
@@ -99,42 +113,31 @@ def wait_gone(pids: list[int], timeout_s: float = 15) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads processes from /proc")
 def test_kill_9_of_the_parent_ends_its_workers_and_a_rerun_completes_exactly(server, tmp_path):
-    spec = write_spec(tmp_path, max_tokens=48)
-    out = tmp_path / "run"
-    argv = generate_argv(spec, out, server, pairs=6)
-    run = RunDir(out)
-    proc = start_and_wait_for_a_slot(argv, run, tmp_path / "stderr.txt")
-    workers = children_of(proc.pid)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    assert len(workers) == 2
-    assert wait_gone(workers), "a worker outlived its parent"
-    landed = len(slots_on_disk(run))
+    started = start_and_wait_for_a_slot(server, tmp_path)
+    started.proc.send_signal(signal.SIGKILL)
+    assert started.proc.wait() == -signal.SIGKILL
+    assert len(started.workers) == 2
+    assert wait_gone(started.workers), "a worker outlived its parent"
+    landed = len(slots_on_disk(started.run))
     assert 1 <= landed < 6
 
-    assert main(argv) == 0
-    meta = assert_exact(run, 6)
+    assert main(started.argv) == 0
+    meta = assert_exact(started.run, 6)
     assert meta["sessions"][-1]["usage"]["requests"] <= 6 - landed
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads processes from /proc")
 def test_a_worker_that_dies_stops_the_run_with_a_clear_error_and_a_rerun_completes_exactly(server, tmp_path):
-    spec = write_spec(tmp_path, max_tokens=48)
-    out = tmp_path / "run"
-    argv = generate_argv(spec, out, server, pairs=6)
-    run = RunDir(out)
-    stderr = tmp_path / "stderr.txt"
-    proc = start_and_wait_for_a_slot(argv, run, stderr)
-    workers = children_of(proc.pid)
-    assert len(workers) == 2
-    os.kill(workers[0], signal.SIGKILL)
-    assert proc.wait(timeout=60) == 2
-    assert re.search(r"generation worker \d exited \(code -9\) before finishing its slots; rerun", stderr.read_text())
-    assert wait_gone(workers), "the other worker was not stopped"
-    assert run.read_meta()["counts"]["pending"] > 0
+    started = start_and_wait_for_a_slot(server, tmp_path)
+    assert len(started.workers) == 2
+    os.kill(started.workers[0], signal.SIGKILL)
+    assert started.proc.wait(timeout=60) == 2
+    assert re.search(r"generation worker \d exited \(code -9\) before finishing its slots; rerun", started.stderr.read_text())
+    assert wait_gone(started.workers), "the other worker was not stopped"
+    assert started.run.read_meta()["counts"]["pending"] > 0
 
-    assert main(argv) == 0
-    assert_exact(run, 6)
+    assert main(started.argv) == 0
+    assert_exact(started.run, 6)
 
 
 def test_auto_gives_a_worker_to_each_32_requests_in_flight_up_to_the_cpus(monkeypatch):
