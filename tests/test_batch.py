@@ -40,8 +40,10 @@ def jsonl(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_batch_run_fills_the_plan_from_one_batch_with_live_provenance(teacher_url, tmp_path):
-    argv = generate_argv(tmp_path, "", 3)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batch_run_fills_the_plan_from_one_batch_with_live_provenance(teacher_url, tmp_path, workers):
+    """With 2 worker processes too: the replies the batch put in the cache reach the workers' own connections."""
+    argv = generate_argv(tmp_path, "", 3) + ["--workers", str(workers), "--max-in-flight", str(workers)]
     with BatchProxy(teacher_url) as proxy:
         argv[argv.index("--base-url") + 1] = proxy.base_url
         assert main(argv) == 0

@@ -286,7 +286,9 @@ class TeacherClient:
     def shares(self, parts: int) -> list[dict[str, Any]]:
         """Keyword arguments for `parts` clients that together make this one (for worker processes): the same
         endpoint, key and retry policy, with the requests in flight and the rate limits divided between them; each
-        opens the cache file itself (`cache_path`)."""
+        opens the cache file itself (`cache_path`), so the replies put so far are written to it first."""
+        if self.cache is not None:
+            self.cache.flush()
         rpm, tpm = self._per_minute
         return [
             {**self._settings, "max_in_flight": self.max_in_flight // parts + (i < self.max_in_flight % parts),
