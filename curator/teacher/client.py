@@ -263,11 +263,11 @@ class TeacherClient:
     ):
         self.base_url = base_url
         self.max_in_flight = max_in_flight
-        self._settings = {  # what `shares` divides
-            "base_url": base_url, "api_key": api_key, "max_attempts": max_attempts, "timeout_s": timeout_s,
+        self._settings = {  # the constructor's arguments but the cache, for `shares`
+            "base_url": base_url, "api_key": api_key, "max_in_flight": max_in_flight, "max_attempts": max_attempts,
+            "timeout_s": timeout_s, "requests_per_minute": requests_per_minute, "tokens_per_minute": tokens_per_minute,
             "backoff_base_s": backoff_base_s, "backoff_cap_s": backoff_cap_s, "max_retry_after_s": max_retry_after_s,
         }
-        self._per_minute = (requests_per_minute, tokens_per_minute)
         connections = httpx2.Limits(max_connections=max(max_in_flight, 1000))  # the SDK's 1000, or more if asked
         self._api = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s,
                                        http_client=openai.DefaultAioHttpClient(limits=connections))
@@ -289,7 +289,7 @@ class TeacherClient:
         opens the cache file itself (`cache_path`), so the replies put so far are written to it first."""
         if self.cache is not None:
             self.cache.flush()
-        rpm, tpm = self._per_minute
+        rpm, tpm = self._settings["requests_per_minute"], self._settings["tokens_per_minute"]
         return [
             {**self._settings, "max_in_flight": self.max_in_flight // parts + (i < self.max_in_flight % parts),
              "requests_per_minute": rpm / parts if rpm else None, "tokens_per_minute": tpm / parts if tpm else None,
