@@ -202,6 +202,7 @@ class GateConfig:
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     semantic_dedup: SemanticDedupConfig = field(default_factory=SemanticDedupConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
+    plugins: tuple[tuple[str, dict], ...] = ()  # (entry point name, params) of plug-in checks, in order
     eval_fraction: float = 0.1
     min_train_rows: int = 1
     max_reject_share: float = 0.9
@@ -418,6 +419,7 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
     ga["decontamination"] = DecontaminationConfig(**deco)
     ga["semantic_dedup"] = SemanticDedupConfig(**ga.get("semantic_dedup", {}))
     ga["screening"] = ScreeningConfig(**ga.get("screening", {}))
+    ga["plugins"] = tuple((name, dict(params or {})) for name, params in ga.get("plugins", {}).items())
     return Spec(
         name=doc["name"],
         description=doc.get("description", ""),
