@@ -76,7 +76,7 @@ CODE_START = re.compile(
     r"^\s*(def |class |import |from \S+ import|async def |@\w|#include|#!|public |private |function |const |let |var |"
     r"SELECT |INSERT |UPDATE |CREATE |for\s*\(|while\s*\(|if\s*\(|print\(|console\.|\w+\s*=\s*\S|\w+\(.*\)\s*;?\s*$|"
     r"[{\[]\s*$)", re.IGNORECASE)
-CODE_LINE = re.compile(r"[;{}()=\[\]:#]|^\s{2,}\S|^\s*(return|else|end|fi|done)\b")
+CODE_LINE = re.compile(r"[;{}()=\[\]:#]|^\s{2,}\S|^\s*(return|else|end|fi|done|import|from|def|class)\b")
 PROSE = re.compile(r"^[A-Z][a-z]+(\s+[a-z'’-]+){3,}")
 TREE_SITTER = {"javascript": "tree_sitter_javascript", "typescript": "tree_sitter_typescript",
                "java": "tree_sitter_java", "c": "tree_sitter_c", "cpp": "tree_sitter_cpp", "bash": "tree_sitter_bash"}
