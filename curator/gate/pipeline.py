@@ -14,6 +14,7 @@ from curator.gate.check import Check, Row, progress
 from curator.gate.checks.content_defects import ContentDefects
 from curator.gate.checks.decontaminate import Decontaminate
 from curator.gate.checks.exact_dedup import ExactDedup
+from curator.gate.checks.judge import Judge
 from curator.gate.checks.near_dedup import NearDedup, NearDedupConfig, PriorReleaseDedup, ReleasedRow
 from curator.gate.checks.pii import PIICheck
 from curator.gate.checks.schema import SchemaCheck
@@ -94,6 +95,7 @@ ROW_CHECKS: list[CheckEntry] = [
                lambda spec, ctx: ContentDefects.from_spec(spec)),
     CheckEntry("pii", lambda spec: spec.gate.pii.enabled, lambda spec, ctx: PIICheck.from_spec(spec)),
     CheckEntry("decontamination", _decontamination_on, lambda spec, ctx: Decontaminate.from_spec(spec)),
+    CheckEntry("judge", lambda spec: spec.gate.judge.enabled, lambda spec, ctx: Judge.from_spec(spec)),
     CheckEntry("release_dedup", lambda spec: NearDedupConfig.from_spec(spec).against_releases
                and (spec.gate.exact_dedup or spec.gate.minhash.enabled), _prior_release_dedup),
     CheckEntry("exact_dedup", lambda spec: spec.gate.exact_dedup, lambda spec, ctx: ExactDedup()),
