@@ -17,6 +17,7 @@ from curator.gate.checks.exact_dedup import ExactDedup
 from curator.gate.checks.judge import Judge
 from curator.gate.checks.near_dedup import NearDedup, NearDedupConfig, PriorReleaseDedup, ReleasedRow
 from curator.gate.checks.pii import PIICheck
+from curator.gate.checks.reward_model import RewardModel
 from curator.gate.checks.schema import SchemaCheck
 from curator.gate.checks.self_consistency import SelfConsistency
 from curator.gate.checks.semantic_dedup import SemanticDedup
@@ -98,6 +99,7 @@ ROW_CHECKS: list[CheckEntry] = [
     CheckEntry("decontamination", _decontamination_on, lambda spec, ctx: Decontaminate.from_spec(spec)),
     CheckEntry("self_consistency", lambda spec: spec.gate.self_consistency.enabled,
                lambda spec, ctx: SelfConsistency.from_spec(spec)),
+    CheckEntry("reward_model", lambda spec: spec.gate.reward_model.enabled, lambda spec, ctx: RewardModel.from_spec(spec)),
     CheckEntry("judge", lambda spec: spec.gate.judge.enabled, lambda spec, ctx: Judge.from_spec(spec)),
     CheckEntry("release_dedup", lambda spec: NearDedupConfig.from_spec(spec).against_releases
                and (spec.gate.exact_dedup or spec.gate.minhash.enabled), _prior_release_dedup),
