@@ -100,13 +100,15 @@ def test_parse_verdict_takes_only_the_strict_shapes():
     assert (v.score, v.reason) == (7, "Correct label, terse.")
     v = parse_verdict('```json\n{"score": 10, "reason": "ok"}\n```')
     assert (v.score, v.reason) == (10, "ok")
+    v = parse_verdict('{"reason": "Right label.", "score": 9}')
+    assert (v.score, v.reason) == (9, "Right label.")
     v = parse_verdict("Score: 3/10\nReason: the label is wrong")
     assert (v.score, v.reason) == (3, "the label is wrong")
     v = parse_verdict("  score: 1\n\nreason: empty answer  ")
     assert (v.score, v.reason) == (1, "empty answer")
     for reply in ('{"score": 11, "reason": "x"}', '{"score": 0, "reason": "x"}', '{"score": 7.5, "reason": "x"}',
                   '{"score": "7", "reason": "x"}', '{"score": true, "reason": "x"}', '{"score": 7}',
-                  '{"score": 7, "reason": ""}', '{"score": 7, "reason": "x", "extra": 1}', '{"score": 7, "reason": "x"',
+                  '{"score": 7, "reason": ""}', '{"score": 7, "reason": "..."}', "Score: 7\nReason: ...", '{"score": 7, "reason": "x", "extra": 1}', '{"score": 7, "reason": "x"',
                   "Score: 7", "7", "I would rate this 8 out of 10.", "Score: seven\nReason: fine",
                   "Score: 7\nReason: fine\nScore: 2\nReason: no", "", '[{"score": 7, "reason": "x"}]'):
         assert parse_verdict(reply) is None, reply

@@ -6,9 +6,10 @@ whether the response is correct and keeps to all of it. The judge is any OpenAI-
 (`gate.judge.base_url`; the embedded llama.cpp server with gemma-3-270m by default, which is far too small to
 judge well: the default shows the mechanics, a real judge goes behind `base_url`).
 
-Verdicts are parsed strictly: a JSON object `{"score": N, "reason": "..."}` (N an integer 1-10, a non-empty
-reason; optionally in one code fence) or the two lines `Score: N` / `Reason: ...`. In completion mode a GBNF
-grammar makes the server write the JSON shape. A reply in neither shape is never guessed at: the row is
+Verdicts are parsed strictly: a JSON object with exactly `score` (an integer 1-10) and `reason` (a line with
+at least one letter: a copied `...` is no reason), optionally in one code fence, or the two lines `Score: N` /
+`Reason: ...`. In completion mode a GBNF grammar makes the server write the JSON shape, reason first (the
+score then follows the judge's own words). A reply in neither shape is never guessed at: the row is
 rejected as `judge:unparseable` (quarantined for a human). A row scored below `threshold` is rejected as
 `judge:low_score`. Every parsed score lands in `row.scores["judge"]`, which ranks duplicates later.
 """
@@ -26,14 +27,15 @@ from curator.spec import JudgeConfig, Spec
 from curator.teacher.client import TeacherRequest
 
 SPEAKERS = {"system": "System", "user": "User", "assistant": "Assistant"}
-REASON_CHARS = 160
-VERDICT_GRAMMAR = (  # the verdict's JSON shape, for llama.cpp's /v1/completions
-    'root ::= "{\\"score\\": " score ", \\"reason\\": \\"" reason "\\"}"\n'
+REASON_CHARS = 120
+VERDICT_GRAMMAR = (  # the verdict's JSON shape, reason first, for llama.cpp's /v1/completions
+    'root ::= "{\\"reason\\": \\"" reason "\\", \\"score\\": " score "}"\n'
+    f'reason ::= [A-Za-z] [^"\\\\\\x7F\\x00-\\x1F]{{0,{REASON_CHARS - 1}}}\n'
     'score ::= "10" | [1-9]\n'
-    f'reason ::= [^"\\\\\\x7F\\x00-\\x1F]{{1,{REASON_CHARS}}}\n'
 )
-ASK = ('Reply with only a JSON object: {"score": N, "reason": "..."} where N is an integer from 1 (unusable) '
-       "to 10 (excellent) and the reason is one short line.")
+ASK = ('Reply with only a JSON object {"reason": "<one short line: what is right or wrong>", '
+       '"score": <an integer from 1 (unusable) to 10 (excellent)>}.')
+_LETTER = re.compile(r"[^\W\d_]")
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.S)
 _TEXT_VERDICT = re.compile(r"Score:[ \t]*(10|[1-9])(?:[ \t]*/[ \t]*10)?[ \t]*\n+[ \t]*Reason:[ \t]*(\S[^\n]*)", re.I)
 
@@ -57,10 +59,10 @@ def parse_verdict(text: str) -> Verdict | None:
         if not isinstance(obj, dict) or set(obj) != {"score", "reason"}:
             return None
         score, reason = obj["score"], obj["reason"]
-        if type(score) is not int or not 1 <= score <= 10 or not isinstance(reason, str) or not reason.strip():
+        if type(score) is not int or not 1 <= score <= 10 or not isinstance(reason, str) or not _LETTER.search(reason):
             return None
         return Verdict(score, " ".join(reason.split()))
-    if match := _TEXT_VERDICT.fullmatch(body):
+    if (match := _TEXT_VERDICT.fullmatch(body)) and _LETTER.search(match.group(2)):
         return Verdict(int(match.group(1)), match.group(2).strip())
     return None
 
