@@ -1,26 +1,22 @@
-"""The `self_consistency` gate check: its answer extractors on hand-written replies, and the check against the
-real llama.cpp teacher on loopback (k=2 samples on two label rows: mechanics and the response cache)."""
+"""The `self_consistency` gate check: its answer extractors on hand-written replies, and a gate run with the
+real embedded llama.cpp teacher (k=2 samples on two label rows: mechanics, the release and the response cache)."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
+import yaml
 
 from curator.gate.check import Row
 from curator.gate.checks.self_consistency import SelfConsistency, default_families, final_answer
+from curator.gate.pipeline import run_gate
 from curator.records import build_messages, make_pair
+from curator.release.store import read_ledger, read_split
+from curator.rundir import RunDir
 from curator.spec import load_spec
-from curator.teacher.embedded import embedded_teacher
 from generate_helpers import write_spec
 
-MODEL = "gemma-3-270m"
 LABELS = ("positive", "negative", "neutral")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with embedded_teacher(MODEL, tmp_path_factory.mktemp("server") / "server.log") as url:
-        yield url
 
 
 @pytest.mark.parametrize("text, answer", [
@@ -59,45 +55,56 @@ def test_default_families_are_the_checkable_ones(tmp_path):
     assert default_families(spec) == ("classify", "extract", "reason")
 
 
-def label_rows(spec) -> list[Row]:
+def label_records(spec) -> list[dict]:
+    """The two classify seeds as label pairs, and one summarize pair (a family without a checkable answer)."""
     family = spec.family("classify")
-    rows = []
-    for i, seed in enumerate(family.seeds[:2]):
-        record = make_pair(build_messages(seed.instruction, seed.input, seed.output), task_family="classify",
-                           format="label", difficulty=seed.difficulty, length_band=family.length_band, source="human")
-        rows.append(Row(record, "runs/fixture", i + 1, i))
+    records = [make_pair(build_messages(seed.instruction, seed.input, seed.output), task_family="classify",
+                         format="label", difficulty=seed.difficulty, length_band=family.length_band, source="human")
+               for seed in family.seeds[:2]]
     summary = spec.family("summarize").seeds[0]
-    rows.append(Row(make_pair(build_messages(summary.instruction, summary.input, summary.output), task_family="summarize",
-                              format="free_text", difficulty="easy", length_band="short", source="human"),
-                    "runs/fixture", 3, 2))
-    return rows
+    return records + [make_pair(build_messages(summary.instruction, summary.input, summary.output),
+                                task_family="summarize", format="free_text", difficulty="easy", length_band="short",
+                                source="human")]
 
 
-def test_teacher_samples_vote_on_label_rows_and_a_rerun_is_free(server, tmp_path):
-    spec = load_spec(write_spec(tmp_path, max_tokens=8, base_url=server))
-    config = dataclasses.replace(spec.gate.self_consistency, enabled=True, samples=2, cache=str(tmp_path / "c.sqlite"))
-    check = SelfConsistency(spec, config)
-    requests = check.samples(label_rows(spec)[0])
-    assert len({r.key for r in requests}) == 2 and len({r.prompt for r in requests}) == 1  # same prompt, own seeds
+def test_each_sample_is_the_same_request_with_its_own_seed(tmp_path):
+    spec = load_spec(write_spec(tmp_path))
+    check = SelfConsistency(spec, dataclasses.replace(spec.gate.self_consistency, samples=3))
+    requests = check.samples(Row(label_records(spec)[0], "runs/fixture", 1, 0))
+    assert len({r.key for r in requests}) == 3 and len({r.prompt for r in requests}) == 1
+    assert len({r.sampling["seed"] for r in requests}) == 3
 
-    rows = label_rows(spec)
-    result = check.run(rows)
-    stats = result.stats
+
+def test_gate_run_with_the_embedded_teacher_votes_on_label_rows_and_a_rerun_is_free(tmp_path):
+    doc = yaml.safe_load(write_spec(tmp_path, max_tokens=8).read_text())  # teacher.base_url null: embedded server
+    doc["gate"]["self_consistency"] = {"enabled": True, "samples": 2, "cache": "teacher-cache.sqlite"}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    spec = load_spec(tmp_path / "spec.yaml")
+    run = RunDir(tmp_path / "run")
+    run.create({"kind": "test", "status": "complete"})
+    for record in label_records(spec):
+        run.add_pair(record)
+
+    first = run_gate([run.path], spec, root=tmp_path / "releases")
+    stats = next(c["stats"] for c in first.manifest["checks"] if c["name"] == "self_consistency")
     assert stats["calls"] == 4 and stats["cached"] == 0 and stats["completion_tokens"] > 0
     assert stats["not_applicable"] == 1 and stats["no_answer"] == 0
-    assert stats["compared"] + stats["no_teacher_answer"] == 2
-    assert sum(stats["agreement"].values()) == stats["compared"]
-    assert "self_consistency" not in rows[2].scores and rows[2] in result.kept
-    for row in rows[:2]:
-        if "self_consistency" in row.scores:
-            assert row.scores["self_consistency"] in (0.0, 0.5, 1.0)
-    for x in result.rejected:
-        assert x.reason.startswith(f"self_consistency:disagrees: answer {x.row.record['messages'][-1]['content']}, "
-                                   "teacher majority ")
-        assert x.reason.endswith("/2)") and x.row.scores["self_consistency"] < 1.0
+    assert stats["compared"] + stats["no_teacher_answer"] == 2 and sum(stats["agreement"].values()) == stats["compared"]
     print("self_consistency:", stats)
+    kept = read_split(first.release, "train") + read_split(first.release, "eval")
+    rejected = [e for e in read_ledger(first.release) if e["check"] == "self_consistency"]
+    for record in kept + [e["record"] | {"scores": e["scores"]} for e in rejected]:
+        if record["task_family"] == "summarize":
+            assert "self_consistency" not in record["scores"]
+        elif stats["no_teacher_answer"] == 0:
+            assert record["scores"]["self_consistency"] in (0.0, 0.5, 1.0)
+    for entry in rejected:
+        label = entry["record"]["messages"][-1]["content"]
+        assert entry["reason"].startswith(f"self_consistency:disagrees: answer {label}, teacher majority ")
+        assert entry["reason"].endswith("/2)") and entry["scores"]["self_consistency"] < 1.0
 
-    again = SelfConsistency(spec, config).run(label_rows(spec))
-    assert again.stats["calls"] == 0 and again.stats["cached"] == 4
-    assert [x.reason for x in again.rejected] == [x.reason for x in result.rejected]
-    assert [r.scores for r in again.kept] == [r.scores for r in result.kept]
+    again = run_gate([run.path], spec, root=tmp_path / "releases-again")
+    stats_again = next(c["stats"] for c in again.manifest["checks"] if c["name"] == "self_consistency")
+    assert stats_again["calls"] == 0 and stats_again["cached"] == 4
+    assert sorted(e["reason"] for e in read_ledger(again.release) if e["check"] == "self_consistency") == \
+        sorted(e["reason"] for e in rejected)
