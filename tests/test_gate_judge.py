@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 import yaml
 
+from curator.errors import CuratorError
 from curator.gate.check import Row
 from curator.gate.checks.judge import Judge, parse_verdict, rubric
 from curator.gate.pipeline import run_gate
@@ -20,7 +21,7 @@ from curator.release.report import compute_figures, render_html
 from curator.release.store import open_release, read_split
 from curator.rundir import RunDir
 from curator.spec import SpecError, load_spec
-from curator.teacher.embedded import embedded_teacher
+from curator.teacher.embedded import embedded_teacher, free_port
 from generate_helpers import STARTER
 from loopback_proxy import LoopbackProxy
 
@@ -171,6 +172,13 @@ def test_malformed_verdicts_are_quarantined_and_counted(server, tmp_path):
     assert all("judge" not in x.row.scores for x in result.rejected if "unparseable" in x.reason)
     assert all("judge" in r.scores for r in result.kept)
     assert stats["prompt_tokens"] > 0  # the garbled replies still cost what the server counted
+
+
+def test_an_unreachable_judge_stops_the_gate_with_one_line(tmp_path):
+    spec = write_judge_spec(tmp_path, base_url=f"http://127.0.0.1:{free_port()}/v1")
+    with pytest.raises(CuratorError, match=r"^judge: teacher at http://127\.0\.0\.1:\d+/v1 not reachable: ") as error:
+        Judge.from_spec(spec).run(rows_of(seed_records(spec)))
+    assert "\n" not in str(error.value)
 
 
 def test_gate_run_writes_judge_scores_into_the_release_and_the_manifest(server, tmp_path):

@@ -70,7 +70,7 @@ def parse_verdict(text: str) -> Verdict | None:
 def rubric(spec: Spec, record: dict) -> str:
     """What a good response to this pair looks like: family, format, length, standards, refusal policy."""
     family = spec.family(record["task_family"])
-    band = spec.band(record.get("length_band") or family.length_band)
+    band = spec.band(family.length_band)  # the band the schema check measured the response against
     lines = [
         f"- Task family: {family.name} ({family.description})",
         f"- Format: {describe_format(spec.format(record['format']))}",

@@ -108,7 +108,8 @@ class SelfConsistency:
     def samples(self, row: Row) -> list[TeacherRequest]:
         """The teacher requests for the row's user turn, one per sample, each with its own seed."""
         record = row.record
-        slot = Slot(record["task_family"], record["format"], record["difficulty"], record["length_band"], 0,
+        family = self.spec.family(record["task_family"])
+        slot = Slot(family.name, record["format"], record["difficulty"], family.length_band, 0,
                     RESPOND, last_exchange(record["id"], row.origin, record["messages"]))
         request, _ = build_request(self.spec, slot)
         base = self.spec.teacher.sampling.seed
