@@ -8,13 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
 from curator.errors import CuratorError
 from curator.gate.check import Row
 from curator.gate.checks.reward_model import RewardModel
+from curator.gate.pipeline import run_gate
 from curator.records import build_messages, make_pair
-from curator.spec import RewardModelConfig
+from curator.release.store import read_ledger, read_split
+from curator.rundir import RunDir
+from curator.spec import RewardModelConfig, load_spec
+from generate_helpers import STARTER
 
 PAIRS = [
     ("Name a colour.", "Blue."),
@@ -86,3 +91,31 @@ def test_unusable_models_are_one_line_errors(tmp_path, monkeypatch):
     with pytest.raises(CuratorError, match=r"pip install 'instruct-curator\[train\]'") as error:
         RewardModel(RewardModelConfig(enabled=True, path=str(three))).run(rows())
     assert "\n" not in str(error.value)
+
+
+def test_gate_run_writes_rewards_and_a_duplicate_cluster_keeps_the_best_rewarded_row(tmp_path):
+    model = tiny_reward_model(tmp_path / "rm", labels=1)
+    doc = yaml.safe_load(STARTER.read_text())
+    doc["gate"].update({"content_defects": {"language": None}, "reward_model": {"enabled": True, "path": "rm"}})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    spec = load_spec(tmp_path / "spec.yaml")
+    assert spec.gate.reward_model.path == str(model)
+    # first, an exact duplicate (once normalised) of PAIRS[0] that the model scores lower: without the reward,
+    # the earliest row of the cluster would be kept (equal normalised lengths)
+    variant = ("name a colour", "blue")
+    records = [make_pair(build_messages(q, "", a), task_family="summarize", format="free_text", difficulty="easy",
+                         length_band="short", source="human") for q, a in [variant, *PAIRS]]
+    run = RunDir(tmp_path / "run")
+    run.create({"kind": "test", "status": "complete"})
+    for record in records:
+        run.add_pair(record)
+
+    report = run_gate([run.path], spec, root=tmp_path / "releases")
+    kept = read_split(report.release, "train") + read_split(report.release, "eval")
+    assert all(isinstance(r["scores"]["reward"], float) for r in kept)
+    duplicate = next(e for e in read_ledger(report.release) if e["check"] == "exact_dedup")
+    keeper = next(r for r in kept if r["id"] == duplicate["duplicate_of"])
+    assert (duplicate["id"], keeper["id"]) == (records[0]["id"], records[1]["id"])
+    assert keeper["scores"]["reward"] > duplicate["scores"]["reward"]
+    stats = next(c["stats"] for c in report.manifest["checks"] if c["name"] == "reward_model")
+    assert stats["checked"] == 7 and stats["score"] == "logit"
