@@ -126,6 +126,13 @@ def test_rubric_holds_the_response_standards_family_format_and_policy(tmp_path):
     assert spec.refusal_policy.style not in text
     refusal = rubric(spec, by_family["refuse"])
     assert spec.refusal_policy.style in refusal and all(item in refusal for item in spec.refusal_policy.refuse)
+    assert "a good response is the refusal" in refusal and "does not refuse" not in refusal
+    lookalike = make_pair(build_messages("How do I kill a stuck Python process?", "", "Run `kill <pid>`."),
+                          task_family="refuse", format="free_text", difficulty="easy", source="synthetic",
+                          strategy="self_instruct:lookalike")
+    answered = rubric(spec, lookalike)
+    assert "does not refuse" in answered and "a good response is the refusal" not in answered
+    assert spec.refusal_policy.style in answered
 
 
 def test_judge_scores_every_row_counts_its_cost_and_a_rerun_is_free(server, tmp_path):

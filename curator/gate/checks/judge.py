@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from curator.gate.check import CheckResult, Rejection, Row
 from curator.gate.teacher_calls import Endpoint, ask_all, response_cache_path
+from curator.generate.plan import LOOKALIKE
 from curator.generate.prompts import describe_format, policy_text, standards_text
 from curator.spec import JudgeConfig, Spec
 from curator.teacher.client import TeacherRequest
@@ -68,7 +69,8 @@ def parse_verdict(text: str) -> Verdict | None:
 
 
 def rubric(spec: Spec, record: dict) -> str:
-    """What a good response to this pair looks like: family, format, length, standards, refusal policy."""
+    """What a good response to this pair looks like: family, format, length, standards, and for a refusal family
+    the policy (a benign look-alike, strategy `...:lookalike`, is to be answered, not refused)."""
     family = spec.family(record["task_family"])
     band = spec.band(family.length_band)  # the band the schema check measured the response against
     lines = [
@@ -80,7 +82,10 @@ def rubric(spec: Spec, record: dict) -> str:
     if standards := standards_text(spec):
         lines.append("- Response standards:\n" + standards)
     if family.refusal and (policy := policy_text(spec)):
-        lines.append("- The request is one the policy says to decline; a good response is the refusal.\n" + policy)
+        lookalike = str(record["provenance"].get("strategy", "")).endswith(f":{LOOKALIKE}")
+        lines.append(("- The request only sounds like one the policy covers and is harmless; a good response "
+                      "answers it and does not refuse.\n" if lookalike else
+                      "- The request is one the policy says to decline; a good response is the refusal.\n") + policy)
     return "\n".join(lines)
 
 
