@@ -8,6 +8,7 @@ import http.client
 import json
 import re
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 import yaml
@@ -20,7 +21,7 @@ from curator.records import build_messages, make_pair
 from curator.release.report import compute_figures, render_html
 from curator.release.store import open_release, read_split
 from curator.rundir import RunDir
-from curator.spec import SpecError, load_spec
+from curator.spec import Spec, SpecError, load_spec
 from curator.teacher.embedded import embedded_teacher, free_port
 from generate_helpers import STARTER
 from loopback_proxy import LoopbackProxy
@@ -35,7 +36,7 @@ def server(tmp_path_factory):
         yield url
 
 
-def write_judge_spec(directory, **judge) -> object:
+def write_judge_spec(directory: Path, **judge) -> Spec:
     doc = yaml.safe_load(STARTER.read_text())
     doc["gate"]["judge"] = {"enabled": True, "threshold": 1, "cache": "judge-cache.sqlite", **judge}
     path = directory / "spec.yaml"
