@@ -15,7 +15,7 @@ import yaml
 
 from curator.errors import CuratorError
 from curator.gate.check import Row
-from curator.gate.checks.judge import Judge, parse_verdict, rubric
+from curator.gate.checks.judge import Judge, judge_request, parse_verdict, rubric
 from curator.gate.pipeline import run_gate
 from curator.records import build_messages, make_pair
 from curator.release.report import compute_figures, render_html
@@ -134,6 +134,18 @@ def test_rubric_holds_the_response_standards_family_format_and_policy(tmp_path):
     answered = rubric(spec, lookalike)
     assert "does not refuse" in answered and "a good response is the refusal" not in answered
     assert spec.refusal_policy.style in answered
+
+
+def test_long_pairs_are_cut_for_the_judge_and_say_so(tmp_path):
+    spec = write_judge_spec(tmp_path)
+    record = make_pair(build_messages("Summarize the text in one sentence.", "word " * 3000, "short " * 2000),
+                       task_family="summarize", format="free_text", difficulty="easy", source="human")
+    prompt = judge_request(spec, spec.gate.judge, record).prompt
+    assert len(re.findall(r"\[\.\.\. \d+ more characters not shown\]", prompt)) == 2  # the user turn and the response
+    assert "short " * 416 + "shor\n[... 9499 more characters not shown]" in prompt  # the response: 11,999 chars stripped
+    assert len(prompt) < 2 * 2500 + 2000
+    short = judge_request(spec, spec.gate.judge, seed_records(spec)[0]).prompt
+    assert "not shown" not in short and seed_records(spec)[0]["messages"][-1]["content"] in short
 
 
 def test_judge_scores_every_row_counts_its_cost_and_a_rerun_is_free(server, tmp_path):

@@ -29,6 +29,7 @@ from curator.teacher.client import TeacherRequest
 
 SPEAKERS = {"system": "System", "user": "User", "assistant": "Assistant"}
 REASON_CHARS = 120
+SHOWN_CHARS = 2500  # of the conversation and of the response each: the judge prompt fits a 2048-token context
 VERDICT_GRAMMAR = (  # the verdict's JSON shape, reason first, for llama.cpp's /v1/completions
     'root ::= "{\\"reason\\": \\"" reason "\\", \\"score\\": " score "}"\n'
     f'reason ::= [A-Za-z] [^"\\\\\\x7F\\x00-\\x1F]{{0,{REASON_CHARS - 1}}}\n'
@@ -97,11 +98,17 @@ def conversation(record: dict) -> tuple[str, str]:
     return turns, messages[last]["content"].strip()
 
 
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text`, or its first `limit` characters and a note of how many more the judge does not see."""
+    return text if len(text) <= limit else f"{text[:limit]}\n[... {len(text) - limit} more characters not shown]"
+
+
 def judge_request(spec: Spec, config: JudgeConfig, record: dict) -> TeacherRequest:
-    """The judge's request for one pair: greedy, a GBNF grammar for the verdict in completion mode."""
+    """The judge's request for one pair: greedy, a GBNF grammar for the verdict in completion mode; long
+    conversations and responses are cut to SHOWN_CHARS, saying so."""
     turns, response = conversation(record)
     task = (f"You review training data for an AI assistant. Rate the final response against this rubric:\n"
-            f"{rubric(spec, record)}\n\nConversation:\n{turns}\n\nResponse to rate:\n{response}")
+            f"{rubric(spec, record)}\n\nConversation:\n{shown(turns)}\n\nResponse to rate:\n{shown(response)}")
     sampling = {"temperature": 0.0, "top_p": 1.0, "max_tokens": config.max_tokens, "seed": 0}
     if config.mode == "chat":
         return TeacherRequest(model=config.model, sampling=sampling,
