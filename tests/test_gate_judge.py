@@ -177,6 +177,19 @@ def test_judge_scores_every_row_counts_its_cost_and_a_rerun_is_free(server, tmp_
     assert [set(r.scores) for r in only.kept] == [{"judge"}, set(), set(), set()]
 
 
+def test_chat_mode_sends_the_rubric_as_messages_and_accounts_for_every_reply(server, tmp_path):
+    spec = write_judge_spec(tmp_path, base_url=server, mode="chat", max_tokens=32)
+    records = seed_records(spec)[:2]
+    request = judge_request(spec, spec.gate.judge, records[0])
+    assert request.grammar is None and spec.response_standards.tone in request.messages[0]["content"]
+    result = Judge.from_spec(spec).run(rows_of(records))
+    stats = result.stats
+    assert stats["calls"] == 2 and stats["completion_tokens"] > 0
+    assert stats["unparseable"] + sum(stats["histogram"].values()) == 2 == len(result.kept) + len(result.rejected)
+    assert all(x.reason.startswith(("judge:unparseable: ", "judge:low_score: ")) for x in result.rejected)
+    print("chat-mode verdicts of the base model:", [x.reason[:60] for x in result.rejected])
+
+
 def test_malformed_verdicts_are_quarantined_and_counted(server, tmp_path):
     garbage = ["Score: seven", '{"score": 12, "reason": "too high"}']
     spec = write_judge_spec(tmp_path)
