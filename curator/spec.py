@@ -229,6 +229,45 @@ class SelectionConfig:
 
 
 @dataclass(frozen=True)
+class JudgeConfig:
+    """The LLM judge (curator/gate/checks/judge.py): scores each pair 1-10 against the spec's rubric."""
+
+    enabled: bool = False
+    base_url: str | None = None  # None: the embedded llama.cpp server serving `model`
+    model: str = "gemma-3-270m"
+    api_key_env: str = "OPENAI_API_KEY"
+    mode: str = "completion"  # completion (a GBNF grammar forces the verdict's shape) | chat
+    threshold: float = 5.0  # rows scored below it are rejected
+    max_tokens: int = 96
+    max_in_flight: int = 1
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    families: tuple[str, ...] = ()  # task families to judge; empty: all
+    cache: str | None = None  # response cache file; None: <cache dir>/teacher-responses.sqlite
+
+
+@dataclass(frozen=True)
+class SelfConsistencyConfig:
+    """Self-consistency (curator/gate/checks/self_consistency.py): the teacher answers again `samples` times."""
+
+    enabled: bool = False
+    samples: int = 3
+    families: tuple[str, ...] | None = None  # None: families with a label or json format, or named reason/classify/extract
+    cache: str | None = None  # response cache file; None: <cache dir>/teacher-responses.sqlite
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    """A local reward model (curator/gate/checks/reward_model.py): a Hugging Face sequence-classification directory."""
+
+    enabled: bool = False
+    path: str | None = None  # the model directory, relative to the spec's directory
+    threshold: float | None = None  # rows scored below it are rejected; None: score only
+    batch_size: int = 16
+    max_length: int = 512
+
+
+@dataclass(frozen=True)
 class GateConfig:
     exact_dedup: bool = True
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
@@ -244,6 +283,9 @@ class GateConfig:
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     relevance: RelevanceConfig = field(default_factory=RelevanceConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    self_consistency: SelfConsistencyConfig = field(default_factory=SelfConsistencyConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     plugins: tuple[tuple[str, dict], ...] = ()  # (entry point name, params) of plug-in checks, in order
     eval_fraction: float = 0.1
     min_train_rows: int = 1
@@ -386,6 +428,13 @@ def _cross_checks(doc: dict) -> list[tuple[tuple, str]]:
     semantic = doc.get("gate", {}).get("semantic_dedup", {})
     if semantic.get("candidate_threshold", 0) > semantic.get("threshold", 0.95):
         problems.append((("gate", "semantic_dedup", "candidate_threshold"), "must be <= threshold"))
+    for check in ("judge", "self_consistency"):
+        for j, name in enumerate(doc.get("gate", {}).get(check, {}).get("families") or ()):
+            if name not in names:
+                problems.append((("gate", check, "families", j), f"unknown task family {name!r}"))
+    reward = doc.get("gate", {}).get("reward_model", {})
+    if reward.get("enabled") and not reward.get("path"):
+        problems.append((("gate", "reward_model"), "an enabled reward model needs path (a model directory)"))
     total = sum(t["share"] for t in doc["task_families"])
     if abs(total - 1.0) > 1e-6:
         problems.append((("task_families",), f"shares must sum to 1 (they sum to {total:g})"))
@@ -424,6 +473,11 @@ def load_spec(path: str | Path) -> Spec:
         field_path, msg = problems[0]
         raise _error(path, lines, field_path, msg)
     return spec_from_dict(doc, path)
+
+
+def _relative_to(spec_path: Path, name: str | None) -> str | None:
+    """A path named in the spec, resolved against the spec's directory (None stays None)."""
+    return None if name is None else str((spec_path.parent / name).resolve())
 
 
 def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
@@ -468,6 +522,18 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
                                          for k, v in ga.get("grounding", {}).items()})
     ga["relevance"] = RelevanceConfig(**ga.get("relevance", {}))
     ga["selection"] = SelectionConfig(**ga.get("selection", {}))
+    judge = dict(ga.get("judge", {}))
+    judge["families"] = tuple(judge.get("families", ()))
+    judge["cache"] = _relative_to(path, judge.get("cache"))
+    ga["judge"] = JudgeConfig(**judge)
+    consistency = dict(ga.get("self_consistency", {}))
+    if consistency.get("families") is not None:
+        consistency["families"] = tuple(consistency["families"])
+    consistency["cache"] = _relative_to(path, consistency.get("cache"))
+    ga["self_consistency"] = SelfConsistencyConfig(**consistency)
+    reward = dict(ga.get("reward_model", {}))
+    reward["path"] = _relative_to(path, reward.get("path"))
+    ga["reward_model"] = RewardModelConfig(**reward)
     ga["plugins"] = tuple((name, dict(params or {})) for name, params in ga.get("plugins", {}).items())
     return Spec(
         name=doc["name"],

@@ -17,13 +17,16 @@ from curator.gate.checks.content_defects import ContentDefects
 from curator.gate.checks.decontaminate import Decontaminate
 from curator.gate.checks.exact_dedup import ExactDedup
 from curator.gate.checks.grounding import Grounding
+from curator.gate.checks.judge import Judge
 from curator.gate.checks.label_consistency import LabelConsistency
 from curator.gate.checks.near_dedup import NearDedup, NearDedupConfig, PriorReleaseDedup, ReleasedRow
 from curator.gate.checks.pii import PIICheck
 from curator.gate.checks.refusal_policy import RefusalPolicy
 from curator.gate.checks.relevance import Relevance, relevance_on
+from curator.gate.checks.reward_model import RewardModel
 from curator.gate.checks.schema import SchemaCheck
 from curator.gate.checks.selection import Selection
+from curator.gate.checks.self_consistency import SelfConsistency
 from curator.gate.checks.semantic_dedup import SemanticDedup
 from curator.gate.registry import CheckEntry, GateContext, build_from, plugin_checks
 from curator.gate.screening import Screening
@@ -109,6 +112,10 @@ ROW_CHECKS: list[CheckEntry] = [
     CheckEntry("labels", lambda spec: spec.gate.labels.enabled, lambda spec, ctx: LabelConsistency.from_spec(spec)),
     CheckEntry("grounding", lambda spec: spec.gate.grounding.enabled, lambda spec, ctx: Grounding.from_spec(spec)),
     CheckEntry("relevance", relevance_on, lambda spec, ctx: Relevance.from_spec(spec)),
+    CheckEntry("self_consistency", lambda spec: spec.gate.self_consistency.enabled,
+               lambda spec, ctx: SelfConsistency.from_spec(spec)),
+    CheckEntry("reward_model", lambda spec: spec.gate.reward_model.enabled, lambda spec, ctx: RewardModel.from_spec(spec)),
+    CheckEntry("judge", lambda spec: spec.gate.judge.enabled, lambda spec, ctx: Judge.from_spec(spec)),
     CheckEntry("release_dedup", lambda spec: NearDedupConfig.from_spec(spec).against_releases
                and (spec.gate.exact_dedup or spec.gate.minhash.enabled), _prior_release_dedup),
     CheckEntry("exact_dedup", lambda spec: spec.gate.exact_dedup, lambda spec, ctx: ExactDedup()),

@@ -12,6 +12,8 @@ release rows themselves:
                 duplicates joins that row's cluster; sizes counted (keeper included)
   gender terms  mentions of a small gender lexicon (`GENDER_TERMS`, whole lowercase words) in user
                 turns and responses; a screen, not a measurement: "his"/"her" may be possessives of anyone
+  scores        distributions of the judge and reward-model scores (`row.scores`) of kept and rejected rows,
+                when the gate wrote any
   refusals      share of responses per family that open as a refusal (`curator.text_signals.is_refusal`,
                 the detector the gate and the evaluation use), next to the spec's refusal families
   embedding map user turns embedded with all-MiniLM-L6-v2 (offline, CPU), centred and projected on
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from curator.errors import CuratorError
-from curator.gate.check import stats_summary
+from curator.gate.check import QUALITY_SCORES, stats_summary
 from curator.paths import data_root
 from curator.records import assistant_text, user_text
 from curator.release import plots
@@ -90,6 +92,7 @@ class Figures:
     kept_examples: dict[str, list[dict]] = field(default_factory=dict)
     rejected_examples: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
     rejected_counts: Counter = field(default_factory=Counter)
+    scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # judge / reward -> kept / rejected -> values
 
 
 def _reason_kind(reason: str) -> str:
@@ -122,6 +125,17 @@ def _embedding_map(release: Release, families: list[str], sample: int) -> tuple[
     total = len(release.train) + len(release.eval)
     return points, (f"{len(rows)} of {total} rows; the two components explain {explained:.0%} of the variance "
                     f"of the all-MiniLM-L6-v2 embeddings of the user turns")
+
+
+def _quality_scores(kept: list[dict], rejected: list[dict]) -> dict[str, dict[str, list[float]]]:
+    """The quality scores (judge, reward) of kept and rejected rows, for each score some row carries."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for name in QUALITY_SCORES:
+        sides = {side: [r["scores"][name] for r in rows if name in (r.get("scores") or {})]
+                 for side, rows in (("kept", kept), ("rejected", rejected))}
+        if sides["kept"] or sides["rejected"]:
+            out[name] = sides
+    return out
 
 
 def compute_figures(release: Release, embed: bool = True, embed_sample: int = 2000) -> Figures:
@@ -171,6 +185,7 @@ def compute_figures(release: Release, embed: bool = True, embed_sample: int = 20
         kept_examples=dict(kept_examples),
         rejected_examples=dict(rejected_examples),
         rejected_counts=rejected_counts,
+        scores=_quality_scores(records, release.rejected),
     )
     if embed:
         figures.embedding, figures.embedding_note = _embedding_map(release, families, embed_sample)
@@ -236,6 +251,11 @@ def _charts(f: Figures) -> dict[str, str]:
                             "Share of responses opening with a refusal phrase. Refusal families in the spec: "
                             + (", ".join(f.refusal_families) or "none") + "."),
     }
+    charts["scores"] = "".join(
+        _figure(plots.histogram(f"chart-{name}-scores", f"{name.capitalize()} scores", list(sides.items()), bins=10,
+                                xlabel="score"),
+                f"{name} scores the gate wrote, of kept rows and of rows it rejected (by any check).")
+        for name, sides in f.scores.items())
     if f.embedding is not None:
         charts["embedding"] = _figure(plots.scatter("chart-embedding", "Embedding map of user turns (PCA)",
                                                     f.embedding, fams), f.embedding_note)
@@ -300,7 +320,7 @@ def render_html(release: Release, f: Figures) -> str:
 <p class="note">Datasheet: <code>DATASHEET.md</code> next to this page. Verify the release with <code>curator verify {escape(release.name)}</code>.</p>
 <h2 id="mix">Mix</h2><div class="grid">{charts["mix"]}</div>{cells}
 <h2 id="lengths">Lengths</h2>{charts["lengths"]}
-<h2 id="gate">Gate</h2><div class="grid">{charts["funnel"]}{charts["duplicates"]}</div>{checks}
+<h2 id="gate">Gate</h2><div class="grid">{charts["funnel"]}{charts["duplicates"]}{charts["scores"]}</div>{checks}
 <h3>Verdicts</h3>{verdicts}
 <h2 id="bias">Bias screens</h2><div class="grid">{charts["gender"]}{charts["refusals"]}</div>
 <h2 id="embedding">Embedding map</h2>{charts["embedding"]}
