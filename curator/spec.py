@@ -193,6 +193,17 @@ class ScreeningConfig:
     reject_unexpected_refusals: bool = False
 
 
+REVIEW_REASONS = ("wrong or unsupported answer", "does not follow the instruction", "unsafe or should be refused",
+                  "format broken", "unhelpful or low quality", "other")
+
+
+@dataclass(frozen=True)
+class HumanReviewConfig:
+    ledger: str | None = None  # review ledger (JSONL) the gate obeys, relative to the spec's directory
+    protect_from: tuple[str, ...] = ()  # checks whose rejection a person's accept overrides
+    reasons: tuple[str, ...] = REVIEW_REASONS  # the reject reasons a reviewer picks from (plus free text)
+
+
 @dataclass(frozen=True)
 class GateConfig:
     exact_dedup: bool = True
@@ -202,6 +213,7 @@ class GateConfig:
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     semantic_dedup: SemanticDedupConfig = field(default_factory=SemanticDedupConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
+    human_review: HumanReviewConfig = field(default_factory=HumanReviewConfig)
     eval_fraction: float = 0.1
     min_train_rows: int = 1
     max_reject_share: float = 0.9
@@ -418,6 +430,10 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
     ga["decontamination"] = DecontaminationConfig(**deco)
     ga["semantic_dedup"] = SemanticDedupConfig(**ga.get("semantic_dedup", {}))
     ga["screening"] = ScreeningConfig(**ga.get("screening", {}))
+    review = dict(ga.get("human_review", {}))
+    if review.get("ledger"):
+        review["ledger"] = str((path.parent / review["ledger"]).resolve())
+    ga["human_review"] = HumanReviewConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in review.items()})
     return Spec(
         name=doc["name"],
         description=doc.get("description", ""),

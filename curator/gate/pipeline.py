@@ -14,6 +14,7 @@ from curator.gate.check import Check, Row, progress
 from curator.gate.checks.content_defects import ContentDefects
 from curator.gate.checks.decontaminate import Decontaminate
 from curator.gate.checks.exact_dedup import ExactDedup
+from curator.gate.checks.human_review import HumanReview
 from curator.gate.checks.near_dedup import NearDedup, NearDedupConfig, PriorReleaseDedup, ReleasedRow
 from curator.gate.checks.pii import PIICheck
 from curator.gate.checks.schema import SchemaCheck
@@ -75,11 +76,12 @@ def released_rows(root: Path) -> list[ReleasedRow]:
     return out
 
 
-def build_checks(spec: Spec, releases: Path) -> list[Check]:
+def build_checks(spec: Spec, releases: Path, review_ledger: Path | None = None) -> list[Check]:
     """The checks the spec's gate section switches on, in the order they run.
 
     Duplicates of earlier releases go first, so a row that repeats an older release is rejected
-    against it and never becomes the keeper of an in-batch cluster.
+    against it and never becomes the keeper of an in-batch cluster. Human review (a ledger given or named by
+    the spec) goes first, so edited pairs meet every check.
     """
     gate = spec.gate
     near = NearDedupConfig.from_spec(spec)
@@ -102,6 +104,9 @@ def build_checks(spec: Spec, releases: Path) -> list[Check]:
         checks.append(SemanticDedup.from_spec(spec))
     if gate.screening.enabled:
         checks.append(Screening.from_spec(spec))
+    if review_ledger or gate.human_review.ledger:
+        review = HumanReview.from_spec(spec, review_ledger)
+        checks = [review, *review.protect(checks)]
     return checks
 
 
@@ -119,7 +124,7 @@ def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[di
         started = time.perf_counter()
         result = check.run(kept)
         seconds = time.perf_counter() - started
-        assert len(result.kept) + len(result.rejected) == len(kept), f"{check.name} lost rows"
+        assert len(result.kept) + len(result.rejected) == len(kept) + len(result.added), f"{check.name} lost rows"
         by_family: Counter[str] = Counter()
         for rej in result.rejected:
             record = rej.row.record
@@ -137,12 +142,13 @@ def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[di
         reports.append({
             "name": check.name,
             "removed": len(result.rejected),
+            "added": len(result.added),
             "removed_by_family": dict(sorted(by_family.items())),
             "seconds": round(seconds, 3),
             "stats": result.stats,
         })
         kept = result.kept
-    assert len(kept) + len(ledger) == len(rows), "gate rows do not add up"
+    assert len(kept) + len(ledger) == len(rows) + sum(r["added"] for r in reports), "gate rows do not add up"
     resolve_keepers(ledger, {r.id for r in kept})
     return kept, ledger, reports
 
@@ -189,7 +195,8 @@ def _input_summary(run: RunDir, rows_read: int) -> dict:
 
 
 def run_gate(
-    run_dirs: list[str | Path], spec: Spec, root: Path | None = None, name: str | None = None, notes: str | None = None
+    run_dirs: list[str | Path], spec: Spec, root: Path | None = None, name: str | None = None, notes: str | None = None,
+    review_ledger: Path | None = None,
 ) -> GateReport:
     """Gate the pairs of `run_dirs` against `spec` and write the next release (optionally named) under `root`."""
     root = releases_root() if root is None else Path(root)
@@ -202,7 +209,7 @@ def run_gate(
     if not rows:
         raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
     clock.lap("read")
-    checks = build_checks(spec, root)
+    checks = build_checks(spec, root, review_ledger)
     clock.lap("earlier_releases")
     kept_rows, ledger, check_reports = run_checks(checks, rows)
     clock.lap("checks")
@@ -238,6 +245,7 @@ def run_gate(
         "inputs": [_input_summary(run, rows_per_run[str(run.path)]) for run in runs],
         "teacher_models": sorted({m for r in kept if (m := r["provenance"].get("teacher_model"))}),
         "seconds": clock.laps,  # wall time per gate phase, before the release is written
+        "review": next((c["stats"]["review"] for c in check_reports if c["name"] == "human_review"), None),
     }
     path = write_release(train=train, eval=evals, rejected=ledger, manifest=manifest,
                          certified=not failed, failed_verdicts=failed, root=root, name=name, notes=notes)
