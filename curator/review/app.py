@@ -178,6 +178,9 @@ def build_app(state: ReviewState) -> Starlette:
         body, kind = (script, "text/javascript") if name == "app.js" else (style, "text/css")
         return Response(body, media_type=f"{kind}; charset=utf-8")
 
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)
+
     async def queue_page(request: Request) -> Response:
         if denied := guard(request):
             return denied
@@ -257,7 +260,7 @@ def build_app(state: ReviewState) -> Starlette:
         return await commit({"reviewer": body["reviewer"], "decision": "undo"})
 
     app = Starlette(routes=[
-        Route("/", index), Route("/assets/{name:str}", asset),
+        Route("/", index), Route("/assets/{name:str}", asset), Route("/favicon.ico", no_icon),
         Route("/api/queue", queue_page), Route("/api/item/{index:int}", item), Route("/api/next", next_open),
         Route("/api/decide", decide, methods=["POST"]), Route("/api/undo", undo, methods=["POST"]),
     ])

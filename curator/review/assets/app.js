@@ -101,8 +101,8 @@ async function send(path, body) {
   try {
     const r = await api(path, {reviewer, ...body});
     flash(`${r.decision} recorded (#${r.seq})`);
-    document.body.dataset.seq = r.seq;
     await show(r.decision === "undo" ? r.index : (r.next !== null ? r.next : current));
+    document.body.dataset.seq = r.seq;
   } catch (e) {
     flash(e.message, true);
   }
