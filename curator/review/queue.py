@@ -188,6 +188,7 @@ def build_queue(items: list[Item], sample_size: int = 200, overlap: float = 0.1,
     items = list(unique.values())
     by_cell: dict[tuple, list[Item]] = {}
     for item in sorted(items, key=lambda i: i.id):
+        item.sample, item.want = False, 1
         by_cell.setdefault(item.cell, []).append(item)
     rng = random.Random(seed)
     total = len(items) or 1

@@ -60,15 +60,16 @@ def review_summary(per_pair: dict[str, dict[str, dict]], rows_per_cell: dict[tup
     """The review section of a release: `per_pair` (pair id -> reviewer -> live decision), the gate's input
     rows per cell (family, format, difficulty), and the automatic checks to estimate."""
     verdicts = {pid: pair_verdict(d) for pid, d in per_pair.items() if d}
+    in_sample = {pid for pid, d in per_pair.items() if any(x.get("sample") for x in d.values())}
+    flagged_by = {pid: {c for x in d.values() for c in (x.get("findings") or ())} for pid, d in per_pair.items()}
     reviewed = Counter(tuple(v.get("cell") or ("?", "?", "?")) for v in verdicts.values())
     coverage = [{"cell": list(cell), "rows": rows_per_cell.get(cell, 0), "reviewed": reviewed[cell],
                  "share": _ratio(reviewed[cell], rows_per_cell.get(cell, 0))}
                 for cell in sorted(set(rows_per_cell) | set(reviewed))]
     two = [sorted(d.values(), key=lambda x: x["reviewer"])[:2] for d in per_pair.values() if len(d) >= 2]
     kappa_pairs = [(a["decision"], b["decision"]) for a, b in two]
-    sample = [v for v in verdicts.values() if v.get("sample")]
-    flagged_by = {pid: set(v.get("findings") or ()) for pid, v in verdicts.items()}
-    names = sorted(set(checks) | {c for v in sample for c in (v.get("findings") or ())})
+    sample = [v for pid, v in verdicts.items() if pid in in_sample]
+    names = sorted(set(checks) | {c for v in sample for c in flagged_by[v["pair_id"]]})
     estimates = []
     bad = sum(is_bad(v) for v in sample)
     for name in names:

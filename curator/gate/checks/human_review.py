@@ -71,6 +71,7 @@ class HumanReview:
         self.per_pair = Decisions.of(read_ledger_lines(self.ledger)).per_pair()
         self.verdicts = {pid: pair_verdict(d) for pid, d in self.per_pair.items() if d}
         self.protect_from = protect_from
+        self.estimated: list[str] = []  # the automatic checks whose precision and recall the review estimates
 
     @classmethod
     def from_spec(cls, spec: Spec, ledger: str | Path | None = None) -> "HumanReview":
@@ -81,7 +82,9 @@ class HumanReview:
         return cls(Path(path), spec.gate.human_review.protect_from)
 
     def protect(self, checks: list[Check]) -> list[Check]:
-        """`checks` with those named in `protect_from` made to keep the pairs a person accepted."""
+        """`checks` with those named in `protect_from` made to keep the pairs a person accepted; all of them get
+        precision and recall estimates in the review section."""
+        self.estimated = [c.name for c in checks]
         accepted = frozenset(pid for pid, v in self.verdicts.items() if v["decision"] == "accept")
         return [_Protected(c, accepted) if c.name in self.protect_from else c for c in checks]
 
@@ -112,6 +115,6 @@ class HumanReview:
             "edited": len(added),
             "not_in_input": len(set(self.verdicts) - seen),
             "protect_from": list(self.protect_from),
-            "review": review_summary(self.per_pair, cells, []),
+            "review": review_summary(self.per_pair, cells, self.estimated),
         }
         return CheckResult(kept, rejected, stats, added)
