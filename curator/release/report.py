@@ -18,6 +18,8 @@ release rows themselves:
                 their first two principal components (numpy SVD), coloured by task family; at most
                 `embed_sample` rows (the lowest ids: ids are content hashes, so this is an unbiased sample)
   examples      kept rows per family and rejected rows per check and reason, HTML-escaped
+  human review  the manifest's `review` section (`curator.review.stats`): coverage per cell, Cohen's kappa,
+                each check's precision and recall against people on the random sample
 
 The report goes to `<data root>/reports/release-vN/` by default: releases are write-once.
 """
