@@ -266,6 +266,7 @@ def test_state_changes_need_the_csrf_token_and_same_origin(story):
         assert form.status_code == 415
         page = httpx.get(server.base + "/")
         assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert httpx.get(server.base + "/", headers={"Host": "rebound.example"}).status_code == 400
         assert all(line["reviewer"] != "mallory" for line in read_ledger_lines(s.ledger))
     finally:
         server.close()
@@ -276,8 +277,16 @@ def test_state_changes_need_the_csrf_token_and_same_origin(story):
         assert httpx.get(local + "/").status_code == 403
         assert httpx.get(local + "/api/queue", params={"reviewer": "x"}).status_code == 403
         with httpx.Client() as client:
-            assert client.get(local + "/", params={"token": token}, follow_redirects=True).status_code == 200
+            page = client.get(local + "/", params={"token": token}, follow_redirects=True)
+            assert page.status_code == 200 and "token=" not in str(page.url)
             assert client.get(local + "/api/queue", params={"reviewer": "x"}).json()["total"] == 1
+            csrf = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+            edit = {"reviewer": "x", "index": 0, "decision": "edit", "field": "instruction", "text": "Describe it."}
+            assert client.post(local + "/api/decide", json=edit, headers={"X-CSRF-Token": csrf}).status_code == 200
+        line = read_ledger_lines(s.ledger.with_name("t.jsonl"))[-1]
+        assert (line["field"], line["old_text"], line["messages"][0]["content"]) == ("instruction", XSS_USER,
+                                                                                     "Describe it.")
+        assert f"-{XSS_USER}" in line["diff"] and "+Describe it." in line["diff"]
     finally:
         outside.close()
 

@@ -6,8 +6,9 @@ pair open to the reviewer; `POST /api/decide` and `POST /api/undo` change state.
 
 Safety: every text reaches the page as JSON and is put in place with `textContent`, and a strict
 Content-Security-Policy allows only this server's script; POSTs must be JSON, carry the per-start
-`X-CSRF-Token` the page was served with, and come from this origin; with an access token (required when
-binding beyond loopback) every request needs it, given once as `?token=` and kept in a same-site cookie.
+`X-CSRF-Token` the page was served with, and come from this origin; on loopback only loopback Host headers
+are served (no DNS rebinding); with an access token (required when binding beyond loopback) every request
+needs it, given once as `?token=` and kept in a same-site cookie.
 The app writes only its ledger, never inside a release.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from importlib import resources
 from string import Template
 
 from starlette.applications import Starlette
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -63,6 +65,7 @@ class ReviewState:
     reasons: list[str]
     title: str
     access_token: str | None = None
+    allowed_hosts: tuple[str, ...] = ("*",)  # Host headers served (loopback names only, against DNS rebinding)
     csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     position: dict[str, int] = field(init=False)  # pair id -> queue index
 
@@ -112,7 +115,7 @@ class ReviewState:
         note = body.get("note")
         if note is not None and (not isinstance(note, str) or len(note) > 2000):
             raise ValueError("note: text of at most 2000 characters")
-        entry["note"] = note.strip() or None if isinstance(note, str) else None
+        entry["note"] = (note.strip() or None) if isinstance(note, str) else None
         if decision == "reject":
             if body.get("reason") not in self.reasons:
                 raise ValueError(f"reason: one of {self.reasons}")
@@ -139,7 +142,7 @@ def _authorised(state: ReviewState, request: Request) -> bool:
     if state.access_token is None:
         return True
     given = request.cookies.get("review_token") or request.query_params.get("token") or ""
-    return secrets.compare_digest(given, state.access_token)
+    return secrets.compare_digest(given.encode(), state.access_token.encode())
 
 
 def _reviewer(value: object) -> str:
@@ -221,7 +224,7 @@ def build_app(state: ReviewState) -> Starlette:
         if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host')}":
             return None, JSONResponse({"error": "cross-origin request refused"}, 403)
         token = request.headers.get("x-csrf-token", "")
-        if not secrets.compare_digest(token, state.csrf_token):
+        if not secrets.compare_digest(token.encode(), state.csrf_token.encode()):
             return None, JSONResponse({"error": "missing or wrong X-CSRF-Token"}, 403)
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return None, JSONResponse({"error": "send JSON"}, 415)
@@ -264,7 +267,7 @@ def build_app(state: ReviewState) -> Starlette:
         Route("/api/queue", queue_page), Route("/api/item/{index:int}", item), Route("/api/next", next_open),
         Route("/api/decide", decide, methods=["POST"]), Route("/api/undo", undo, methods=["POST"]),
     ])
-    return SecurityHeaders(app)
+    return SecurityHeaders(TrustedHostMiddleware(app, allowed_hosts=list(state.allowed_hosts)))
 
 
 class SecurityHeaders:

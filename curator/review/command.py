@@ -27,14 +27,23 @@ from curator.spec import REVIEW_REASONS, load_spec
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+def share(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
 def default_ledger(sources: list[str]) -> Path:
     return data_root() / "reviews" / ("+".join(Path(s).name for s in sources) + ".jsonl")
 
 
-def _check_outside_releases(ledger: Path) -> None:
-    root = releases_root().resolve()
-    if ledger.resolve().is_relative_to(root):
-        raise CuratorError(f"{ledger}: releases are write-once; keep the review ledger outside {root}")
+def _check_outside_releases(ledger: Path, sources: list[str]) -> None:
+    """CuratorError when `ledger` would lie under the releases root or inside a release being reviewed."""
+    for place in (releases_root(), *(Path(s) for s in sources if (Path(s) / "manifest.json").is_file())):
+        if ledger.resolve().is_relative_to(place.resolve()):
+            raise CuratorError(f"{ledger}: releases are write-once; keep the review ledger outside {place}")
 
 
 def _reasons(args: argparse.Namespace, sources: list[str]) -> list[str]:
@@ -74,7 +83,7 @@ def _is_loopback(host: str) -> bool:
 def _run(args: argparse.Namespace) -> int:
     items, sources = load_items(args.targets)
     ledger_path = Path(args.ledger) if args.ledger else default_ledger(sources)
-    _check_outside_releases(ledger_path)
+    _check_outside_releases(ledger_path, sources)
     if args.preferences:
         rows = edit_preference_rows(Decisions.of(read_ledger_lines(ledger_path)).per_pair())
         from trainer.battery.preference import write_dpo_jsonl
@@ -85,10 +94,11 @@ def _run(args: argparse.Namespace) -> int:
     from curator.review.app import ReviewState, build_app
 
     queue = build_queue(items, sample_size=args.sample, overlap=args.overlap, seed=args.seed)
-    token = None if _is_loopback(args.host) else secrets.token_urlsafe(18)
+    loopback = _is_loopback(args.host)
+    token = None if loopback else secrets.token_urlsafe(18)
     ledger = ReviewLedger(ledger_path)
     state = ReviewState(queue, ledger, _reasons(args, sources), title=", ".join(Path(s).name for s in sources),
-                        access_token=token)
+                        access_token=token, allowed_hosts=LOOPBACK + (args.host,) if loopback else ("*",))
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/" + (f"?token={token}" if token else "")
@@ -114,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need the token)")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     p.add_argument("--sample", type=positive_int, default=200, help="size of the random stratified sample")
-    p.add_argument("--overlap", type=float, default=0.1, help="share of the sample asked of two reviewers")
+    p.add_argument("--overlap", type=share, default=0.1, help="share of the sample asked of two reviewers (0-1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample (the same seed, the same queue)")
     p.add_argument("--spec", help="spec whose gate.human_review.reasons the reviewers pick from")
     p.add_argument("--preferences", metavar="OUT_JSONL",

@@ -9,7 +9,8 @@ stratified sample) and `findings` (automatic checks that flagged it) are copied 
 alone is enough to estimate each check's precision and recall.
 
 Writes go through one writer thread that commits whatever has arrived in a group: write, flush, fsync,
-then every waiting caller is answered (group commit). A killed process therefore loses at most the
+then every waiting caller is answered (group commit). Only that thread changes `Decisions`, replacing a
+pair's mapping rather than changing it, so readers on other threads need no lock. A killed process therefore loses at most the
 decisions not yet acknowledged, and a torn last line is cut when the ledger is opened again.
 """
 from __future__ import annotations
@@ -77,18 +78,24 @@ class Decisions:
             if line["undoes"] in seqs:
                 seqs.remove(line["undoes"])
                 undone = self.live.pop(line["undoes"])
-                pair = self.latest[undone["pair_id"]]
+                pair = dict(self.latest[undone["pair_id"]])
                 earlier = [s for s in seqs if self.live[s]["pair_id"] == undone["pair_id"]]
                 if earlier:
                     pair[reviewer] = self.live[earlier[-1]]
                 else:
                     del pair[reviewer]
-                    if not pair:
-                        del self.latest[undone["pair_id"]]
+                self._set(undone["pair_id"], pair)
             return
         self.live[seq] = line
         self.by_reviewer.setdefault(reviewer, []).append(seq)
-        self.latest.setdefault(line["pair_id"], {})[reviewer] = line
+        self._set(line["pair_id"], {**self.latest.get(line["pair_id"], {}), reviewer: line})
+
+    def _set(self, pair_id: str, by_reviewer: dict[str, dict]) -> None:
+        """Replace (never mutate) a pair's mapping, so a reader in another thread never sees it change size."""
+        if by_reviewer:
+            self.latest[pair_id] = by_reviewer
+        else:
+            self.latest.pop(pair_id, None)
 
     def of_pair(self, pair_id: str) -> dict[str, dict]:
         """reviewer -> live decision on `pair_id`."""
@@ -111,7 +118,6 @@ class ReviewLedger:
         self._next_seq = max((line["seq"] for line in lines), default=0) + 1
         self._file = open(self.path, "ab")
         self._pending: queue.Queue[tuple[dict, Future] | None] = queue.Queue()
-        self.lock = threading.Lock()  # held by the writer while it changes `decisions`; readers take it too
         self._writer = threading.Thread(target=self._write_loop, name="review-ledger", daemon=True)
         self._writer.start()
 
@@ -153,22 +159,21 @@ class ReviewLedger:
                     break
             stop = None in batch
             written: list[tuple[dict, Future]] = []
-            with self.lock:
-                for item in batch:
-                    if item is None:
-                        continue
-                    entry, done = item
-                    try:
-                        line = self._prepare(entry)
-                    except ReviewError as e:
-                        done.set_exception(e)
-                        continue
-                    self.decisions.apply(line)
-                    self._file.write((json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8"))
-                    written.append((line, done))
-                if written:
-                    self._file.flush()
-                    os.fsync(self._file.fileno())
+            for item in batch:
+                if item is None:
+                    continue
+                entry, done = item
+                try:
+                    line = self._prepare(entry)
+                except ReviewError as e:
+                    done.set_exception(e)
+                    continue
+                self.decisions.apply(line)
+                self._file.write((json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8"))
+                written.append((line, done))
+            if written:
+                self._file.flush()
+                os.fsync(self._file.fileno())
             for line, done in written:
                 done.set_result(line)
             if stop:
