@@ -213,6 +213,7 @@ class GateConfig:
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     semantic_dedup: SemanticDedupConfig = field(default_factory=SemanticDedupConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
+    plugins: tuple[tuple[str, dict], ...] = ()  # (entry point name, params) of plug-in checks, in order
     human_review: HumanReviewConfig = field(default_factory=HumanReviewConfig)
     eval_fraction: float = 0.1
     min_train_rows: int = 1
@@ -430,6 +431,7 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
     ga["decontamination"] = DecontaminationConfig(**deco)
     ga["semantic_dedup"] = SemanticDedupConfig(**ga.get("semantic_dedup", {}))
     ga["screening"] = ScreeningConfig(**ga.get("screening", {}))
+    ga["plugins"] = tuple((name, dict(params or {})) for name, params in ga.get("plugins", {}).items())
     review = dict(ga.get("human_review", {}))
     if review.get("ledger"):
         review["ledger"] = str((path.parent / review["ledger"]).resolve())

@@ -12,7 +12,8 @@ from curator.gate.check import Row
 from curator.gate.pipeline import build_checks, run_checks, run_gate
 from curator.records import build_messages, make_pair
 from curator.review.ledger import Decisions, ReviewError, ReviewLedger, read_ledger_lines
-from curator.review.queue import Finding, Item, build_queue, load_items, numeric_findings, reason_finding
+from curator.review.queue import (Finding, Item, build_queue, load_items, numeric_findings, reason_finding,
+                                  release_thresholds)
 from curator.review.stats import cohen_kappa, review_summary, wilson
 from curator.rundir import RunDir
 from curator.spec import load_spec
@@ -153,6 +154,12 @@ def test_queue_puts_the_least_sure_first_then_hits_then_the_stratified_sample():
     assert reason_finding("pii", "pii: email in user", {}).score is None
     generic = numeric_findings({"findings": {"judge": {"score": 6.5, "threshold": 7}}, "scores": {"relevance": [0.31, 0.3]}})
     assert [(f.check, f.score, f.threshold) for f in generic] == [("judge", 6.5, 7.0), ("relevance", 0.31, 0.3)]
+    manifest = {"gate": {"relevance": {"threshold": 0.3}, "minhash": {"threshold": 0.8}},
+                "checks": [{"name": "judge", "stats": {"threshold": 7}}, {"name": "pii", "stats": {}}]}
+    assert release_thresholds(manifest) == {"relevance": 0.3, "minhash": 0.8, "judge": 7.0}
+    bare = numeric_findings({"scores": {"judge": 6.9, "relevance": 0.9, "reward": 0.2}},
+                            thresholds=release_thresholds(manifest))
+    assert [(f.check, f.score, f.threshold) for f in bare] == [("judge", 6.9, 7.0), ("relevance", 0.9, 0.3)]
 
     def item(i: int, family: str, findings: list[Finding]) -> Item:
         return Item(pair(f"Question number {i} about {family}?", f"Answer {i}.") | {"task_family": family}, "kept",

@@ -26,6 +26,7 @@ class Row:
     input: str  # the run directory it was read from
     line: int  # 1-based line in that run's pairs.jsonl
     order: int  # position among all gate inputs: ties go to the earliest
+    scores: dict[str, float] = field(default_factory=dict, compare=False)  # per-row findings of checks (judge, relevance, ...)
 
     @property
     def id(self) -> str | None:
@@ -59,13 +60,23 @@ class Check(Protocol):
         ...
 
 
-def keep_rank(row: Row) -> tuple[int, int]:
-    """The keep rule for duplicates: the longest response wins; on a tie, the earliest input row.
+QUALITY_SCORES = ("judge", "reward")  # per-row scores that rank quality, first present wins
+
+
+def quality(row: Row) -> float | None:
+    """The row's quality score: its judge score, else its reward score, else None (not scored)."""
+    return next((row.scores[k] for k in QUALITY_SCORES if k in row.scores), None)
+
+
+def keep_rank(row: Row) -> tuple[float, int, int]:
+    """The keep rule for duplicates: the best quality score wins (unscored rows after scored ones);
+    then the longest response; on a tie, the earliest input row.
 
     Length is counted on the normalised response, so variants that differ only in case, spacing or
     punctuation tie. The row with the smallest rank in a group of duplicates is kept.
     """
-    return (-len(normalize(assistant_text(row.record))), row.order)
+    score = quality(row)
+    return (float("inf") if score is None else -score, -len(normalize(assistant_text(row.record))), row.order)
 
 
 def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterable[T]:

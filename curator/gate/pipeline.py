@@ -19,6 +19,7 @@ from curator.gate.checks.near_dedup import NearDedup, NearDedupConfig, PriorRele
 from curator.gate.checks.pii import PIICheck
 from curator.gate.checks.schema import SchemaCheck
 from curator.gate.checks.semantic_dedup import SemanticDedup
+from curator.gate.registry import CheckEntry, GateContext, build_from, plugin_checks
 from curator.gate.screening import Screening
 from curator.gate.expectations import evaluate
 from curator.gate.split import split
@@ -76,35 +77,49 @@ def released_rows(root: Path) -> list[ReleasedRow]:
     return out
 
 
-def build_checks(spec: Spec, releases: Path, review_ledger: Path | None = None) -> list[Check]:
-    """The checks the spec's gate section switches on, in the order they run.
-
-    Duplicates of earlier releases go first, so a row that repeats an older release is rejected
-    against it and never becomes the keeper of an in-batch cluster. Human review (a ledger given or named by
-    the spec) goes first, so edited pairs meet every check.
-    """
-    gate = spec.gate
+def _prior_release_dedup(spec: Spec, context: GateContext) -> Check | None:
+    released = released_rows(context.releases)
+    if not released:
+        return None
     near = NearDedupConfig.from_spec(spec)
-    checks: list[Check] = [SchemaCheck(spec)]
-    if gate.content_defects.enabled:
-        checks.append(ContentDefects.from_spec(spec))
-    if gate.pii.enabled:
-        checks.append(PIICheck.from_spec(spec))
-    if gate.decontamination.enabled and gate.decontamination.eval_files:
-        checks.append(Decontaminate.from_spec(spec))
-    if near.against_releases and (gate.exact_dedup or gate.minhash.enabled):
-        released = released_rows(releases)
-        if released:
-            checks.append(PriorReleaseDedup(released, near, exact=gate.exact_dedup, near=gate.minhash.enabled))
-    if gate.exact_dedup:
-        checks.append(ExactDedup())
-    if gate.minhash.enabled:
-        checks.append(NearDedup(near))
-    if gate.semantic_dedup.enabled:
-        checks.append(SemanticDedup.from_spec(spec))
-    if gate.screening.enabled:
-        checks.append(Screening.from_spec(spec))
-    if review_ledger or gate.human_review.ledger:
+    return PriorReleaseDedup(released, near, exact=spec.gate.exact_dedup, near=spec.gate.minhash.enabled)
+
+
+def _decontamination_on(spec: Spec) -> bool:
+    return spec.gate.decontamination.enabled and bool(spec.gate.decontamination.eval_files)
+
+
+ROW_CHECKS: list[CheckEntry] = [
+    CheckEntry("schema", lambda spec: True, lambda spec, ctx: SchemaCheck(spec)),
+    CheckEntry("content_defects", lambda spec: spec.gate.content_defects.enabled,
+               lambda spec, ctx: ContentDefects.from_spec(spec)),
+    CheckEntry("pii", lambda spec: spec.gate.pii.enabled, lambda spec, ctx: PIICheck.from_spec(spec)),
+    CheckEntry("decontamination", _decontamination_on, lambda spec, ctx: Decontaminate.from_spec(spec)),
+    CheckEntry("release_dedup", lambda spec: NearDedupConfig.from_spec(spec).against_releases
+               and (spec.gate.exact_dedup or spec.gate.minhash.enabled), _prior_release_dedup),
+    CheckEntry("exact_dedup", lambda spec: spec.gate.exact_dedup, lambda spec, ctx: ExactDedup()),
+    CheckEntry("near_dedup", lambda spec: spec.gate.minhash.enabled,
+               lambda spec, ctx: NearDedup(NearDedupConfig.from_spec(spec))),
+    CheckEntry("semantic_dedup", lambda spec: spec.gate.semantic_dedup.enabled,
+               lambda spec, ctx: SemanticDedup.from_spec(spec)),
+]
+DATASET_CHECKS: list[CheckEntry] = [  # after plug-ins: they judge the set that is left
+    CheckEntry("screening", lambda spec: spec.gate.screening.enabled, lambda spec, ctx: Screening.from_spec(spec)),
+]
+
+
+def build_checks(spec: Spec, releases: Path, review_ledger: Path | None = None) -> list[Check]:
+    """The checks the spec's gate section switches on, in the order they run: built-in row checks,
+    plug-ins named in `gate.plugins`, then the dataset-level screens (see `curator.gate.registry`).
+
+    Duplicates of earlier releases go before in-batch dedup, so a row that repeats an older release
+    is rejected against it and never becomes the keeper of an in-batch cluster. Human review (a ledger
+    given or named by the spec) goes before all, so edited pairs meet every check.
+    """
+    context = GateContext(releases=releases)
+    checks = (build_from(ROW_CHECKS, spec, context) + plugin_checks(spec, context)
+              + build_from(DATASET_CHECKS, spec, context))
+    if review_ledger or spec.gate.human_review.ledger:
         review = HumanReview.from_spec(spec, review_ledger)
         checks = [review, *review.protect(checks)]
     return checks
@@ -138,6 +153,7 @@ def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[di
                 "task_family": record.get("task_family") if isinstance(record, dict) else None,
                 "input": rej.row.origin,
                 "record": record,
+                "scores": dict(rej.row.scores),
             })
         reports.append({
             "name": check.name,
@@ -213,7 +229,7 @@ def run_gate(
     clock.lap("earlier_releases")
     kept_rows, ledger, check_reports = run_checks(checks, rows)
     clock.lap("checks")
-    kept = [r.record for r in kept_rows]
+    kept = [{**r.record, "scores": dict(r.scores)} for r in kept_rows]
     train, evals = split(kept, spec.gate.eval_fraction)
     assert len(train) + len(evals) == len(kept), "split lost rows"
     clock.lap("split")

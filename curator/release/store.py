@@ -74,6 +74,7 @@ def _frame(records: list[dict]) -> pl.DataFrame:
             "difficulty": r["difficulty"],
             "length_band": r.get("length_band"),
             "provenance": json.dumps(r["provenance"], sort_keys=True, ensure_ascii=False),
+            "scores": _scores_json(r.get("scores")),
         }
         for r in records
     ]
@@ -85,20 +86,28 @@ def _frame(records: list[dict]) -> pl.DataFrame:
         "difficulty": pl.String,
         "length_band": pl.String,
         "provenance": pl.String,
+        "scores": pl.String,
     }
     return pl.DataFrame(rows, schema=schema)
+
+
+def _scores_json(scores: dict | None) -> str | None:
+    """Per-row check scores (judge, relevance, ...) as a JSON column; null when the gate scored nothing."""
+    return json.dumps(scores, sort_keys=True) if scores else None
 
 
 def _ledger_frame(rejected: list[dict]) -> pl.DataFrame:
     schema = {
         "id": pl.String, "check": pl.String, "reason": pl.String, "duplicate_of": pl.String,
         "kept_as": pl.String, "task_family": pl.String, "input": pl.String, "record": pl.String,
+        "scores": pl.String,
     }
     rows = [
         {
             "id": r.get("id"), "check": r["check"], "reason": r["reason"], "duplicate_of": r.get("duplicate_of"),
             "kept_as": r.get("kept_as"), "task_family": r.get("task_family"), "input": r.get("input"),
             "record": json.dumps(r.get("record"), sort_keys=True, ensure_ascii=False),
+            "scores": _scores_json(r.get("scores")),
         }
         for r in rejected
     ]
@@ -228,6 +237,7 @@ def read_split(path: str | Path, split: str) -> list[dict]:
     out = df.to_dicts()
     for r in out:
         r["provenance"] = json.loads(r["provenance"])
+        r["scores"] = json.loads(r["scores"]) if r.get("scores") else {}
     return out
 
 
@@ -237,6 +247,7 @@ def read_ledger(path: str | Path) -> list[dict]:
     out = pl.read_parquet(Path(path) / "rejected.parquet").to_dicts()
     for r in out:
         r["record"] = json.loads(r["record"]) if r["record"] is not None else None
+        r["scores"] = json.loads(r["scores"]) if r.get("scores") else {}
     return out
 
 

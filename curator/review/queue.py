@@ -3,8 +3,9 @@
 Candidates come from a release (kept rows and rejected ones, with the ledger's check and reason) or from
 run directories (their pairs, with the findings of the newest release that gated them, if any). A finding is
 `(check, detail, score, threshold)`; scores come generically from
-- `findings` / `scores` mappings in a row or a ledger entry: `{name: {"score": s, "threshold": t}}` or
-  `{name: [s, t]}` (new per-row checks slot in here),
+- `findings` / `scores` mappings in a row or a ledger entry: `{name: {"score": s, "threshold": t}}`,
+  `{name: [s, t]}`, or a bare `{name: s}` (the gate's per-row scores) measured against a threshold the release
+  names for `name` (`release_thresholds`); new per-row checks slot in here,
 - similarities quoted in rejection reasons (`Jaccard 0.83`, `cosine 0.962 ... threshold 0.95`) against the
   release's gate thresholds,
 - and id lists in check stats (`*_ids`, e.g. screening's `flagged_ids`), which are hits without a score.
@@ -51,7 +52,7 @@ class Item:
     """One pair in the queue."""
 
     record: dict
-    status: str  # kept | rejected | input
+    status: str  # kept | rejected (in a release under review) | "<kept|rejected> in release-vN" | not gated yet
     findings: list[Finding] = field(default_factory=list)
     why: str = "sample"  # uncertain | hit | sample
     sample: bool = False
@@ -72,8 +73,9 @@ class Item:
         return min(margins) if margins else None
 
 
-def numeric_findings(obj: dict, check: str | None = None) -> list[Finding]:
-    """Findings from a `findings` or `scores` mapping of a row or ledger entry (see the module docstring)."""
+def numeric_findings(obj: dict, check: str | None = None, thresholds: dict[str, float] | None = None) -> list[Finding]:
+    """Findings from a `findings` or `scores` mapping of a row or ledger entry (see the module docstring); a bare
+    score counts when `thresholds` (from the release, `release_thresholds`) knows its threshold."""
     out = []
     for key in ("findings", "scores"):
         found = obj.get(key)
@@ -90,6 +92,8 @@ def numeric_findings(obj: dict, check: str | None = None) -> list[Finding]:
                 score, threshold = value.get("score"), value.get("threshold")
             elif isinstance(value, (list, tuple)) and len(value) == 2:
                 score, threshold = value
+            elif isinstance(value, (int, float)):
+                score, threshold = value, (thresholds or {}).get(name)
             if isinstance(score, (int, float)) and isinstance(threshold, (int, float)):
                 out.append(Finding(check or name, f"{name} {score:g} (threshold {threshold:g})", float(score),
                                    float(threshold)))
@@ -106,6 +110,16 @@ def reason_finding(check: str, reason: str, gate: dict) -> Finding:
         if threshold is not None:
             return Finding(check, reason, float(m.group(2)), float(threshold))
     return Finding(check, reason)
+
+
+def release_thresholds(manifest: dict) -> dict[str, float]:
+    """Thresholds a release names: a numeric `threshold` in a check's stats or in a gate config section,
+    keyed by that check or section name (what a bare per-row score of the same name is measured against)."""
+    out = {name: float(v["threshold"]) for name, v in manifest.get("gate", {}).items()
+           if isinstance(v, dict) and isinstance(v.get("threshold"), (int, float))}
+    out.update({c["name"]: float(c["stats"]["threshold"]) for c in manifest.get("checks", [])
+                if isinstance(c.get("stats", {}).get("threshold"), (int, float))})
+    return out
 
 
 def _stat_hits(checks: list[dict]) -> dict[str, list[Finding]]:
@@ -128,22 +142,23 @@ def _stat_hits(checks: list[dict]) -> dict[str, list[Finding]]:
 
 
 def _from_release(path: Path, only_inputs: set[str] | None = None) -> list[Item]:
-    """Kept and rejected rows of a release with their findings; `only_inputs`: rows read from these runs only."""
+    """Kept and rejected rows of a release with their findings; `only_inputs`: rejected rows read from these
+    runs only (kept rows are matched by id by the caller)."""
     release = open_release(path)
-    gate = release.manifest.get("gate", {})
+    gate, thresholds = release.manifest.get("gate", {}), release_thresholds(release.manifest)
     hits = _stat_hits(release.manifest.get("checks", []))
-    items = []
-    if only_inputs is None:
-        for _, record in release.records():
-            items.append(Item(record, "kept", hits.get(record["id"], []) + numeric_findings(record)))
+    items = [Item(record, "kept", hits.get(record["id"], []) + numeric_findings(record, thresholds=thresholds))
+             for _, record in release.records()]
     for entry in release.rejected:
         record = entry["record"]
         if not isinstance(record, dict) or not isinstance(record.get("messages"), list) or not record.get("id"):
             continue
         if only_inputs is not None and not any((entry["input"] or "").startswith(p + "/") for p in only_inputs):
             continue
-        findings = [reason_finding(entry["check"], entry["reason"], gate), *numeric_findings(entry, entry["check"])]
-        items.append(Item(record, "rejected", findings + hits.get(record["id"], []) + numeric_findings(record)))
+        findings = [reason_finding(entry["check"], entry["reason"], gate),
+                    *numeric_findings(entry, thresholds=thresholds)]
+        items.append(Item(record, "rejected", findings + hits.get(record["id"], [])
+                          + numeric_findings(record, thresholds=thresholds)))
     return items
 
 
@@ -169,14 +184,12 @@ def load_items(targets: list[str], root: Path | None = None) -> tuple[list[Item]
         run = resolve_run_dir(target)
         run_path = str(run.path)
         release = _newest_release_of(run_path, root)
-        flagged = {}
-        if release is not None:
-            flagged = {i.id: i.findings for i in _from_release(release, {run_path})}
-            for pid, found in _stat_hits(json.loads((release / "manifest.json").read_text())["checks"]).items():
-                flagged.setdefault(pid, []).extend(found)
+        gated = {i.id: i for i in _from_release(release, {run_path})} if release is not None else {}
         for record in run.pairs():
             if isinstance(record, dict) and record.get("id") and isinstance(record.get("messages"), list):
-                items.append(Item(record, "input", flagged.get(record["id"], []) + numeric_findings(record)))
+                seen = gated.get(record["id"])
+                status = f"{seen.status} in {release.name}" if seen else "not gated yet"
+                items.append(Item(record, status, (seen.findings if seen else []) + numeric_findings(record)))
     return items, [str(resolve_run_dir(t).path) for t in targets]
 
 
