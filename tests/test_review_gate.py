@@ -90,6 +90,8 @@ def test_concurrent_decisions_are_each_written_once_in_seq_order_and_a_torn_tail
     with open(path, "ab") as f:
         f.write(b'{"seq": 321, "reviewer": "r0", "pair_id": "torn')
     reopened = ReviewLedger(path)
+    with pytest.raises(ReviewError, match="in use by another"):
+        ReviewLedger(path)
     assert decision(reopened, "r9", "0" * 16, "accept")["seq"] == 321
     reopened.close()
     assert path.read_text().count("\n") == 321 and path.read_text().endswith("\n")

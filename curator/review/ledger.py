@@ -15,6 +15,7 @@ decisions not yet acknowledged, and a torn last line is cut when the ledger is o
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
@@ -107,16 +108,22 @@ class Decisions:
 
 
 class ReviewLedger:
-    """An open review ledger: its live decisions, and a writer thread that appends and fsyncs new ones."""
+    """An open review ledger: its live decisions, and a writer thread that appends and fsyncs new ones.
+    One process writes a ledger at a time (an exclusive lock, released by the kernel if the process dies)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "ab")
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise ReviewError(f"{self.path}: in use by another `curator review` (one writer per ledger)") from None
         _drop_torn_tail(self.path)
         lines = read_ledger_lines(self.path)
         self.decisions = Decisions.of(lines)
         self._next_seq = max((line["seq"] for line in lines), default=0) + 1
-        self._file = open(self.path, "ab")
         self._pending: queue.Queue[tuple[dict, Future] | None] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name="review-ledger", daemon=True)
         self._writer.start()
