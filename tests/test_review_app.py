@@ -286,7 +286,7 @@ def test_state_changes_need_the_csrf_token_and_same_origin(story):
         line = read_ledger_lines(s.ledger.with_name("t.jsonl"))[-1]
         assert (line["field"], line["old_text"], line["messages"][0]["content"]) == ("instruction", XSS_USER,
                                                                                      "Describe it.")
-        assert f"-{XSS_USER}" in line["diff"] and "+Describe it." in line["diff"]
+        assert line["diff"].endswith(f"\n-{XSS_USER}\n+Describe it.")
     finally:
         outside.close()
 

@@ -130,8 +130,8 @@ class ReviewState:
             if new == old:
                 raise ValueError("the edit changes nothing")
             messages[turn]["content"] = new
-            diff = "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                                f"{item.id}/{target}", f"edited/{target}"))
+            diff = "\n".join(difflib.unified_diff(old.splitlines(), new.splitlines(), f"{item.id}/{target}",
+                                                  f"edited/{target}", lineterm=""))
             entry.update(field=target, old_text=old, new_text=new, diff=diff, messages=messages)
         elif decision != "accept":
             raise ValueError("decision: accept, reject or edit")
