@@ -205,6 +205,41 @@ class HumanReviewConfig:
 
 
 @dataclass(frozen=True)
+class Toggle:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    enabled: bool = True
+    max_words: int = 3  # a response this short is a label answer, whatever its format
+
+
+@dataclass(frozen=True)
+class GroundingConfig:
+    enabled: bool = True
+    extract_families: tuple[str, ...] | None = None  # None: families named extract*
+    summary_families: tuple[str, ...] | None = None  # None: families whose name holds "summar"
+    rewrite_families: tuple[str, ...] | None = None  # None: rewrite / paraphrase / rephrase / simplify
+
+
+@dataclass(frozen=True)
+class RelevanceConfig:
+    enabled: bool | str = "auto"  # auto: on where the gate extra (model2vec) is installed
+    threshold: float = 0.85  # relative score (z) under which a response answers another question
+    min_words: int = 8  # shorter responses (labels, numbers) carry too little to compare
+    reference_rows: int = 512  # other rows each pair is compared with
+    min_reference: int = 64  # fewer scorable rows: raw cosine against fallback_cosine instead
+    fallback_cosine: float = 0.2
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    top_share: float | None = None  # keep this best-scored share of each curriculum cell
+    top_n: int | None = None  # keep at most this many best-scored rows of each curriculum cell
+
+
+@dataclass(frozen=True)
 class GateConfig:
     exact_dedup: bool = True
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
@@ -213,6 +248,13 @@ class GateConfig:
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     semantic_dedup: SemanticDedupConfig = field(default_factory=SemanticDedupConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
+    arithmetic: Toggle = field(default_factory=Toggle)
+    code_syntax: Toggle = field(default_factory=Toggle)
+    refusal_policy: Toggle = field(default_factory=Toggle)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    relevance: RelevanceConfig = field(default_factory=RelevanceConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     plugins: tuple[tuple[str, dict], ...] = ()  # (entry point name, params) of plug-in checks, in order
     human_review: HumanReviewConfig = field(default_factory=HumanReviewConfig)
     eval_fraction: float = 0.1
@@ -431,6 +473,13 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
     ga["decontamination"] = DecontaminationConfig(**deco)
     ga["semantic_dedup"] = SemanticDedupConfig(**ga.get("semantic_dedup", {}))
     ga["screening"] = ScreeningConfig(**ga.get("screening", {}))
+    for name in ("arithmetic", "code_syntax", "refusal_policy"):
+        ga[name] = Toggle(**ga.get(name, {}))
+    ga["labels"] = LabelsConfig(**ga.get("labels", {}))
+    ga["grounding"] = GroundingConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                         for k, v in ga.get("grounding", {}).items()})
+    ga["relevance"] = RelevanceConfig(**ga.get("relevance", {}))
+    ga["selection"] = SelectionConfig(**ga.get("selection", {}))
     ga["plugins"] = tuple((name, dict(params or {})) for name, params in ga.get("plugins", {}).items())
     review = dict(ga.get("human_review", {}))
     if review.get("ledger"):

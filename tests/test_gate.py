@@ -193,7 +193,9 @@ def test_gate_finds_planted_faults_and_accounts_for_every_row(planted, spec, tmp
     assert counts["input"] == 50 + 7
     assert counts["input"] == counts["kept"] + counts["rejected"] == counts["kept"] + sum(counts["removed"].values())
     assert counts["train"] + counts["eval"] == counts["kept"] == 51
-    assert counts["removed"] == {"schema": 3, "content_defects": 0, "pii": 0, "exact_dedup": 2, "near_dedup": 1, "screening": 0}
+    assert counts["removed"] == {"schema": 3, "content_defects": 0, "pii": 0, "arithmetic": 0, "code_syntax": 0,
+                                 "refusal_policy": 0, "labels": 0, "grounding": 0, "relevance": 0, "exact_dedup": 2,
+                                 "near_dedup": 1, "screening": 0}
 
     train, evals = read_split(report.release, "train"), read_split(report.release, "eval")
     kept_ids = [r["id"] for r in train + evals]
@@ -227,6 +229,8 @@ def test_gate_finds_planted_faults_and_accounts_for_every_row(planted, spec, tmp
     assert near_stats["word_verified_pairs"] == 1 and near_stats["clusters"] == 1 and near_stats["word_candidates"] >= 1
     removed_by_family = {c["name"]: c["removed_by_family"] for c in manifest["checks"]}
     assert removed_by_family == {"schema": {"qa": 1, "poetry": 1, "extract": 1}, "content_defects": {}, "pii": {},
+                                 "arithmetic": {}, "code_syntax": {}, "refusal_policy": {}, "labels": {},
+                                 "grounding": {}, "relevance": {},
                                  "exact_dedup": {"qa": 2}, "near_dedup": {"qa": 1}, "screening": {}}
     assert manifest["teacher_models"] == [TEACHER]
     assert [i["sha256"] for i in manifest["inputs"]] == [RunDir(p).file_hashes() for p in planted["runs"]]

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
 
 XSS_USER = 'Describe this image: <img src=x onerror="window.__pwned=1">'
 XSS_ANSWER = "<script>window.__pwned = 2</script>It shows <b>nothing</b> & more."
-EDITED = "Edited by a person: the answer, checked twice."
+EDITED = "Edited: the answer, checked twice."
 REVIEW_SPEC = SPEC.replace("  minhash: {threshold: 0.8, num_perm: 128, ngram: 5}",
                            "  minhash: {threshold: 0.8, num_perm: 128, ngram: 5, against_releases: false}\n"
                            "  human_review: {protect_from: [content_defects]}")

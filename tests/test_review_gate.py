@@ -151,7 +151,7 @@ def test_precision_and_recall_count_only_the_random_sample(tmp_path):
 def test_queue_puts_the_least_sure_first_then_hits_then_the_stratified_sample():
     assert reason_finding("near_dedup", "near_duplicate: cluster of 2 kept x; word 5-gram Jaccard 0.83 with it",
                           {"minhash": {"threshold": 0.8}}) == Finding(
-        "near_dedup", "near_duplicate: cluster of 2 kept x; word 5-gram Jaccard 0.83 with it", 0.83, 0.8)
+        "near_dedup", "near_duplicate: cluster of 2 kept x; word 5-gram Jaccard 0.83 with it", 0.83, 0.8, True)
     assert reason_finding("semantic_dedup", "minilm cosine 0.962 with it (threshold 0.95)", {}).threshold == 0.95
     assert reason_finding("pii", "pii: email in user", {}).score is None
     generic = numeric_findings({"findings": {"judge": {"score": 6.5, "threshold": 7}}, "scores": {"relevance": [0.31, 0.3]}})
@@ -166,13 +166,17 @@ def test_queue_puts_the_least_sure_first_then_hits_then_the_stratified_sample():
     def item(i: int, family: str, findings: list[Finding]) -> Item:
         return Item(pair(f"Question number {i} about {family}?", f"Answer {i}.") | {"task_family": family}, "kept",
                     findings)
-    sure, unsure = Finding("judge", "", 9.0, 7.0), Finding("judge", "", 7.1, 7.0)
-    hit = Finding("screening", "screening: flagged_ids")
-    items = ([item(i, "qa", []) for i in range(30)] + [item(100, "qa", [sure]), item(101, "math", [unsure]),
-                                                       item(102, "qa", [hit])] + [item(200 + i, "math", []) for i in range(3)])
+    far, near, nearest = (Finding("judge", "", 9.0, 7.0), Finding("judge", "", 7.5, 7.0),
+                          Finding("judge", "", 7.1, 7.0))
+    hit = Finding("screening", "screening: flagged_ids", flagged=True)
+    items = ([item(i, "qa", []) for i in range(30)] + [item(99, "qa", [far]), item(100, "qa", [near]),
+                                                       item(101, "math", [nearest]), item(102, "qa", [hit])]
+             + [item(200 + i, "math", []) for i in range(3)])
     queue = build_queue(items, sample_size=6, overlap=0.0, seed=1)
     assert [q.why for q in queue[:3]] == ["uncertain", "uncertain", "hit"]
-    assert [q.findings for q in queue[:3]] == [[unsure], [sure], [hit]]
+    assert [q.findings for q in queue[:3]] == [[nearest], [near], [hit]]
+    assert [q.flagged_by for q in queue[:3]] == [[], [], ["screening"]]
+    assert far not in [f for q in queue if not q.sample for f in q.findings]  # a sure score is no reason to ask
     sample = [q for q in queue if q.sample]
     assert {q.cell[0] for q in sample} == {"qa", "math"} and len(sample) == 6  # proportional, one cell of each
     assert build_queue(items, sample_size=6, overlap=0.0, seed=1)[3].id == queue[3].id  # same seed, same queue

@@ -5,9 +5,8 @@
 - `length_ok`: 1 when the answer's word count lies in its family's length band.
 - `reference_f1`: SQuAD-style token-overlap F1 against the reference answer (lower-cased,
   punctuation removed, split on whitespace).
-- `refusal_correct`: 1 when the answer refuses exactly when its family is a refusal family.
-  An answer counts as a refusal when its first 200 characters contain one of `REFUSAL_PHRASES`
-  (apostrophes normalised, case ignored), e.g. "I can't", "I cannot", "I won't", "I'm sorry, but".
+- `refusal_correct`: 1 when the answer refuses exactly when its family is a refusal family
+  (`curator.text_signals.is_refusal`, the detector the gate and the release report use).
 """
 from __future__ import annotations
 
@@ -16,15 +15,10 @@ from collections import Counter
 
 from curator.formats import format_problem, length_problem
 from curator.spec import Spec
+from curator.text_signals import is_refusal
 
 METRICS = ("format_ok", "length_ok", "reference_f1", "refusal_correct")
 
-REFUSAL_PHRASES = (
-    "i can't", "i cannot", "i can not", "i won't", "i will not", "i'm not able to", "i am not able to",
-    "i'm unable to", "i am unable to", "i must decline", "i refuse", "i'm sorry, but", "i am sorry, but",
-    "sorry, but i", "i do not feel comfortable", "i don't feel comfortable",
-)
-_REFUSAL_WINDOW = 200
 _WORD = re.compile(r"\w+")
 
 
@@ -42,12 +36,6 @@ def token_f1(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = common / len(pred), common / len(ref)
     return 2 * precision * recall / (precision + recall)
-
-
-def is_refusal(text: str) -> bool:
-    """True when the opening of `text` contains a refusal phrase (see the module docstring)."""
-    opening = text[:_REFUSAL_WINDOW].lower().replace("\u2019", "'")
-    return any(phrase in opening for phrase in REFUSAL_PHRASES)
 
 
 def reference_answer(record: dict) -> str:

@@ -11,13 +11,20 @@ import polars as pl
 
 from curator.errors import CuratorError
 from curator.gate.check import Check, Row, progress
+from curator.gate.checks.arithmetic import Arithmetic
+from curator.gate.checks.code_syntax import CodeSyntax
 from curator.gate.checks.content_defects import ContentDefects
 from curator.gate.checks.decontaminate import Decontaminate
 from curator.gate.checks.exact_dedup import ExactDedup
+from curator.gate.checks.grounding import Grounding
 from curator.gate.checks.human_review import HumanReview
+from curator.gate.checks.label_consistency import LabelConsistency
 from curator.gate.checks.near_dedup import NearDedup, NearDedupConfig, PriorReleaseDedup, ReleasedRow
 from curator.gate.checks.pii import PIICheck
+from curator.gate.checks.refusal_policy import RefusalPolicy
+from curator.gate.checks.relevance import Relevance, relevance_on
 from curator.gate.checks.schema import SchemaCheck
+from curator.gate.checks.selection import Selection
 from curator.gate.checks.semantic_dedup import SemanticDedup
 from curator.gate.registry import CheckEntry, GateContext, build_from, plugin_checks
 from curator.gate.screening import Screening
@@ -95,6 +102,14 @@ ROW_CHECKS: list[CheckEntry] = [
                lambda spec, ctx: ContentDefects.from_spec(spec)),
     CheckEntry("pii", lambda spec: spec.gate.pii.enabled, lambda spec, ctx: PIICheck.from_spec(spec)),
     CheckEntry("decontamination", _decontamination_on, lambda spec, ctx: Decontaminate.from_spec(spec)),
+    # consistency review: is the answer right for this instruction (before dedup, so keepers passed it)
+    CheckEntry("arithmetic", lambda spec: spec.gate.arithmetic.enabled, lambda spec, ctx: Arithmetic()),
+    CheckEntry("code_syntax", lambda spec: spec.gate.code_syntax.enabled, lambda spec, ctx: CodeSyntax()),
+    CheckEntry("refusal_policy", lambda spec: spec.gate.refusal_policy.enabled,
+               lambda spec, ctx: RefusalPolicy.from_spec(spec)),
+    CheckEntry("labels", lambda spec: spec.gate.labels.enabled, lambda spec, ctx: LabelConsistency.from_spec(spec)),
+    CheckEntry("grounding", lambda spec: spec.gate.grounding.enabled, lambda spec, ctx: Grounding.from_spec(spec)),
+    CheckEntry("relevance", relevance_on, lambda spec, ctx: Relevance.from_spec(spec)),
     CheckEntry("release_dedup", lambda spec: NearDedupConfig.from_spec(spec).against_releases
                and (spec.gate.exact_dedup or spec.gate.minhash.enabled), _prior_release_dedup),
     CheckEntry("exact_dedup", lambda spec: spec.gate.exact_dedup, lambda spec, ctx: ExactDedup()),
@@ -105,6 +120,8 @@ ROW_CHECKS: list[CheckEntry] = [
 ]
 DATASET_CHECKS: list[CheckEntry] = [  # after plug-ins: they judge the set that is left
     CheckEntry("screening", lambda spec: spec.gate.screening.enabled, lambda spec, ctx: Screening.from_spec(spec)),
+    CheckEntry("selection", lambda spec: spec.gate.selection.top_n is not None or spec.gate.selection.top_share is not None,
+               lambda spec, ctx: Selection.from_spec(spec)),
 ]
 
 

@@ -8,9 +8,8 @@ the smaller (the smaller counted as at least 1); when a pair has at least `min_t
 its skew exceeds `skew_tolerance` it is reported as out of tolerance. Lexicon words are ambiguous
 ("black" the colour, "her" possessive or object), so the figures are a screen, not a measurement.
 
-Refusals (`is_refusal`): the first 300 characters of the response match a refusal phrase: "I can't /
-cannot / won't / will not / am unable to / am not able to" + help/assist/provide/..., "I'm sorry, but",
-"I apologize, but", "As an AI", "I must decline", "I'm not comfortable", "I can't help/do that".
+Refusals: `curator.text_signals.is_refusal`, the project's one refusal detector (its version is in
+the stats, `refusals.detector_version`).
 
 Refusal consistency: a refusal in a family the spec does not mark `refusal: true` is an unexpected
 refusal (rejected with `reject_unexpected_refusals`); an answer in a refusal family is counted as a
@@ -24,13 +23,13 @@ refused ones on a tie) are flagged, naming a row of the other side (rejected wit
 """
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 
 from curator.gate.check import CheckResult, Rejection, Row
 from curator.gate.normalize import normalize
 from curator.records import assistant_text, user_text
 from curator.spec import ScreeningConfig, Spec
+from curator.text_signals import REFUSAL_DETECTOR_VERSION, is_refusal
 
 LEXICONS: dict[str, dict[str, frozenset[str]]] = {
     "gender": {
@@ -72,20 +71,6 @@ LEXICONS: dict[str, dict[str, frozenset[str]]] = {
 SKEW_PAIRS = (("gender", "male", "female"), ("age", "young", "old"))
 GROUP_OF = {word: (category, group) for category, groups in LEXICONS.items()
             for group, words in groups.items() for word in words}
-REFUSAL = re.compile(
-    r"\bI\s*(?:can ?not|can't|can’t|won't|won’t|will not|am unable to|'m unable to|am not able to|'m not able to)\s+"
-    r"(?:help|assist|provide|do|comply|create|write|give|share|support|fulfil|fulfill|generate|answer)"
-    r"|\bI(?:'m| am)\s+sorry,?\s+but\b|\bI apologi[sz]e,?\s+but\b|\bas an ai\b|\bI must (?:decline|refuse)\b"
-    r"|\bI(?:'m| am) not comfortable\b",
-    re.IGNORECASE,
-)
-
-
-def is_refusal(response: str) -> bool:
-    """Whether a response opens as a refusal (see the module docstring for the rules)."""
-    return bool(REFUSAL.search(response[:300].replace("’", "'")))
-
-
 def term_counts(texts: list[str]) -> dict[str, dict[str, int]]:
     counts: dict[str, Counter[str]] = {category: Counter() for category in LEXICONS}
     for text in texts:
@@ -173,6 +158,7 @@ class Screening:
             "skew": {"user": self._skews(user_counts), "response": self._skews(response_counts)},
             "skew_tolerance": self.config.skew_tolerance,
             "refusals": {
+                "detector_version": REFUSAL_DETECTOR_VERSION,
                 "total": sum(refused),
                 "share": round(sum(refused) / len(rows), 4) if rows else 0.0,
                 "max_share": self.refusal_max_share,

@@ -21,13 +21,9 @@ from curator.generate.evolve import EVOL_DEMOS
 from curator.generate.plan import DEEPEN, LOOKALIKE, RESPOND, WIDEN, Slot
 from curator.generate.prompts import END_OF_TASK, LOOKALIKE_DEMOS, NO_INPUT
 from curator.spec import Spec
+from curator.text_signals import is_refusal
 
 COPY_SIMILARITY = 0.9
-REFUSAL_MARKERS = (
-    "i can't", "i can’t", "i cannot", "i can not", "i won't", "i won’t", "i will not", "i'm not able",
-    "i am not able", "i'm unable", "i am unable", "i must decline", "i have to decline", "i'm sorry",
-    "i am sorry", "sorry, but", "can't help", "cannot help", "not able to help",
-)
 _FIELD = re.compile(r"^(Input|Response):[ \t]*", re.M)
 _NEXT_TASK = re.compile(r"^\s*(Task \d+|Family:|Instruction:)", re.M)
 _EVOL_LABEL = re.compile(r"^\s*(Original instruction|Original input|Rewrite):", re.M)  # an evol reply that restarts the frame
@@ -89,11 +85,6 @@ def parse_response(text: str) -> str:
     return "" if response == NO_INPUT else response
 
 
-def looks_like_refusal(text: str) -> bool:
-    head = text.lower()[:200]
-    return any(marker in head for marker in REFUSAL_MARKERS)
-
-
 def copies_any(fields: Fields, originals: list[tuple[str, str]]) -> bool:
     """Instruction + input at least COPY_SIMILARITY alike (difflib ratio) to one of the (instruction, input)
     `originals`."""
@@ -150,9 +141,9 @@ def review(text: str, finish_reason: str | None, *, mode: str, spec: Spec, slot:
     if slot.parent is not None and slot.strategy != RESPOND and copies_any(parsed, [(slot.parent.instruction, slot.parent.input)]):
         return Problem("instruction_copies_parent")
     if slot.strategy == LOOKALIKE:
-        if looks_like_refusal(parsed.output):
+        if is_refusal(parsed.output):
             return Problem("over_refusal")
-    elif spec.family(slot.family).refusal and not looks_like_refusal(parsed.output):
+    elif spec.family(slot.family).refusal and not is_refusal(parsed.output):
         return Problem("refusal_off_policy")
     problem = format_problem(spec.format(slot.format), parsed.output) or length_problem(
         spec.band(slot.length_band), parsed.output

@@ -12,8 +12,8 @@ release rows themselves:
                 duplicates joins that row's cluster; sizes counted (keeper included)
   gender terms  mentions of a small gender lexicon (`GENDER_TERMS`, whole lowercase words) in user
                 turns and responses; a screen, not a measurement: "his"/"her" may be possessives of anyone
-  refusals      share of responses per family whose first 300 characters match `REFUSAL` (phrases such
-                as "I can't help", "I'm sorry, but", "As an AI"), next to the spec's refusal families
+  refusals      share of responses per family that open as a refusal (`curator.text_signals.is_refusal`,
+                the detector the gate and the evaluation use), next to the spec's refusal families
   embedding map user turns embedded with all-MiniLM-L6-v2 (offline, CPU), centred and projected on
                 their first two principal components (numpy SVD), coloured by task family; at most
                 `embed_sample` rows (the lowest ids: ids are content hashes, so this is an unbiased sample)
@@ -39,18 +39,13 @@ from curator.paths import data_root
 from curator.records import assistant_text, user_text
 from curator.release import plots
 from curator.release.store import SPLITS, Release
+from curator.text_signals import is_refusal
 
 GENDER_TERMS = {
     "male": frozenset("he him his himself man men boy boys father son brother husband king mr sir".split()),
     "female": frozenset("she her hers herself woman women girl girls mother daughter sister wife queen mrs "
                         "ms madam".split()),
 }
-REFUSAL = re.compile(
-    r"\bI\s*(?:cannot|can't|can not|won't|will not|am unable to|'m unable to|am not able to)\s+"
-    r"(?:help|assist|provide|do|comply|create|write|give|share|answer)"
-    r"|\bI(?:'m| am) sorry,? but\b|\bI apologi[sz]e,? but\b|\bas an AI\b|\bI must decline\b",
-    re.IGNORECASE,
-)
 EXAMPLES_PER_GROUP = 2
 EXAMPLE_CHARS = 600
 _WORD = re.compile(r"[a-z]+")
@@ -58,11 +53,6 @@ _WORD = re.compile(r"[a-z]+")
 
 def reports_root() -> Path:
     return data_root() / "reports"
-
-
-def is_refusal(response: str) -> bool:
-    """Whether a response opens as a refusal (see `REFUSAL`)."""
-    return bool(REFUSAL.search(response[:300].replace("\u2019", "'")))
 
 
 def gender_counts(texts: list[str]) -> dict[str, int]:

@@ -91,8 +91,8 @@ class ReviewState:
         return {**self.summary(index, reviewer), "messages": item.record["messages"],
                 "provenance": {k: prov.get(k) for k in ("source", "teacher_model", "strategy", "prompt_hash",
                                                         "prompt_template", "origin", "plan_slot")},
-                "findings": [{"check": f.check, "detail": f.detail, "score": f.score, "threshold": f.threshold}
-                             for f in item.findings],
+                "findings": [{"check": f.check, "detail": f.detail, "score": f.score, "threshold": f.threshold,
+                              "flagged": f.flagged} for f in item.findings],
                 "decision": {k: mine.get(k) for k in ("decision", "reason", "note", "field", "new_text", "diff",
                                                       "time")} if mine else None}
 
@@ -111,7 +111,7 @@ class ReviewState:
         entry = {"reviewer": body["reviewer"], "pair_id": item.id, "decision": decision, "reason": None,
                  "note": None, "field": None, "old_text": None, "new_text": None, "diff": None, "messages": None,
                  "cell": list(item.cell), "sample": item.sample,
-                 "findings": sorted({f.check for f in item.findings}), "undoes": None}
+                 "findings": item.flagged_by, "undoes": None}
         note = body.get("note")
         if note is not None and (not isinstance(note, str) or len(note) > 2000):
             raise ValueError("note: text of at most 2000 characters")

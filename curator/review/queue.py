@@ -10,8 +10,9 @@ run directories (their pairs, with the findings of the newest release that gated
   release's gate thresholds,
 - and id lists in check stats (`*_ids`, e.g. screening's `flagged_ids`), which are hits without a score.
 
-Order: first the rows the checks were least sure of (smallest relative distance between a score and its
-threshold), then screening and other hits, then the rest of a random sample stratified by cell
+Order: first the rows the checks were least sure of (a score within `UNSURE_MARGIN` of its threshold, relative
+to it; nearest first), then rows a check rejected or flagged (screening hits among them), then the rest of a
+random sample stratified by cell
 (family x format x difficulty, proportional allocation, at least one per cell). Sampled rows carry
 `sample: True` wherever they sit, so the gate's precision can be estimated on them. A share `overlap` of the
 sample (chosen by id) is asked of two reviewers.
@@ -32,12 +33,16 @@ from curator.release.store import open_release, release_versions, resolve_releas
 _SIMILARITY = re.compile(r"\b(Jaccard|cosine) ([01](?:\.\d+)?)(?:.*?threshold ([01](?:\.\d+)?))?")
 
 
+UNSURE_MARGIN = 0.1  # a score within this share of its threshold is one the check was unsure of
+
+
 @dataclass(frozen=True)
 class Finding:
     check: str
     detail: str
     score: float | None = None
     threshold: float | None = None
+    flagged: bool = False  # the check rejected or flagged the pair (a bare score is not a flag)
 
     @property
     def margin(self) -> float | None:
@@ -71,6 +76,11 @@ class Item:
     def margin(self) -> float | None:
         margins = [m for f in self.findings if (m := f.margin) is not None]
         return min(margins) if margins else None
+
+    @property
+    def flagged_by(self) -> list[str]:
+        """The checks that rejected or flagged the pair (what precision and recall are estimated for)."""
+        return sorted({f.check for f in self.findings if f.flagged})
 
 
 def numeric_findings(obj: dict, check: str | None = None, thresholds: dict[str, float] | None = None) -> list[Finding]:
@@ -108,8 +118,8 @@ def reason_finding(check: str, reason: str, gate: dict) -> Finding:
                    else gate.get("semantic_dedup", {}).get("threshold"))
         threshold = float(m.group(3)) if m.group(3) else default
         if threshold is not None:
-            return Finding(check, reason, float(m.group(2)), float(threshold))
-    return Finding(check, reason)
+            return Finding(check, reason, float(m.group(2)), float(threshold), flagged=True)
+    return Finding(check, reason, flagged=True)
 
 
 def release_thresholds(manifest: dict) -> dict[str, float]:
@@ -132,7 +142,7 @@ def _stat_hits(checks: list[dict]) -> dict[str, list[Finding]]:
                 if k.endswith("_ids") and isinstance(v, list):
                     for pid in v:
                         if isinstance(pid, str):
-                            hits.setdefault(pid, []).append(Finding(name, f"{name}: {path}{k}"))
+                            hits.setdefault(pid, []).append(Finding(name, f"{name}: {path}{k}", flagged=True))
                 else:
                     walk(name, v, f"{path}{k}.")
 
@@ -211,9 +221,11 @@ def build_queue(items: list[Item], sample_size: int = 200, overlap: float = 0.1,
         for item in rng.sample(members, take):
             item.sample = True
             item.want = 2 if int(item.id[:8], 16) / 0x1_0000_0000 < overlap else 1
-    uncertain = sorted((i for i in items if i.margin is not None), key=lambda i: (i.margin, i.id))
-    hits = sorted((i for i in items if i.margin is None and i.findings), key=lambda i: i.id)
-    rest = sorted((i for i in items if i.sample and not i.findings), key=lambda i: (i.cell, i.id))
+    unsure = {i.id for i in items if i.margin is not None and i.margin <= UNSURE_MARGIN}
+    uncertain = sorted((i for i in items if i.id in unsure), key=lambda i: (i.margin, i.id))
+    hits = sorted((i for i in items if i.id not in unsure and i.flagged_by), key=lambda i: i.id)
+    rest = sorted((i for i in items if i.sample and i.id not in unsure and not i.flagged_by),
+                  key=lambda i: (i.cell, i.id))
     for group, why in ((uncertain, "uncertain"), (hits, "hit"), (rest, "sample")):
         for item in group:
             item.why = why

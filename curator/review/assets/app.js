@@ -69,7 +69,8 @@ function render(it) {
   findings.replaceChildren();
   if (!it.findings.length) findings.append(el("li", "none"));
   for (const f of it.findings) {
-    findings.append(el("li", f.check + ": " + f.detail + (f.score !== null ? ` (score ${f.score}, threshold ${f.threshold})` : "")));
+    const line = (f.flagged ? "flagged by " : "score from ") + f.check + ": " + f.detail;
+    findings.append(el("li", line + (f.score !== null ? ` (score ${f.score}, threshold ${f.threshold})` : ""), f.flagged ? "flagged" : ""));
   }
   const conversation = $("conversation");
   conversation.replaceChildren();
