@@ -69,8 +69,9 @@ function render(it) {
   findings.replaceChildren();
   if (!it.findings.length) findings.append(el("li", "none"));
   for (const f of it.findings) {
-    const line = (f.flagged ? "flagged by " : "score from ") + f.check + ": " + f.detail;
-    findings.append(el("li", line + (f.score !== null ? ` (score ${f.score}, threshold ${f.threshold})` : ""), f.flagged ? "flagged" : ""));
+    const score = f.score !== null ? ` (score ${f.score}, threshold ${f.threshold})` : "";
+    const line = f.flagged ? `flagged by ${f.check}: ${f.detail}${score}` : `${f.check}${score}`;
+    findings.append(el("li", line, f.flagged ? "flagged" : ""));
   }
   const conversation = $("conversation");
   conversation.replaceChildren();
