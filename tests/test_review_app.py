@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from importlib.util import find_spec
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +26,9 @@ from curator.spec import REVIEW_REASONS
 from review_helpers import ARTIFACTS, CHROMEDRIVER, CHROMIUM, ReviewServer, chrome, console_errors
 from test_lineage_diff import SPEC, build_world, write_run
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                                reason="chromium and chromium-driver are not installed "
-                                       "(apt-get install -y chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None or find_spec("selenium") is None,
+                                reason="needs chromium, chromium-driver (apt-get install -y chromium chromium-driver) "
+                                       "and selenium (pip install -e '.[dev]')")
 
 XSS_USER = 'Describe this image: <img src=x onerror="window.__pwned=1">'
 XSS_ANSWER = "<script>window.__pwned = 2</script>It shows <b>nothing</b> & more."
