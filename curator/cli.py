@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     from curator.gate import command as gate_command
     from curator.generate import command as generate_command
     from curator.release import command as release_command
+    from curator.review import command as review_command
 
     parser = argparse.ArgumentParser(prog="curator", description=__doc__)
     parser.add_argument("--version", action="version", version=f"instruct-curator {__version__}")
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     importers.register(sub)
     gate_command.register(sub)
     release_command.register(sub)
+    review_command.register(sub)
     return parser
 
 

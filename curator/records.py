@@ -10,7 +10,7 @@ import jsonschema
 from curator.hashing import sha256_json
 from curator.spec import load_schema
 
-SOURCES = ("synthetic", "human", "imported")
+SOURCES = ("synthetic", "human", "imported", "human-edited")
 
 
 def pair_id(messages: list[dict]) -> str:

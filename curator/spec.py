@@ -193,6 +193,17 @@ class ScreeningConfig:
     reject_unexpected_refusals: bool = False
 
 
+REVIEW_REASONS = ("wrong or unsupported answer", "does not follow the instruction", "unsafe or should be refused",
+                  "format broken", "unhelpful or low quality", "other")
+
+
+@dataclass(frozen=True)
+class HumanReviewConfig:
+    ledger: str | None = None  # review ledger (JSONL) the gate obeys, relative to the spec's directory
+    protect_from: tuple[str, ...] = ()  # checks whose rejection a person's accept overrides
+    reasons: tuple[str, ...] = REVIEW_REASONS  # the reject reasons a reviewer picks from (plus free text)
+
+
 @dataclass(frozen=True)
 class Toggle:
     enabled: bool = True
@@ -287,6 +298,7 @@ class GateConfig:
     self_consistency: SelfConsistencyConfig = field(default_factory=SelfConsistencyConfig)
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     plugins: tuple[tuple[str, dict], ...] = ()  # (entry point name, params) of plug-in checks, in order
+    human_review: HumanReviewConfig = field(default_factory=HumanReviewConfig)
     eval_fraction: float = 0.1
     min_train_rows: int = 1
     max_reject_share: float = 0.9
@@ -535,6 +547,10 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
     reward["path"] = _relative_to(path, reward.get("path"))
     ga["reward_model"] = RewardModelConfig(**reward)
     ga["plugins"] = tuple((name, dict(params or {})) for name, params in ga.get("plugins", {}).items())
+    review = dict(ga.get("human_review", {}))
+    if review.get("ledger"):
+        review["ledger"] = str((path.parent / review["ledger"]).resolve())
+    ga["human_review"] = HumanReviewConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in review.items()})
     return Spec(
         name=doc["name"],
         description=doc.get("description", ""),

@@ -49,13 +49,14 @@ class CheckResult:
     kept: list[Row]
     rejected: list[Rejection]
     stats: dict[str, Any] = field(default_factory=dict)
+    added: list[Row] = field(default_factory=list)  # new rows a check brings in, in `kept` too (a human edit)
 
 
 class Check(Protocol):
     name: str
 
     def run(self, rows: list[Row]) -> CheckResult:
-        """Split `rows` into kept and rejected; every row lands in exactly one of the two."""
+        """Split `rows` into kept and rejected; every row lands in exactly one of the two (`added` rows in kept)."""
         ...
 
 

@@ -6,6 +6,7 @@ Exit 0 when the release is certified, 1 when a release was written but is not ce
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -64,7 +65,8 @@ def render(report: GateReport, console: Console) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    report = run_gate(args.run_dirs, load_spec(args.spec), name=args.name, notes=args.notes)
+    report = run_gate(args.run_dirs, load_spec(args.spec), name=args.name, notes=args.notes,
+                      review_ledger=args.review_ledger)
     render(report, Console())
     return 0 if report.certified else 1
 
@@ -76,4 +78,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", required=True, help="curriculum spec (YAML) the pairs are gated against")
     p.add_argument("--name", help="a human name for the release (kept in its manifest)")
     p.add_argument("--notes", help="free-text notes kept in the release manifest")
+    p.add_argument("--review-ledger", type=Path, metavar="JSONL",
+                   help="review ledger from `curator review` to obey (default: the spec's gate.human_review.ledger)")
     p.set_defaults(func=_run)

@@ -17,6 +17,7 @@ from curator.gate.checks.content_defects import ContentDefects
 from curator.gate.checks.decontaminate import Decontaminate
 from curator.gate.checks.exact_dedup import ExactDedup
 from curator.gate.checks.grounding import Grounding
+from curator.gate.checks.human_review import HumanReview
 from curator.gate.checks.judge import Judge
 from curator.gate.checks.label_consistency import LabelConsistency
 from curator.gate.checks.near_dedup import NearDedup, NearDedupConfig, PriorReleaseDedup, ReleasedRow
@@ -131,16 +132,21 @@ DATASET_CHECKS: list[CheckEntry] = [  # after plug-ins: they judge the set that 
 ]
 
 
-def build_checks(spec: Spec, releases: Path) -> list[Check]:
+def build_checks(spec: Spec, releases: Path, review_ledger: Path | None = None) -> list[Check]:
     """The checks the spec's gate section switches on, in the order they run: built-in row checks,
     plug-ins named in `gate.plugins`, then the dataset-level screens (see `curator.gate.registry`).
 
     Duplicates of earlier releases go before in-batch dedup, so a row that repeats an older release
-    is rejected against it and never becomes the keeper of an in-batch cluster.
+    is rejected against it and never becomes the keeper of an in-batch cluster. Human review (a ledger
+    given or named by the spec) goes before all, so edited pairs meet every check.
     """
     context = GateContext(releases=releases)
-    return (build_from(ROW_CHECKS, spec, context) + plugin_checks(spec, context)
-            + build_from(DATASET_CHECKS, spec, context))
+    checks = (build_from(ROW_CHECKS, spec, context) + plugin_checks(spec, context)
+              + build_from(DATASET_CHECKS, spec, context))
+    if review_ledger or spec.gate.human_review.ledger:
+        review = HumanReview.from_spec(spec, review_ledger)
+        checks = [review, *review.protect(checks)]
+    return checks
 
 
 def _family(record: object) -> str:
@@ -157,7 +163,7 @@ def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[di
         started = time.perf_counter()
         result = check.run(kept)
         seconds = time.perf_counter() - started
-        assert len(result.kept) + len(result.rejected) == len(kept), f"{check.name} lost rows"
+        assert len(result.kept) + len(result.rejected) == len(kept) + len(result.added), f"{check.name} lost rows"
         by_family: Counter[str] = Counter()
         for rej in result.rejected:
             record = rej.row.record
@@ -176,12 +182,13 @@ def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[di
         reports.append({
             "name": check.name,
             "removed": len(result.rejected),
+            "added": len(result.added),
             "removed_by_family": dict(sorted(by_family.items())),
             "seconds": round(seconds, 3),
             "stats": result.stats,
         })
         kept = result.kept
-    assert len(kept) + len(ledger) == len(rows), "gate rows do not add up"
+    assert len(kept) + len(ledger) == len(rows) + sum(r["added"] for r in reports), "gate rows do not add up"
     resolve_keepers(ledger, {r.id for r in kept})
     return kept, ledger, reports
 
@@ -228,7 +235,8 @@ def _input_summary(run: RunDir, rows_read: int) -> dict:
 
 
 def run_gate(
-    run_dirs: list[str | Path], spec: Spec, root: Path | None = None, name: str | None = None, notes: str | None = None
+    run_dirs: list[str | Path], spec: Spec, root: Path | None = None, name: str | None = None, notes: str | None = None,
+    review_ledger: Path | None = None,
 ) -> GateReport:
     """Gate the pairs of `run_dirs` against `spec` and write the next release (optionally named) under `root`."""
     root = releases_root() if root is None else Path(root)
@@ -241,7 +249,7 @@ def run_gate(
     if not rows:
         raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
     clock.lap("read")
-    checks = build_checks(spec, root)
+    checks = build_checks(spec, root, review_ledger)
     clock.lap("earlier_releases")
     kept_rows, ledger, check_reports = run_checks(checks, rows)
     clock.lap("checks")
@@ -277,6 +285,7 @@ def run_gate(
         "inputs": [_input_summary(run, rows_per_run[str(run.path)]) for run in runs],
         "teacher_models": sorted({m for r in kept if (m := r["provenance"].get("teacher_model"))}),
         "seconds": clock.laps,  # wall time per gate phase, before the release is written
+        "review": next((c["stats"]["review"] for c in check_reports if c["name"] == "human_review"), None),
     }
     path = write_release(train=train, eval=evals, rejected=ledger, manifest=manifest,
                          certified=not failed, failed_verdicts=failed, root=root, name=name, notes=notes)

@@ -21,7 +21,7 @@ from curator.paths import data_root, releases_root
 from curator.release.store import SPLITS, ReleaseError, release_versions, verify_release
 
 PROVENANCE_FIELDS = ("source", "strategy", "teacher_model", "prompt_template", "prompt_hash", "spec_name",
-                     "spec_hash", "origin", "plan_slot", "created_at")
+                     "spec_hash", "origin", "plan_slot", "original_id", "reviewer", "reviewed_at", "created_at")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ release rows themselves:
                 their first two principal components (numpy SVD), coloured by task family; at most
                 `embed_sample` rows (the lowest ids: ids are content hashes, so this is an unbiased sample)
   examples      kept rows per family and rejected rows per check and reason, HTML-escaped
+  human review  the manifest's `review` section (`curator.review.stats`): coverage per cell, Cohen's kappa,
+                each check's precision and recall against people on the random sample
 
 The report goes to `<data root>/reports/release-vN/` by default: releases are write-once.
 """
@@ -151,7 +153,7 @@ def compute_figures(release: Release, embed: bool = True, embed_sample: int = 20
     counts = m.get("counts", {})
     funnel = [("input", counts.get("input", total + len(release.rejected)))]
     for c in m.get("checks", []):
-        funnel.append((f"after {c['name']}", funnel[-1][1] - c["removed"]))
+        funnel.append((f"after {c['name']}", funnel[-1][1] - c["removed"] + c.get("added", 0)))
     funnel += [("train", len(release.train)), ("eval", len(release.eval))]
     keepers = Counter(r["duplicate_of"] for r in release.rejected if r.get("duplicate_of"))
     refusals = Counter(r["task_family"] for r in records if is_refusal(assistant_text(r)))
@@ -280,6 +282,48 @@ def _examples_html(f: Figures) -> str:
                else '<p class="note">no rows were rejected</p>'))
 
 
+def _interval(ci: list[float] | None) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "—"
+
+
+def _share(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def review_rows(review: dict) -> tuple[list[list[str]], list[list[str]]]:
+    """(coverage rows per cell, precision/recall rows per check) of a manifest's review section, as text."""
+    coverage = [[*c["cell"], str(c["rows"]), str(c["reviewed"]), _share(c["share"])] for c in review["coverage"]]
+    checks = [[c["check"], str(c["flagged"]), str(c["true_positive"]), str(c["human_bad"]), _share(c["precision"]),
+               _interval(c["precision_ci"]), _share(c["recall"]), _interval(c["recall_ci"])] for c in review["checks"]]
+    return coverage, checks
+
+
+REVIEW_CHECK_HEAD = ["check", "flagged in sample", "flagged and bad", "bad in sample", "precision", "95% interval",
+                     "recall", "95% interval"]
+
+
+def _review_html(review: dict | None) -> str:
+    if not review:
+        return '<p class="note">No human review was applied to this release (<code>curator review</code>, then ' \
+               '<code>curator gate --review-ledger</code>).</p>'
+    coverage, checks = review_rows(review)
+    agreement = review["agreement"]
+    verdicts = ", ".join(f"{k} {v}" for k, v in sorted(review["verdicts"].items())) or "none"
+    reviewers = ", ".join(f"{k} ({v})" for k, v in review["reviewers"].items()) or "none"
+    kappa = "—" if agreement["kappa"] is None else f"{agreement['kappa']:.2f}"
+    return (f"<p>{review['pairs_reviewed']} pairs reviewed ({escape(verdicts)}) by {escape(reviewers)}; "
+            f"{review['sample_reviewed']} of them from the random stratified sample. Inter-reviewer agreement on "
+            f"{agreement['pairs']} pairs seen by two reviewers: observed {_share(agreement['observed'])}, "
+            f"Cohen's kappa {kappa}.</p>"
+            + "<h3>Coverage per cell</h3>"
+            + _table(["task family", "format", "difficulty", "rows", "reviewed", "share"],
+                     [[escape(x) for x in r] for r in coverage], {3, 4, 5})
+            + "<h3>Automatic checks against human verdicts (random sample)</h3>"
+            + (_table(REVIEW_CHECK_HEAD, [[escape(x) for x in r] for r in checks], {1, 2, 3, 4, 6}) if checks
+               else '<p class="note">no sampled pair was flagged by an automatic check</p>')
+            + '<p class="note">A person calls a pair bad when they reject or edit it; intervals are Wilson 95%.</p>')
+
+
 def render_html(release: Release, f: Figures) -> str:
     m = release.manifest
     counts = m.get("counts", {})
@@ -322,6 +366,7 @@ def render_html(release: Release, f: Figures) -> str:
 <h2 id="lengths">Lengths</h2>{charts["lengths"]}
 <h2 id="gate">Gate</h2><div class="grid">{charts["funnel"]}{charts["duplicates"]}{charts["scores"]}</div>{checks}
 <h3>Verdicts</h3>{verdicts}
+<h2 id="review">Human review</h2>{_review_html(m.get("review"))}
 <h2 id="bias">Bias screens</h2><div class="grid">{charts["gender"]}{charts["refusals"]}</div>
 <h2 id="embedding">Embedding map</h2>{charts["embedding"]}
 <h2 id="examples">Examples</h2>{_examples_html(f)}
@@ -342,6 +387,21 @@ def _md_table(head: list[str], rows: list[list]) -> str:
 
 def _counter_line(c: Counter) -> str:
     return ", ".join(f"{k} ({v})" for k, v in c.most_common()) or "none"
+
+
+def _review_md(review: dict | None) -> str:
+    if not review:
+        return "No human review was applied to this release."
+    coverage, checks = review_rows(review)
+    agreement = review["agreement"]
+    kappa = "n/a" if agreement["kappa"] is None else f"{agreement['kappa']:.2f}"
+    return (f"{review['pairs_reviewed']} pairs reviewed by people ({', '.join(f'{k} {v}' for k, v in sorted(review['verdicts'].items()))}); "
+            f"{review['sample_reviewed']} from a random sample stratified by cell. Agreement on {agreement['pairs']} "
+            f"pairs seen by two reviewers: Cohen's kappa {kappa}.\n\n"
+            + _md_table(["task family", "format", "difficulty", "rows", "reviewed", "share"], coverage) + "\n\n"
+            + "Each automatic check against the human verdicts on the random sample (bad = rejected or edited; "
+              "Wilson 95% intervals):\n\n"
+            + (_md_table(REVIEW_CHECK_HEAD, checks) if checks else "No sampled pair was flagged by an automatic check."))
 
 
 def datasheet(release: Release, f: Figures | None = None) -> str:
@@ -423,6 +483,10 @@ rejected rows are in `rejected.parquet`.
 Verdicts on the kept rows (all must pass for certification):
 
 {verdicts}
+
+## Human review
+
+{_review_md(m.get("review"))}
 
 ## Uses
 
