@@ -3,7 +3,7 @@
 1. full pair: every message's normalised content, role by role; the same conversation twice.
 2. prompt: the normalised user side (instruction + input); the same question with another answer.
 
-In each group of duplicates one row is kept by `keep_rank` (longest response, then earliest input)
+In each group of duplicates one row is kept by `keep_rank` (best quality score, longest response, earliest input)
 and the others are rejected naming the kept row's id as `duplicate_of`. Keys are 128-bit BLAKE2b
 digests of the normalised text (they are compared within one gate run and never stored).
 """

@@ -18,7 +18,7 @@ rightly kept), but also one review under two T0 templates whose labels are worde
 meaning, not shingles (semantic dedup).
 
 `NearDedup` joins verified pairs into clusters (union-find); each cluster keeps one row by
-`keep_rank` (longest normalised response, then earliest input row) and the others are rejected
+`keep_rank` (best quality score, longest normalised response, earliest input row) and the others are rejected
 naming it as `duplicate_of` (a member joined only through other members says so in its reason).
 `PriorReleaseDedup` rejects rows that duplicate, exactly or nearly, a row of an earlier certified
 release, naming `release-vN/<id>` as `duplicate_of`, so a new release never re-admits what an older
