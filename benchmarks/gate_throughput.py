@@ -84,6 +84,7 @@ refusal_policy: {{max_share: 0.2}}
 gate:
   exact_dedup: true
   minhash: {{enabled: true, threshold: 0.8, num_perm: {NUM_PERM}, ngram: {NGRAM}}}
+  relevance: {{enabled: false}}  # embeddings: measured in benchmarks/consistency.py
   eval_fraction: 0.05
   min_train_rows: 1000
   max_reject_share: 0.5
