@@ -24,12 +24,13 @@ def positive_float(text: str) -> float:
 
 
 def run_command(prog: str, args: argparse.Namespace, interrupted: str = "interrupted") -> int:
-    """Run the parsed subcommand: a CuratorError becomes one line on stderr and exit 2, Ctrl-C exit 130."""
+    """Run the parsed subcommand: a CuratorError becomes one line on stderr and its exit code (2 unless it names
+    another), Ctrl-C exit 130."""
     try:
         return int(args.func(args) or 0)
     except CuratorError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130

@@ -11,5 +11,6 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _isolated_data_root(tmp_path, monkeypatch):
-    """Point the data root at a temporary directory unless a test sets its own."""
+    """Point the data root and the signing-key directory at temporary directories unless a test sets its own."""
     monkeypatch.setenv("INSTRUCT_CURATOR_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("INSTRUCT_CURATOR_KEYS", str(tmp_path / "keys"))
