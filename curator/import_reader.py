@@ -102,7 +102,7 @@ def inspect(value: Any) -> str | None:
 
 
 def _what(char: str) -> str:
-    return "NUL character" if char == "\x00" else f"lone surrogate U+{ord(char):04X} (not valid Unicode)"
+    return "NUL character" if char == "\x00" else f"lone surrogate U+{ord(char):04X} (an invalid UTF-8 byte or escape)"
 
 
 def _array_rows(data: bytes) -> Iterator[RawRow]:

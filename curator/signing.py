@@ -86,9 +86,14 @@ def init_key(directory: Path | None = None) -> Ed25519PrivateKey:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
     raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = directory / f".{KEY_FILE}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(raw.hex() + "\n")
+    try:
+        os.link(tmp, path)  # appears complete or not at all; FileExistsError when another process won
+    finally:
+        os.unlink(tmp)
     return key
 
 
