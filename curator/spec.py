@@ -430,8 +430,11 @@ def load_spec(path: str | Path) -> Spec:
         lines = _line_index(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SpecError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        position = getattr(e, "position", None)  # a reader error: a character YAML does not allow
+        line = mark.line + 1 if mark else text.count("\n", 0, position) + 1 if position is not None else None
+        where = f"{path}:{line}" if line else str(path)
+        problem = " ".join(str(getattr(e, "problem", None) or getattr(e, "reason", None) or e).split())
+        raise SpecError(f"{where}: not valid YAML: {problem}") from None
     except RecursionError:
         raise SpecError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(doc, dict):
