@@ -1,16 +1,20 @@
-"""Suite-wide settings: everything offline, no analytics, and no test writes into the repo's data/."""
+"""Suite-wide settings: everything offline, no analytics, no test writes into the repo's data/, and release
+signing keys in a directory of the test session (never the user's ~/.config/instruct-curator/keys)."""
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# one key directory for the session, set before any fixture (module-scoped ones included) signs a release;
+# tests about keys set their own
+os.environ["INSTRUCT_CURATOR_KEYS"] = tempfile.mkdtemp(prefix="curator-test-keys-")
 
 import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _isolated_data_root(tmp_path, monkeypatch):
-    """Point the data root and the signing-key directory at temporary directories unless a test sets its own."""
+    """Point the data root at a temporary directory unless a test sets its own."""
     monkeypatch.setenv("INSTRUCT_CURATOR_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("INSTRUCT_CURATOR_KEYS", str(tmp_path / "keys"))
