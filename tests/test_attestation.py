@@ -270,3 +270,24 @@ def test_keys_init_refuses_a_key_dir_inside_the_data_root_and_a_second_key(tmp_p
     assert oct((tmp_path / "keys" / "signing.key").stat().st_mode & 0o777) == "0o600"
     assert curator(["keys", "init"]) == 2
     assert "a signing key exists already" in capsys.readouterr().err
+
+
+def test_fit_accepts_an_untrusted_signer_only_with_allow_unsigned_and_the_card_says_so(tmp_path, monkeypatch, capsys):
+    from tiny_model import build_tiny_model, seed_pairs, starter_spec, write_fixture_release
+    from trainer.cli import main as trainer
+
+    spec = starter_spec()
+    pairs = seed_pairs(spec)
+    model = build_tiny_model(tmp_path / "model", pairs)
+    monkeypatch.setenv("INSTRUCT_CURATOR_KEYS", str(tmp_path / "their-keys"))
+    write_fixture_release(tmp_path / "data" / "releases", spec, train=pairs, eval=pairs[:6])
+    monkeypatch.setenv("INSTRUCT_CURATOR_KEYS", str(tmp_path / "our-keys"))  # their signer is not trusted here
+    capsys.readouterr()
+    assert trainer(["fit", "--dataset", "release-v1", "--model", str(model), "--steps", "1"]) == 2
+    assert "signed by untrusted key" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert trainer(["fit", "--dataset", "release-v1", "--model", str(model), "--steps", "1", "--allow-unsigned",
+                    "--out", str(out)]) == 0
+    assert json.loads((out / "run.json").read_text())["signature"] == {"signer": None, "allow_unsigned": True}
+    card = (out / "README.md").read_text()
+    assert "| Signature | **NOT verified**: unsigned or untrusted signer, accepted with `--allow-unsigned` |" in card
