@@ -112,3 +112,23 @@ def test_an_import_killed_with_minus_9_resumes_exactly(tmp_path, capsys):
     strip = lambda p: {k: v for k, v in p["provenance"].items() if k != "created_at"}  # noqa: E731
     assert [(p["id"], strip(p)) for p in RunDir(cut).pairs()] == [(p["id"], strip(p)) for p in RunDir(whole).pairs()]
     assert [q["origin"] for q in RunDir(cut).quarantined()] == [q["origin"] for q in RunDir(whole).quarantined()]
+
+
+def test_a_full_disk_is_one_line_exit_3_and_the_import_resumes(tmp_path, capsys):
+    """A real `curator import` under a file-size limit (writes fail with EFBIG, as on a full disk), then the same
+    command without it."""
+    import resource
+
+    src = tmp_path / "mix.jsonl"
+    with open(MIX, "rb") as f:
+        src.write_bytes(b"".join(f.readline() for _ in range(2000)))
+    out = tmp_path / "run"
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))  # noqa: E731
+    done = subprocess.run([sys.executable, "-m", "curator.cli", "import", str(src), "--format", "alpaca", "--out", str(out)],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=limit, capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().endswith("free space, then rerun the same command (runs resume)")
+    assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0
+    assert _import(src, out) == 0
+    counts = RunDir(out).read_meta()["counts"]
+    assert counts["read"] == 2000 == counts["accepted"] + counts["quarantined"]

@@ -15,7 +15,6 @@ leaves nothing behind.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -31,7 +30,7 @@ import polars as pl
 
 from curator import __version__
 from curator.durable import fsync_dir
-from curator.errors import CuratorError
+from curator.errors import NO_SPACE_ERRNOS, CuratorError, DiskFullError
 from curator.hashing import sha256_file
 from curator.paths import releases_root
 from curator.records import now_iso
@@ -161,15 +160,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class DiskFullError(CuratorError):
-    """No space left while writing a release; nothing was written (exit code 3, apart from "not certified")."""
-
-    exit_code = 3
-
-
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
 def attestation(release: str, version: int, manifest: dict[str, Any], digests: dict[str, str],
                 certified: bool, failed_verdicts: list[str], issued_at: str) -> dict:
     """The in-toto statement a release's certificate signs: every file with its digest (the subject), and what
@@ -275,10 +265,10 @@ def write_release(
 
 def _no_space(error: BaseException) -> bool:
     """An OSError for a full disk or quota, or polars' report of one (it wraps the OS error in its own text)."""
-    if isinstance(error, OSError) and error.errno in _NO_SPACE:
+    if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:
         return True
     return isinstance(error, pl.exceptions.PolarsError) and any(
-        os.strerror(code) in str(error) for code in _NO_SPACE)
+        os.strerror(code) in str(error) for code in NO_SPACE_ERRNOS)
 
 
 @dataclass(frozen=True)
