@@ -24,6 +24,7 @@ from curator.gate.pipeline import run_gate
 from curator.release.store import read_split, release_versions
 from curator.rundir import RunDir
 from curator.spec import load_spec
+from generate_helpers import STARTER
 from test_release import SPEC, gsm8k_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,6 +169,8 @@ def test_run_files_never_go_into_a_release(tmp_path, spec_path, capsys):
         capsys.readouterr()
         assert curator(["import", str(src), "--format", "alpaca", "--out", str(out)]) == 2
         assert "inside a release directory" in capsys.readouterr().err
+    assert curator(["generate", str(STARTER), "--pairs", "1", "--out", str(release / "gen")]) == 2
+    assert "inside a release directory" in capsys.readouterr().err
     assert curator(["verify", "release-v1"]) == 0
 
 
