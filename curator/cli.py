@@ -9,7 +9,7 @@ from curator.cli_support import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from curator import importers
+    from curator import importers, keys_command
     from curator.gate import command as gate_command
     from curator.generate import command as generate_command
     from curator.release import command as release_command
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate_command.register(sub)
     release_command.register(sub)
     review_command.register(sub)
+    keys_command.register(sub)
     return parser
 
 

@@ -1,5 +1,18 @@
 """User-facing errors: printed as one clear line by the CLIs, never as a traceback."""
+import errno
+
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a quota, a file size limit
 
 
 class CuratorError(Exception):
-    """A failure the user can act on; the message names the file, line or field at fault."""
+    """A failure the user can act on; the message names the file, line or field at fault.
+
+    `exit_code` is what the command line exits with (2 unless a subclass says otherwise)."""
+
+    exit_code = 2
+
+
+class DiskFullError(CuratorError):
+    """No space left on the device (exit code 3, apart from the gate's 1, "written, not certified")."""
+
+    exit_code = 3

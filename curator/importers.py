@@ -7,24 +7,26 @@ Formats:
   jsonl        pair records in this project's schema; missing provenance is filled in
 
 A row's own `task_family`, `format`, `difficulty` fields win over the command-line defaults.
-A row that cannot be read becomes a quarantine entry naming `file:line` and the field; the rest
-of the file is still imported, and read = accepted + quarantined.
+A row that cannot be read (invalid UTF-8, invalid JSON, nesting deeper than 64, a lone surrogate or NUL,
+a wrong type) becomes a quarantine entry naming `file:line` (and the element of a JSON array file) and
+the field; the rest of the file is still imported, and read = accepted + quarantined. A UTF-8 BOM is
+skipped. An interrupted import resumes when the same command is run again.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 from rich.progress import Progress
 
 from curator.errors import CuratorError
 from curator.hashing import sha256_file
+from curator.import_reader import read_rows
 from curator.paths import runs_root
 from curator.records import build_messages, make_pair, now_iso, schema_errors
-from curator.rundir import RunDir
+from curator.rundir import RunDir, refuse_release_dir
 
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
@@ -53,7 +55,8 @@ def _sharegpt(row: dict) -> list[dict]:
         raise RowError("field 'conversations' must be a list")
     out = []
     for i, t in enumerate(turns):
-        role = SHAREGPT_ROLES.get(t.get("from")) if isinstance(t, dict) else None
+        speaker = t.get("from") if isinstance(t, dict) else None
+        role = SHAREGPT_ROLES.get(speaker) if isinstance(speaker, str) else None
         if role is None:
             raise RowError(f"conversations[{i}].from: expected one of {sorted(SHAREGPT_ROLES)}")
         out.append({"role": role, "content": _text(t, "value")})
@@ -66,7 +69,7 @@ def _openai_chat(row: dict) -> list[dict]:
         raise RowError("field 'messages' must be a list")
     out = []
     for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or m["role"] not in ("system", "user", "assistant"):
             raise RowError(f"messages[{i}].role: expected system, user or assistant")
         out.append({"role": m["role"], "content": _text(m, "content")})
     return out
@@ -80,30 +83,6 @@ READERS: dict[str, Callable[[dict], list[dict]]] = {
 }
 
 
-def _rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """(line number, parsed row or raw text, parse error or None) for JSONL or a JSON array file."""
-    with open(path, encoding="utf-8") as f:
-        head = f.read(1)
-        while head.isspace():
-            head = f.read(1)
-    if head == "[":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise CuratorError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
-        for i, row in enumerate(data):
-            yield i + 1, row, None  # element index stands in for the line
-        return
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line), None
-            except json.JSONDecodeError as e:
-                yield n, line.rstrip("\n"), f"invalid JSON at column {e.colno}: {e.msg}"
-
-
 def import_file(
     path: str | Path,
     fmt: str,
@@ -114,46 +93,59 @@ def import_file(
     difficulty: str,
     source: str = "imported",
 ) -> dict[str, int]:
-    """Import one file into run directory `out`; return the counts (read, accepted, quarantined)."""
+    """Import one file into run directory `out`; return the counts (read, accepted, quarantined).
+
+    Rerunning it after an interruption (Ctrl-C, kill -9) resumes: rows already written are skipped, as each row
+    of the file leaves exactly one line, in order, in pairs.jsonl or quarantine.jsonl."""
     path = Path(path)
     if fmt not in READERS:
         raise CuratorError(f"unknown import format {fmt!r}; choose one of {sorted(READERS)}")
     if not path.is_file():
         raise CuratorError(f"{path}: no such file")
+    refuse_release_dir(out)
     file_hash = sha256_file(path)
     run = RunDir(out)
+    settings = {"path": str(path), "sha256": file_hash, "format": fmt, "source": source,
+                "task_family": task_family, "pair_format": format_name, "difficulty": difficulty}
     if run.exists():
         meta = run.read_meta()
-        if meta.get("input", {}).get("sha256") == file_hash and meta.get("status") == "complete":
+        there = meta.get("input") or {}
+        if meta.get("kind") != "import" or any(there.get(k) != settings[k] for k in ("sha256", "format", "source")) or any(
+                there.get(k, settings[k]) != settings[k] for k in ("task_family", "pair_format", "difficulty")):
+            raise CuratorError(f"{out}: a run of another file or other settings is already there; pass another --out")
+        if meta.get("status") == "complete":
             return meta["counts"]
-        raise CuratorError(f"{out}: a different or unfinished run is already there; pass another --out")
-    meta = {
-        "kind": "import",
-        "created_at": now_iso(),
-        "status": "running",
-        "input": {"path": str(path), "sha256": file_hash, "format": fmt, "source": source},
-    }
-    run.create(meta)
+        meta["resumed_at"] = [*meta.get("resumed_at", []), now_iso()]
+    else:
+        meta = {"kind": "import", "created_at": now_iso(), "input": settings}
+    meta["status"] = "running"
+    run.create(meta)  # cuts a torn last line left by a kill
+    done = sum(1 for _ in run.pairs()) + sum(1 for _ in run.quarantined())
     reader = READERS[fmt]
-    counts = {"read": 0, "accepted": 0, "quarantined": 0}
-    with Progress(transient=True) as progress:
+    read = 0
+    with Progress(transient=True) as progress, run.appender() as writer:
         task = progress.add_task(f"importing {path.name}", total=None)
-        for line, row, parse_error in _rows(path):
-            counts["read"] += 1
-            origin = f"{path}:{line}"
-            reason = parse_error
+        for row in read_rows(path):
+            read += 1
+            if read <= done:
+                continue
+            origin = f"{path}:{row.line}"
+            reason, record = row.error, None
             if reason is None:
-                reason, record = _to_record(row, reader, origin, fmt, task_family, format_name, difficulty, source)
-            if reason is None:
-                run.add_pair(record)
-                counts["accepted"] += 1
+                reason, record = _to_record(row.value, reader, origin, fmt, task_family, format_name, difficulty, source)
+            if record is not None:
+                writer.add_pair(record)
             else:
-                run.add_quarantine(f"{origin}: {reason}", row, origin=origin)
-                counts["quarantined"] += 1
+                element = "" if row.element is None or reason.startswith("element ") else f"element {row.element}: "
+                writer.add_quarantine(f"{origin}: {element}{reason}", row.raw if row.value is None else row.value, origin=origin)
             progress.advance(task)
+    counts = {"read": read, "accepted": sum(1 for _ in run.pairs()), "quarantined": sum(1 for _ in run.quarantined())}
     meta.update(status="complete", counts=counts, finished_at=now_iso())
     run.write_meta(meta)
     return counts
+
+
+_OPTIONAL_TEXT = ("task_family", "format", "difficulty", "length_band")
 
 
 def _to_record(row, reader, origin, fmt, task_family, format_name, difficulty, source) -> tuple[str | None, dict | None]:
@@ -161,6 +153,8 @@ def _to_record(row, reader, origin, fmt, task_family, format_name, difficulty, s
         return f"expected a JSON object, got {type(row).__name__}", None
     try:
         messages = reader(row)
+        for key in _OPTIONAL_TEXT:
+            _text(row, key, required=False)
     except RowError as e:
         return str(e), None
     record = make_pair(

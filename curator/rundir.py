@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+from curator.errors import CuratorError
 from curator.hashing import sha256_file
+from curator.paths import releases_root, runs_root
 
 PAIRS, QUARANTINE, FAILED = RUN_FILES = ("pairs.jsonl", "quarantine.jsonl", "failed.jsonl")
 
@@ -59,7 +61,33 @@ class RunDir:
         self.write_meta(meta)
 
     def read_meta(self) -> dict:
-        return json.loads(self.meta_path.read_text())
+        """run.json; CuratorError when it cannot be read as a JSON object."""
+        try:
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as e:
+            raise CuratorError(f"{self.meta_path}: unreadable run.json ({type(e).__name__}: {str(e)[:120]})") from None
+        if not isinstance(meta, dict):
+            raise CuratorError(f"{self.meta_path}: unreadable run.json (expected a JSON object)")
+        return meta
+
+    def unfinished(self) -> str | None:
+        """Why the run is not complete, with how to resume it; None when its status is `complete` (or, for a
+        generate run from before statuses, when nothing is pending)."""
+        try:
+            meta = self.read_meta()
+        except CuratorError as e:
+            return str(e).removeprefix(f"{self.meta_path}: ")
+        status = meta.get("status")
+        if status == "complete" or (status is None and (meta.get("counts") or {}).get("pending") == 0):
+            return None
+        if meta.get("kind") == "import":
+            source = meta.get("input") or {}
+            how = f"curator import {source.get('path')} --format {source.get('format')} --out {self.path}"
+        elif meta.get("kind") == "generate":
+            how = f"curator generate {meta.get('spec_path')} --out {self.path} (with the same options)"
+        else:
+            how = "the command that made it"
+        return f"unfinished run (status {status or 'unknown'}); resume it with `{how}`"
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         tmp = self.meta_path.with_suffix(".json.tmp")
@@ -104,6 +132,15 @@ class RunDir:
         return {name: sha256_file(self.path / name) for name in ("run.json",) + RUN_FILES if (self.path / name).exists()}
 
 
+def refuse_release_dir(out: Path) -> None:
+    """CuratorError when `out` is inside the releases directory or inside a release (run files never go there)."""
+    where = out.resolve()
+    releases = releases_root().resolve()
+    inside_release = any((d / "certificate.json").exists() or (d / "manifest.json").exists() for d in (where, *where.parents))
+    if where == releases or releases in where.parents or inside_release:
+        raise CuratorError(f"{out}: inside a release directory; run files go under {runs_root()} or another --out")
+
+
 @dataclass(frozen=True)
 class RunLine:
     """One record for one of the run files, encoded as its JSONL line (what a generation worker process hands to
@@ -114,7 +151,8 @@ class RunLine:
 
     @classmethod
     def of(cls, file: str, obj: dict) -> "RunLine":
-        return cls(file, (json.dumps(obj, ensure_ascii=False) + "\n").encode())
+        # a lone surrogate (kept in a quarantined row's raw text) is written as its JSON escape
+        return cls(file, (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))
 
     @classmethod
     def pair(cls, record: dict) -> "RunLine":

@@ -5,6 +5,7 @@ Errors name the file, the line and the path of the field (`task_families[2].shar
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -15,10 +16,16 @@ import yaml
 
 from curator.errors import CuratorError
 from curator.hashing import sha256_json
+from curator.redact import has_credentials, redact
 
 
 class SpecError(CuratorError):
     """A spec that cannot be used; the message names file, line and field path."""
+
+
+MAX_SPEC_BYTES = 1 << 20  # a spec file larger than this is refused unread
+MAX_NODES = 100_000  # YAML nodes after expanding aliases (a "billion laughs" document is refused)
+MAX_DEPTH = 64  # nesting of mappings and sequences
 
 
 def load_schema(name: str) -> dict:
@@ -348,10 +355,51 @@ def _line_index(text: str) -> dict[tuple, int]:
             for i, v in enumerate(node.value):
                 walk(v, path + (i,))
 
-    root = yaml.compose(text)
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
         walk(root, ())
     return lines
+
+
+def _bounded_shape(root: yaml.Node | None) -> str | None:
+    """Why a composed YAML document is too big to expand (aliases) or too deep; None when it is fine.
+
+    Sizes are counted once per distinct node (aliases share nodes), so a document that would expand to
+    billions of nodes is measured in the time of its text."""
+    if root is None:
+        return None
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, children_done = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels (line {node.start_mark.line + 1})"
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        if children_done or not children:
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > MAX_NODES:
+                return f"expands to more than {MAX_NODES} YAML nodes (aliases?) (line {node.start_mark.line + 1})"
+            continue
+        if id(node) in sizes:
+            continue
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+    return None
+
+
+def _non_finite(doc: Any, path: tuple = ()) -> tuple | None:
+    """The path of the first NaN or infinite number in a parsed document, or None."""
+    stack = [(doc, path)]
+    while stack:
+        value, at = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return at
+        if isinstance(value, dict):
+            stack.extend((v, at + (k,)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, at + (i,)) for i, v in enumerate(value))
+    return None
 
 
 def _fmt_path(path: tuple | list) -> str:
@@ -437,6 +485,10 @@ def _cross_checks(doc: dict) -> list[tuple[tuple, str]]:
                 problems.append((("task_families", i, "seeds", j, "format"), f"format {s['format']!r} is not one of this family's formats"))
             if s.get("difficulty") is not None and s["difficulty"] not in levels:
                 problems.append((("task_families", i, "seeds", j, "difficulty"), f"unknown difficulty {s['difficulty']!r}"))
+    base_url = doc.get("teacher", {}).get("base_url")
+    if isinstance(base_url, str) and has_credentials(base_url):
+        problems.append((("teacher", "base_url"), f"{redact(base_url)} holds credentials (user:password@); put the key "
+                         "in the environment variable named by teacher.api_key_env (nothing is written with it)"))
     semantic = doc.get("gate", {}).get("semantic_dedup", {})
     if semantic.get("candidate_threshold", 0) > semantic.get("threshold", 0.95):
         problems.append((("gate", "semantic_dedup", "candidate_threshold"), "must be <= threshold"))
@@ -463,18 +515,36 @@ def load_spec(path: str | Path) -> Spec:
     """Read, validate and type a curriculum spec; raise SpecError naming file, line and field."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:
         raise SpecError(f"{path}: cannot read spec: {e.strerror or e}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES} bytes; not a curriculum spec")
     try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise SpecError(f"{path}:{line}: not valid UTF-8 (byte {e.start})") from None
+    try:
+        too_big = _bounded_shape(yaml.compose(text, Loader=yaml.SafeLoader))
+        if too_big:
+            raise SpecError(f"{path}: {too_big}")
         doc = yaml.safe_load(text)
         lines = _line_index(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SpecError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        position = getattr(e, "position", None)  # a reader error: a character YAML does not allow
+        line = mark.line + 1 if mark else text.count("\n", 0, position) + 1 if position is not None else None
+        where = f"{path}:{line}" if line else str(path)
+        problem = " ".join(str(getattr(e, "problem", None) or getattr(e, "reason", None) or e).split())
+        raise SpecError(f"{where}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(doc, dict):
         raise SpecError(f"{path}: a spec is a YAML mapping at the top level")
+    if (at := _non_finite(doc)) is not None:
+        raise _error(path, lines, at, "must be a finite number (not .nan or .inf)")
     validator = jsonschema.Draft202012Validator(load_schema("spec"))
     errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:

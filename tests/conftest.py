@@ -1,10 +1,15 @@
-"""Suite-wide settings: everything offline, no analytics, and no test writes into the repo's data/."""
+"""Suite-wide settings: everything offline, no analytics, no test writes into the repo's data/, and release
+signing keys in a directory of the test session (never the user's ~/.config/instruct-curator/keys)."""
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# one key directory for the session, set before any fixture (module-scoped ones included) signs a release;
+# tests about keys set their own
+os.environ["INSTRUCT_CURATOR_KEYS"] = tempfile.mkdtemp(prefix="curator-test-keys-")
 
 import pytest  # noqa: E402
 

@@ -15,7 +15,7 @@ from curator import __version__
 from curator.cli_support import positive_int, run_command
 from curator.errors import CuratorError
 from curator.paths import data_root
-from curator.release.store import read_split, resolve_release, verify_release
+from curator.release.store import read_split, resolve_release, verify_attested
 from trainer.config import TrainConfig, add_config_arguments, config_from_args, overrides_given
 
 RUN_FILE = "run.json"
@@ -57,7 +57,8 @@ def run_fit(args: argparse.Namespace) -> int:
     resuming = args.resume is not None
     config, run_dir = _resume_config(args) if resuming else (config_from_args(args), None)
     release = resolve_release(config.dataset)
-    manifest = verify_release(release)
+    verified = verify_attested(release, allow_unsigned=args.allow_unsigned)
+    manifest = verified.manifest
     certificate = json.loads((release / "certificate.json").read_text())
     train = read_split(release, "train")
     if not train:
@@ -96,6 +97,7 @@ def run_fit(args: argparse.Namespace) -> int:
         "release": manifest["release"],
         "release_path": str(release.resolve()),
         "manifest_sha256": certificate["manifest_sha256"],
+        "signature": {"signer": verified.signer, "allow_unsigned": verified.signer is None},
         "spec": {"name": spec.get("name"), "sha256": spec.get("sha256")},
         "base_model": config.model,
         "base_model_dir": str(resolve_model(config.model)),
@@ -258,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", type=Path, help="run directory (default: <data root>/training/<release>-<UTC time>)")
     fit.add_argument("--resume", type=Path, metavar="RUN_DIR",
                      help="continue a killed run from its newest checkpoint (with its saved config)")
+    fit.add_argument("--allow-unsigned", action="store_true",
+                     help="train on a release that is unsigned or signed by an untrusted key (the model card says so)")
     fit.set_defaults(func=run_fit)
 
     ev = sub.add_parser(

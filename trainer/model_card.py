@@ -45,6 +45,14 @@ _TRAINING_FILES = """
 - `tensorboard/`: the same metrics for TensorBoard (when the `tensorboard` package is installed)"""
 
 
+def _signature(run: dict) -> str:
+    """Who signed the release's attestation, or the warning that it was accepted unsigned."""
+    signature = run.get("signature") or {}
+    if signature.get("allow_unsigned"):
+        return "**NOT verified**: unsigned or untrusted signer, accepted with `--allow-unsigned`"
+    return f"verified, trusted key `{signature.get('signer')}`" if signature.get("signer") else "not recorded"
+
+
 def render_card(run: dict) -> str:
     """Markdown for a finished run; `run` is the content of the run's `run.json`."""
     fit, data, config = run["fit"], run["fit"]["data_stats"], run["config"]
@@ -69,6 +77,7 @@ on the certified release **{run["release"]}**.
 | Base model | `{run["base_model"]}` (loaded from `{run["base_model_dir"]}`) |
 | Release | `{run["release"]}` ({data["records"]} train pairs) |
 | Certificate: manifest sha256 | `{run["manifest_sha256"]}` |
+| Signature | {_signature(run)} |
 | Spec | `{spec["name"]}` (sha256 `{spec["sha256"]}`) |
 | Steps | {fit["steps"]} × batch {config["batch_size"]} × up to {config["max_seq_len"]} tokens{"" if packing is None else f", packed ({packing:.0%} of row slots filled)"} |
 | Loss | {_loss_line(fit)} |

@@ -1,7 +1,8 @@
 """`curator gate RUN_DIR... --spec SPEC`: check, deduplicate and split run directories into a release.
 
 Exit 0 when the release is certified, 1 when a release was written but is not certified
-(its failing verdicts are listed), 2 on a usage error.
+(its failing verdicts are listed), 2 on a usage error, 3 when the disk filled up (nothing written).
+An unfinished run (killed or interrupted) is refused unless --allow-partial, which the manifest records.
 """
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def render(report: GateReport, console: Console) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     report = run_gate(args.run_dirs, load_spec(args.spec), name=args.name, notes=args.notes,
-                      review_ledger=args.review_ledger)
+                      review_ledger=args.review_ledger,
+                      allow_partial=args.allow_partial)
     render(report, Console())
     return 0 if report.certified else 1
 
@@ -80,4 +82,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--notes", help="free-text notes kept in the release manifest")
     p.add_argument("--review-ledger", type=Path, metavar="JSONL",
                    help="review ledger from `curator review` to obey (default: the spec's gate.human_review.ledger)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="gate runs that did not finish (killed or interrupted); the manifest records it")
     p.set_defaults(func=_run)

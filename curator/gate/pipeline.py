@@ -34,7 +34,7 @@ from curator.gate.screening import Screening
 from curator.gate.expectations import evaluate
 from curator.gate.split import split
 from curator.paths import releases_root, runs_root
-from curator.release.store import SPLITS, release_versions, verify_release, write_release
+from curator.release.store import SPLITS, release_versions, releases_lock, verify_release, write_release
 from curator.rundir import RunDir
 from curator.spec import Spec
 
@@ -219,7 +219,17 @@ class _Clock:
         self._last = now
 
 
-def _input_summary(run: RunDir, rows_read: int) -> dict:
+def refuse_unfinished(runs: list[RunDir], allow_partial: bool) -> dict[str, str]:
+    """Why each unfinished run is unfinished (path -> reason); CuratorError unless `allow_partial`."""
+    unfinished = {str(run.path): reason for run in runs if (reason := run.unfinished())}
+    if unfinished and not allow_partial:
+        path, reason = next(iter(unfinished.items()))
+        more = f" (and {len(unfinished) - 1} more)" if len(unfinished) > 1 else ""
+        raise CuratorError(f"{path}: {reason}{more}; or pass --allow-partial to gate what it holds")
+    return unfinished
+
+
+def _input_summary(run: RunDir, rows_read: int, complete: bool) -> dict:
     counts = {  # as RunDir.counts(), without parsing pairs.jsonl a second time
         "accepted": rows_read,
         "quarantined": sum(1 for _ in run.quarantined()),
@@ -231,24 +241,37 @@ def _input_summary(run: RunDir, rows_read: int) -> dict:
         "sha256": run.file_hashes(),
         "counts": counts,
         "rows_read": rows_read,
+        "complete": complete,
     }
 
 
 def run_gate(
     run_dirs: list[str | Path], spec: Spec, root: Path | None = None, name: str | None = None, notes: str | None = None,
     review_ledger: Path | None = None,
+    allow_partial: bool = False,
 ) -> GateReport:
-    """Gate the pairs of `run_dirs` against `spec` and write the next release (optionally named) under `root`."""
+    """Gate the pairs of `run_dirs` against `spec` and write the next release (optionally named) under `root`.
+
+    Unfinished runs are refused unless `allow_partial` (recorded in the manifest). The releases lock is held
+    from reading earlier releases until the new one is in place, so two gates never certify the same rows."""
     root = releases_root() if root is None else Path(root)
     runs = [resolve_run_dir(d) for d in run_dirs]
     seen = Counter(r.path.resolve() for r in runs)
     if twice := [str(p) for p, n in seen.items() if n > 1]:
         raise CuratorError(f"run directory given more than once: {', '.join(twice)}")
+    unfinished = refuse_unfinished(runs, allow_partial)
     clock = _Clock()
     rows = read_rows(runs)
     if not rows:
         raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
     clock.lap("read")
+    with releases_lock(root):
+        return _gate_locked(runs, rows, spec, root, name, notes, unfinished, clock, review_ledger)
+
+
+def _gate_locked(runs: list[RunDir], rows: list[Row], spec: Spec, root: Path, name: str | None, notes: str | None,
+                 unfinished: dict[str, str], clock: _Clock,
+                 review_ledger: Path | None) -> GateReport:
     checks = build_checks(spec, root, review_ledger)
     clock.lap("earlier_releases")
     kept_rows, ledger, check_reports = run_checks(checks, rows)
@@ -282,7 +305,8 @@ def run_gate(
             "eval": len(evals),
             "by_family": dict(sorted(by_family.items())),
         },
-        "inputs": [_input_summary(run, rows_per_run[str(run.path)]) for run in runs],
+        "inputs": [_input_summary(run, rows_per_run[str(run.path)], str(run.path) not in unfinished) for run in runs],
+        "allow_partial": bool(unfinished),
         "teacher_models": sorted({m for r in kept if (m := r["provenance"].get("teacher_model"))}),
         "seconds": clock.laps,  # wall time per gate phase, before the release is written
         "review": next((c["stats"]["review"] for c in check_reports if c["name"] == "human_review"), None),

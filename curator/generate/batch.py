@@ -33,6 +33,7 @@ from curator.errors import CuratorError
 from curator.generate.plan import Slot
 from curator.generate.requests import build_request
 from curator.records import now_iso
+from curator.redact import redact
 from curator.rundir import RunDir
 from curator.spec import Spec
 from curator.teacher.client import ResponseCache, TeacherError, TeacherReply, TeacherRequest, reply_from_body
@@ -96,15 +97,15 @@ def line_reply(line: dict[str, Any], mode: str) -> TeacherReply:
     return reply_from_body(response.get("body") or {}, mode)
 
 
-def api_error(base_url: str, step: str, error: openai.APIError) -> CuratorError:
-    """A Batch API call that failed, as one line; a 404 means the endpoint has no Batch API."""
+def api_error(base_url: str, step: str, error: openai.APIError, api_key: str | None = None) -> CuratorError:
+    """A Batch API call that failed, as one line (the key scrubbed); a 404 means the endpoint has no Batch API."""
     if isinstance(error, openai.NotFoundError):
         return CuratorError(
             f"the teacher at {base_url} has no Batch API ({step} answered HTTP 404); "
             "run without --batch (and teacher.batch: false)"
         )
     status = f"HTTP {error.status_code}: " if isinstance(error, openai.APIStatusError) else ""
-    return CuratorError(f"Batch API at {base_url}: {step} failed: {status}{str(error.message)[:200]}")
+    return CuratorError(f"Batch API at {base_url}: {step} failed: {status}{redact(str(error.message), api_key)[:200]}")
 
 
 class Batcher:
@@ -121,7 +122,7 @@ class Batcher:
         try:
             return await coro
         except openai.APIError as e:
-            raise api_error(self.base_url, step, e) from None
+            raise api_error(self.base_url, step, e, self.api.api_key) from None
 
     async def fetch(self, requests: dict[str, TeacherRequest]) -> dict[str, str]:
         """Replies for `requests` (key -> request) into the cache: the open batch first (resume), then one new
@@ -242,6 +243,7 @@ async def prefetch(spec: Spec, pending: list[Slot], batcher: Batcher, run_dir: R
         if batcher.cache.get(request.key) is not None:
             answered.append(slot)
             continue
-        run_dir.add_failed(slot.id, failed.get(request.key, f"no reply from the run's batches (see {LEDGER})"))
+        run_dir.add_failed(slot.id, redact(failed.get(request.key, f"no reply from the run's batches (see {LEDGER})"),
+                                           batcher.api.api_key))
         outcomes["failed"] += 1
     return answered

@@ -50,7 +50,8 @@ from curator.generate.workers import worker_count
 from curator.hashing import sha256_json, sha256_text
 from curator.paths import runs_root
 from curator.records import now_iso
-from curator.rundir import RunDir
+from curator.redact import has_credentials, redact
+from curator.rundir import RunDir, refuse_release_dir
 from curator.spec import STRATEGIES, Spec, load_spec, mix_problems
 from curator.teacher.client import ResponseCache, TeacherClient, TeacherError
 from curator.teacher.embedded import embedded_teacher
@@ -129,6 +130,9 @@ def with_overrides(spec: Spec, args: argparse.Namespace) -> Spec:
         "requests_per_minute": args.requests_per_minute, "tokens_per_minute": args.tokens_per_minute, "workers": args.workers,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
+    if args.base_url is not None and has_credentials(args.base_url):
+        raise CuratorError(f"--base-url {redact(args.base_url)} holds credentials (user:password@); put the key in "
+                           f"${spec.teacher.api_key_env} instead (nothing is written with it)")
     return dataclasses.replace(spec, teacher=dataclasses.replace(spec.teacher, **changes)) if changes else spec
 
 
@@ -188,6 +192,7 @@ def run_meta(spec: Spec, planned: Planned) -> dict[str, Any]:
             "max_attempts": t.max_attempts, "timeout_s": t.timeout_s, "sampling": t.sampling.as_dict(), "batch": t.batch,
         },
         "created_at": now_iso(),
+        "status": "running",
         "sessions": [],
     }
 
@@ -208,7 +213,7 @@ def open_run(run_dir: RunDir, spec: Spec, planned: Planned) -> dict[str, Any]:
                 f"{run_dir.meta_path}: {key} is {there!r} there but {fresh[key]!r} now; "
                 "resume with the same spec, --pairs, --model, --strategy (or --strategy-mix) and --from, or pick another --out"
             )
-    run_dir.create({**meta, "teacher": fresh["teacher"]})  # repairs torn tails, keeps history
+    run_dir.create({**meta, "teacher": fresh["teacher"], "status": "running"})  # repairs torn tails, keeps history
     return run_dir.read_meta()
 
 
@@ -259,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
     planned = make_plan(spec, args)
     slots = planned.slots
     run_dir = RunDir(Path(args.out) if args.out else default_run_dir(spec, planned))
+    refuse_release_dir(run_dir.path)
     meta = open_run(run_dir, spec, planned)
     started, started_at = time.monotonic(), now_iso()
     outcomes: Counter[str] = Counter()
@@ -323,6 +329,7 @@ def write_summary(run_dir: RunDir, meta: dict[str, Any], planned: Planned, sessi
         "elapsed_s": round(sum(s["elapsed_s"] for s in sessions), 3),
         "updated_at": now_iso(),
     }
+    meta["status"] = "complete" if meta["counts"]["pending"] == 0 else "incomplete"
     run_dir.write_meta(meta)
     return meta
 

@@ -16,7 +16,7 @@ from curator.release.diff import diff_releases
 from curator.release.export import FORMATS, export_release
 from curator.release.lineage import PROVENANCE_FIELDS, Appearance, lineage
 from curator.release.report import write_report
-from curator.release.store import SPLITS, open_release, release_versions, resolve_release, verify_release
+from curator.release.store import SPLITS, open_release, release_versions, resolve_release, verify_attested
 
 RELEASE_HELP = "release-vN, vN, N, latest, or a release directory"
 
@@ -36,12 +36,15 @@ def _table(title: str, *columns: str, right: tuple[str, ...] = ()) -> Table:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    """Exit 0 when every hash matches (and the release is certified, unless --allow-uncertified)."""
+    """Exit 0 when the signature is by a trusted key (unless --allow-unsigned), the files are exactly the signed ones
+    with their sha256, and the release is certified (unless --allow-uncertified)."""
     path = resolve_release(args.release)
-    manifest = verify_release(path, require_certified=not args.allow_uncertified)
+    verified = verify_attested(path, require_certified=not args.allow_uncertified, allow_unsigned=args.allow_unsigned)
+    manifest = verified.manifest
     counts = manifest.get("counts", {})
-    state = "certified" if manifest.get("certified") else "not certified"
-    print(f"{path}: ok ({len(manifest['files'])} files match their sha256; {state}; "
+    state = "certified" if verified.statement["predicate"].get("verdict") == "certified" else "not certified"
+    signer = f"signed by trusted key {verified.signer}" if verified.signer else "UNSIGNED or untrusted signer, accepted by --allow-unsigned"
+    print(f"{path}: ok ({len(manifest['files'])} files match their sha256; {signer}; {state}; "
           f"train {counts.get('train', '?')}, eval {counts.get('eval', '?')})")
     return 0
 
@@ -199,6 +202,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("release", help=RELEASE_HELP)
     p.add_argument("--allow-uncertified", action="store_true",
                    help="accept a release whose hashes match but whose gate verdict failed")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="accept a release that is unsigned or signed by a key not trusted here (files are still checked)")
     p.set_defaults(func=_verify)
     p = sub.add_parser("releases", help="list releases: version, name, created, rows, certified, spec, inputs")
     p.set_defaults(func=_releases)

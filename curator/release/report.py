@@ -512,15 +512,23 @@ evaluation on the held-out `eval` split. Export with `curator export {release.na
 
 Releases are write-once: a new gate run writes `release-v{int(m.get("version", 0)) + 1}` and never changes this one.
 `curator verify {release.name}` recomputes every file's sha256 against the manifest and the manifest's
-against the certificate. `curator diff` compares releases; `curator lineage ID` traces a row.
+against the signed attestation. `curator diff` compares releases; `curator lineage ID` traces a row.
 """
 
 
+REPORT_FILES = {"index.html", "DATASHEET.md"}
+
+
 def write_report(release: Release, out: Path | None = None, embed: bool = True, embed_sample: int = 2000) -> Path:
-    """Write `index.html` and `DATASHEET.md` for `release` into `out` (default `<data root>/reports/<release>/`)."""
+    """Write `index.html` and `DATASHEET.md` for `release` into `out` (default `<data root>/reports/<release>/`).
+
+    An explicit `out` must be new, empty, or hold only an earlier report (its two files); the default is rewritten."""
     out = Path(out) if out is not None else reports_root() / release.name
-    if out.resolve() == release.path.resolve():
+    where = out.resolve()
+    if where == release.path.resolve() or release.path.resolve() in where.parents:
         raise CuratorError(f"{out}: a release directory is write-once; write the report elsewhere")
+    if out.exists() and (not out.is_dir() or {p.name for p in out.iterdir()} - REPORT_FILES):
+        raise CuratorError(f"{out}: exists and holds other files than a report; pass a new or empty --out")
     figures = compute_figures(release, embed=embed, embed_sample=embed_sample)
     out.mkdir(parents=True, exist_ok=True)
     (out / "index.html").write_text(render_html(release, figures), encoding="utf-8")

@@ -5,7 +5,9 @@ Layout of `<data root>/releases/release-vN/`:
   rejected.parquet              the ledger: every input row that did not make it, with check and reason
   manifest.json                 counts, per-file sha256, bytes and rows, spec, gate config and verdicts,
                                 inputs, and an optional human name and notes
-  certificate.json              binds sha256(manifest.json) to the gate verdict
+  certificate.json              the gate verdict, and a signed attestation (DSSE envelope, Ed25519) of an
+                                in-toto statement naming every file above with its sha256 and the release's
+                                name, version, spec, checks, verdicts and inputs (`attestation`)
 
 A release is built in a hidden sibling directory and renamed into place under a lock, so two
 builds never take the same version, an existing release is never overwritten, and a failed build
@@ -18,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +30,16 @@ import polars as pl
 
 from curator import __version__
 from curator.durable import fsync_dir
-from curator.errors import CuratorError
+from curator.errors import NO_SPACE_ERRNOS, CuratorError, DiskFullError
 from curator.hashing import sha256_file
 from curator.paths import releases_root
 from curator.records import now_iso
+from curator.signing import open_envelope, sign, signing_key, trusted_keys
 
 SPLITS = ("train", "eval")
 _VERSION = re.compile(r"^release-v(\d+)$")
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://instruct-curator.dev/attestations/gate/v1"
 
 
 class ReleaseError(CuratorError):
@@ -115,14 +121,80 @@ def _ledger_frame(rejected: list[dict]) -> pl.DataFrame:
 
 
 @contextmanager
-def _lock(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+def releases_lock(root: Path) -> Iterator[None]:
+    """Hold the releases lock of `root` (one writer at a time; re-entrant within a process).
+
+    The gate holds it from reading earlier releases until its own release is renamed into place; taking it
+    also removes staging directories whose builder process is gone (a build killed with -9)."""
+    key = (os.path.abspath(root), threading.get_ident())
+    if _held.get(key):
+        _held[key] += 1
         try:
             yield
         finally:
+            _held[key] -= 1
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        _held[key] = 1
+        try:
+            _remove_stale_staging(root)
+            yield
+        finally:
+            _held.pop(key, None)
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_held: dict[tuple[str, int], int] = {}
+_STAGING = re.compile(r"^\.release-v\d+\.building-(\d+)$")
+
+
+def _remove_stale_staging(root: Path) -> None:
+    for p in root.iterdir():
+        m = _STAGING.match(p.name)
+        if m and not _alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a leftover of this process is never in use: builds happen one at a time under the lock
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def attestation(release: str, version: int, manifest: dict[str, Any], digests: dict[str, str],
+                certified: bool, failed_verdicts: list[str], issued_at: str) -> dict:
+    """The in-toto statement a release's certificate signs: every file with its digest (the subject), and what
+    the gate did (the predicate: release name and version, spec, gate version, checks, verdicts, inputs, counts)."""
+    spec = manifest.get("spec") or {}
+    counts = manifest.get("counts") or {}
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": digest}} for name, digest in sorted(digests.items())],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "release": release,
+            "version": version,
+            "verdict": "certified" if certified else "not_certified",
+            "failed_verdicts": failed_verdicts,
+            "spec": {"name": spec.get("name"), "sha256": spec.get("sha256")},
+            "gate_version": __version__,
+            "checks": [{"name": c.get("name"), "removed": c.get("removed")} for c in manifest.get("checks", [])],
+            "verdicts": [{"name": v.get("name"), "passed": v.get("passed")} for v in manifest.get("verdicts", [])],
+            "inputs": [{"path": i.get("path"), "sha256": i.get("sha256"), "complete": i.get("complete", True)}
+                       for i in manifest.get("inputs", [])],
+            "allow_partial": bool(manifest.get("allow_partial", False)),
+            "counts": {k: counts.get(k) for k in ("input", "rejected", "kept", "train", "eval")},
+            "issued_at": issued_at,
+        },
+    }
 
 
 def write_release(
@@ -137,22 +209,24 @@ def write_release(
     name: str | None = None,
     notes: str | None = None,
 ) -> Path:
-    """Write the next release-vN atomically and return its path.
+    """Write the next release-vN atomically, signed with the local key, and return its path.
 
     `manifest` carries what the caller knows (spec, gate config, verdicts, inputs); this function
     adds the version, the files with sha256, size and row counts, the tool version, and the
-    optional human `name` and `notes` (bound by the certificate like the rest of the manifest).
+    optional human `name` and `notes`; the certificate is a signed attestation over every file.
+    DiskFullError when the disk fills up (nothing is left behind).
     """
     root = releases_root() if root is None else Path(root)
-    with _lock(root):
+    key = signing_key()
+    with releases_lock(root):
         version = (release_versions(root) or [0])[-1] + 1
         release = f"release-v{version}"
         final = root / release
         staging = root / f".{release}.building-{os.getpid()}"
         if staging.exists():
             shutil.rmtree(staging)
-        staging.mkdir()
         try:
+            staging.mkdir()
             frames = {"train": _frame(train), "eval": _frame(eval), "rejected": _ledger_frame(rejected)}
             files = {}
             for split, df in frames.items():
@@ -171,13 +245,16 @@ def write_release(
                 "certified": certified,
             }
             (staging / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+            digests = {n: meta["sha256"] for n, meta in files.items()} | {"manifest.json": sha256_file(staging / "manifest.json")}
+            statement = attestation(release, version, full, digests, certified, failed_verdicts, full["created_at"])
             certificate = {
                 "release": release,
-                "manifest_sha256": sha256_file(staging / "manifest.json"),
-                "verdict": "certified" if certified else "not_certified",
+                "manifest_sha256": digests["manifest.json"],
+                "verdict": statement["predicate"]["verdict"],
                 "failed_verdicts": failed_verdicts,
                 "issued_at": full["created_at"],
                 "tool_version": __version__,
+                "attestation": sign(statement, key),
             }
             (staging / "certificate.json").write_text(json.dumps(certificate, indent=2, sort_keys=True) + "\n")
             for p in staging.iterdir():
@@ -187,46 +264,125 @@ def write_release(
             fsync_dir(staging)
             os.rename(staging, final)  # fails rather than overwrite; atomic on one filesystem
             fsync_dir(root)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(staging, ignore_errors=True)
+            if _no_space(e):
+                raise DiskFullError(f"{root}: no space left while writing {release} ({e}); nothing was written") from None
             raise
     return final
 
 
-def verify_release(path: str | Path, require_certified: bool = True) -> dict:
-    """Recompute every hash of a release; return its manifest, or raise ReleaseError naming each bad file."""
+def _no_space(error: BaseException) -> bool:
+    """An OSError for a full disk or quota, or polars' report of one (it wraps the OS error in its own text)."""
+    if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:
+        return True
+    return isinstance(error, pl.exceptions.PolarsError) and any(
+        os.strerror(code) in str(error) for code in NO_SPACE_ERRNOS)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A release that passed verification: its manifest, the signed statement, and who signed it."""
+
+    manifest: dict
+    statement: dict
+    signer: str | None  # the trusted key id; None when accepted unsigned (--allow-unsigned)
+
+
+def verify_release(path: str | Path, require_certified: bool = True, allow_unsigned: bool = False) -> dict:
+    """The release's manifest once `verify_attested` accepts it."""
+    return verify_attested(path, require_certified, allow_unsigned).manifest
+
+
+def verify_attested(path: str | Path, require_certified: bool = True, allow_unsigned: bool = False) -> Verified:
+    """Check a release: its certificate's signature by a trusted key (unless `allow_unsigned`), its name and
+    version against the signed statement, and its files: exactly the signed ones, each with its digest.
+    ReleaseError names every problem found."""
     path = Path(path)
-    problems = []
+    refused = f"release {path} refused"
     cert_path, man_path = path / "certificate.json", path / "manifest.json"
-    for p in (man_path, cert_path):
-        if not p.exists():
-            problems.append(f"{p}: missing")
+    problems = [f"{p}: missing" for p in (man_path, cert_path) if not p.exists()]
+    problems += [f"{p}: not a regular file" for p in (man_path, cert_path) if p.exists() and not p.is_file()]
     if problems:
         raise ReleaseError(f"release {path} failed verification: " + "; ".join(problems))
-    certificate, manifest = _read_json(cert_path), _read_json(man_path)
-    if sha256_file(man_path) != certificate.get("manifest_sha256"):
-        problems.append(f"{man_path}: changed since the certificate was issued (sha256 mismatch)")
-    for name, meta in manifest.get("files", {}).items():
+    certificate = _read_json(cert_path)
+    try:
+        opened = open_envelope(certificate.get("attestation"), trusted_keys(), allow_unsigned)
+    except CuratorError as e:
+        raise ReleaseError(f"{refused}: {cert_path}: {e}") from None
+    statement = opened.statement
+    subject, predicate = _subject(statement), statement.get("predicate")
+    if subject is None or not isinstance(predicate, dict):
+        raise ReleaseError(f"{refused}: {cert_path}: the signed statement has no subject list or predicate")
+    signed_name = predicate.get("release")
+    if signed_name != path.name:
+        raise ReleaseError(f"{refused}: the directory is named {path.name} but its signed statement is for "
+                           f"{signed_name} (renamed or copied to another version)")
+    for field, signed in (("release", signed_name), ("verdict", predicate.get("verdict")),
+                          ("failed_verdicts", predicate.get("failed_verdicts")),
+                          ("manifest_sha256", subject.get("manifest.json"))):
+        if certificate.get(field) != signed:
+            problems.append(f"{cert_path}: {field} {certificate.get(field)!r} differs from the signed {signed!r}")
+    present = {p.name for p in path.iterdir()} - {"certificate.json"}
+    for extra in sorted(present - set(subject)):
+        problems.append(f"{path / extra}: not in the signed manifest (extra file)")
+    for name, digest in sorted(subject.items()):
         p = path / name
         if not p.exists():
             problems.append(f"{p}: missing")
-        elif sha256_file(p) != meta["sha256"]:
-            size, recorded = p.stat().st_size, meta.get("bytes")
-            short = f"; truncated: {size} of {recorded} bytes" if recorded is not None and size < recorded else ""
-            problems.append(f"{p}: changed since release (sha256 mismatch{short})")
+        elif not p.is_file():
+            problems.append(f"{p}: not a regular file")
+        elif sha256_file(p) != digest:
+            if name == "manifest.json":
+                problems.append(f"{p}: changed since the certificate was issued (sha256 mismatch)")
+                continue
+            problems.append(f"{p}: changed since release (sha256 mismatch{_truncated(p, man_path, name)})")
     if problems:
         raise ReleaseError(f"release {path} failed verification: " + "; ".join(problems))
-    if require_certified and certificate.get("verdict") != "certified":
-        failed = ", ".join(certificate.get("failed_verdicts", [])) or "unknown"
+    manifest = _read_json(man_path)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or {n: m.get("sha256") if isinstance(m, dict) else None for n, m in files.items()} != {
+            n: d for n, d in subject.items() if n != "manifest.json"}:
+        raise ReleaseError(f"{refused}: {man_path}: its files do not match the signed statement")
+    if require_certified and predicate.get("verdict") != "certified":
+        failed = ", ".join(map(str, predicate.get("failed_verdicts") or [])) or "unknown"
         raise ReleaseError(f"release {path} is not certified (failed: {failed})")
-    return manifest
+    return Verified(manifest, statement, opened.signer)
+
+
+def _subject(statement: dict) -> dict[str, str] | None:
+    """Name -> sha256 of the statement's subject; None when it is malformed."""
+    subject = statement.get("subject")
+    if not isinstance(subject, list):
+        return None
+    out = {}
+    for entry in subject:
+        digest = entry.get("digest") if isinstance(entry, dict) else None
+        name, sha = entry.get("name") if isinstance(entry, dict) else None, digest.get("sha256") if isinstance(digest, dict) else None
+        if not isinstance(name, str) or not isinstance(sha, str) or "/" in name or name in ("", ".", ".."):
+            return None
+        out[name] = sha
+    return out
+
+
+def _truncated(p: Path, man_path: Path, name: str) -> str:
+    """'; truncated: N of M bytes' when the file is shorter than the manifest recorded."""
+    try:
+        recorded = json.loads(man_path.read_text())["files"][name].get("bytes")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    size = p.stat().st_size
+    return f"; truncated: {size} of {recorded} bytes" if isinstance(recorded, int) and size < recorded else ""
 
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ReleaseError(f"release {path.parent} failed verification: {path}: unreadable JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise ReleaseError(f"release {path.parent} failed verification: {path}: expected a JSON object, got {type(doc).__name__}")
+    return doc
 
 
 def read_split(path: str | Path, split: str) -> list[dict]:

@@ -30,6 +30,7 @@ import httpx2
 import openai
 
 from curator.hashing import sha256_json
+from curator.redact import redact
 from curator.teacher.ratelimit import RateLimits, token_charge
 
 RETRYABLE_STATUS = {408, 409, 429}
@@ -204,16 +205,17 @@ def is_retryable(error: Exception) -> bool:
     )
 
 
-def describe(error: BaseException) -> str:
+def describe(error: BaseException, *secrets: str | None) -> str:
     """One line for a failed request: the HTTP status and message, or the error and what caused it (the SDK reports
-    a dropped connection as a timeout; the cause tells which)."""
+    a dropped connection as a timeout; the cause tells which). The secrets, bearer tokens and URL credentials are
+    scrubbed before the text is cut, so no part of a key an endpoint echoes survives."""
     if isinstance(error, openai.APIStatusError):
-        return f"HTTP {error.status_code}: {str(error.message)[:200]}"
-    line = f"{type(error).__name__}: {str(error)[:200]}"
+        return f"HTTP {error.status_code}: {redact(str(error.message), *secrets)[:200]}"
+    line = f"{type(error).__name__}: {redact(str(error), *secrets)[:200]}"
     root = error
     while root.__cause__ is not None:
         root = root.__cause__
-    return line if root is error else f"{line} ({describe(root)})"
+    return line if root is error else f"{line} ({describe(root, *secrets)})"
 
 
 def parse_reply(content: bytes, mode: str) -> TeacherReply:
@@ -261,7 +263,7 @@ class TeacherClient:
         backoff_cap_s: float = 30.0,
         max_retry_after_s: float = 120.0,
     ):
-        self.base_url = base_url
+        self.base_url = redact(base_url, api_key)  # what messages and run.json show
         self.max_in_flight = max_in_flight
         self._settings = {  # the constructor's arguments but the cache, for `shares`
             "base_url": base_url, "api_key": api_key, "max_in_flight": max_in_flight, "max_attempts": max_attempts,
@@ -308,7 +310,7 @@ class TeacherClient:
                 if not is_retryable(e):
                     break
                 await asyncio.sleep(self.backoff_s(attempt, e))
-        raise TeacherError(f"teacher at {self.base_url} not reachable: {describe(last)}")
+        raise TeacherError(f"teacher at {self.base_url} not reachable: {describe(last, self._settings['api_key'])}")
 
     def backoff_s(self, attempt: int, error: Exception) -> float:
         """Seconds to wait before try `attempt + 1`: Retry-After when given, else full jitter."""
@@ -336,7 +338,7 @@ class TeacherClient:
             except openai.APIError as e:
                 if not is_retryable(e) or attempt == self.max_attempts:
                     self.stats.failures += 1
-                    raise TeacherError(f"{describe(e)} (after {attempt} attempt(s))") from None
+                    raise TeacherError(f"{describe(e, self._settings['api_key'])} (after {attempt} attempt(s))") from None
                 self.stats.retries += 1
                 await asyncio.sleep(self.backoff_s(attempt, e))
                 continue
