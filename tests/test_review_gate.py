@@ -62,7 +62,7 @@ def world(tmp_path):
     records = [pair(q, a) for q, a in zip(QUESTIONS, ANSWERS)]
     records += [pair("Name the capital city of France.", "N/A"), pair(QUESTIONS[0].upper(), ANSWERS[0].upper())]
     run = RunDir(tmp_path / "runs" / "r")
-    run.create({"kind": "test"})
+    run.create({"kind": "test", "status": "complete"})
     for r in records:
         run.add_pair(r)
     return {"spec": load_spec(spec_path), "records": records, "run": run, "ledger": tmp_path / "ledger.jsonl",
