@@ -1,4 +1,4 @@
-"""Strict reading of JSONL inputs whose every line must be a JSON object (evaluation sets, suites)."""
+"""JSONL: strict reading of inputs whose every line must be a JSON object (evaluation sets, suites), and writing rows."""
 from __future__ import annotations
 
 import json
@@ -22,3 +22,12 @@ def object_lines(path: Path, lines: list[str], what: str,
         if not isinstance(obj, dict):
             raise error(f"{path}:{number}: {what} must be a JSON object")
         yield number, obj
+
+
+def write_jsonl(rows: list[dict], path: Path) -> Path:
+    """Write the rows as JSON Lines (UTF-8) to `path`, creating its folder; returns `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path

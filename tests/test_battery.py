@@ -19,7 +19,8 @@ from trainer.battery.instructions import (
     follows,
     loose_variants,
 )
-from trainer.battery.preference import preference_rows, write_dpo_jsonl
+from curator.jsonl import write_jsonl
+from trainer.battery.preference import preference_rows
 from trainer.battery.refusals import is_refusal, parse_verdict
 from trainer.battery.stats import bootstrap_mean, bootstrap_paired_difference
 from trainer.battery.suite import (
@@ -454,7 +455,7 @@ def test_dpo_export_round_trips_through_datasets_and_trl(tmp_path):
     fixed = preference_rows(base, refuse_all)
     assert len(fixed) == len(rows) and {r["reason"] for r in fixed} == {"tuned_fixed"}
 
-    path = write_dpo_jsonl(rows, tmp_path / "out" / "dpo.jsonl")
+    path = write_jsonl(rows, tmp_path / "out" / "dpo.jsonl")
     loaded = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
     assert len(loaded) == len(rows) and {"prompt", "chosen", "rejected"} <= set(loaded.column_names)
     assert loaded[0]["prompt"] == rows[0]["prompt"] and loaded[0]["rejected"] == rows[0]["rejected"]

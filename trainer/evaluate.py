@@ -19,6 +19,7 @@ from rich.table import Table
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from curator.errors import CuratorError
+from curator.jsonl import write_jsonl
 from curator.gate.checks.decontaminate import EvalIndex
 from curator.records import user_text
 from curator.release.store import read_split, resolve_release, verify_release
@@ -26,7 +27,7 @@ from curator.spec import Spec, SpecError, spec_from_dict
 from trainer.backends.sft import ADAPTER_DIR, MODEL_DIR, TOKENIZER_DIR
 from trainer.battery import SUITES, compare, run_battery
 from trainer.battery.judge import judge_samples
-from trainer.battery.preference import preference_rows, write_dpo_jsonl
+from trainer.battery.preference import preference_rows
 from trainer.battery.stats import bootstrap_paired_difference
 from trainer.battery.report_html import write_html
 from trainer.battery.suite import load_instruction_suite, load_refusal_suite
@@ -264,7 +265,7 @@ def evaluate(
         },
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_dpo_jsonl(preference_rows(batteries[names[-1]], batteries.get("base") if paired else None),
+    write_jsonl(preference_rows(batteries[names[-1]], batteries.get("base") if paired else None),
                     out_dir / PREFERENCE_FILE)
     if comparison is not None:
         write_html(comparison, out_dir / BATTERY_HTML, title=f"{about['run']} on {manifest['release']}",

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from curator.cli_support import positive_int
+from curator.jsonl import write_jsonl
 from curator.errors import CuratorError
 from curator.paths import data_root, releases_root
 from curator.review.ledger import Decisions, ReviewLedger, read_ledger_lines
@@ -86,8 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_outside_releases(ledger_path, sources)
     if args.preferences:
         rows = edit_preference_rows(Decisions.of(read_ledger_lines(ledger_path)).per_pair())
-        from trainer.battery.preference import write_dpo_jsonl
-        print(f"{write_dpo_jsonl(rows, Path(args.preferences))}: {len(rows)} preference pairs from response edits")
+        print(f"{write_jsonl(rows, Path(args.preferences))}: {len(rows)} preference pairs from response edits")
         return 0
     import uvicorn
 

@@ -13,9 +13,6 @@ Items that passed on every side, or failed without a reference, give no pair.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 
 def _row(item: dict, chosen: str, rejected: str, reason: str) -> dict:
     return {
@@ -43,12 +40,3 @@ def preference_rows(tuned: dict, base: dict | None = None) -> list[dict]:
         elif not item["passed"] and item.get("reference") and item["reference"].strip() != item["response"].strip():
             rows.append(_row(item, item["reference"], item["response"], "reference_over_failure"))
     return rows
-
-
-def write_dpo_jsonl(rows: list[dict], path: Path) -> Path:
-    """Write the rows as JSON Lines (UTF-8) to `path`, creating its folder; returns `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
