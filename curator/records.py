@@ -11,6 +11,7 @@ from curator.hashing import sha256_json
 from curator.spec import load_schema
 
 SOURCES = ("synthetic", "human", "imported", "human-edited")
+QUALITY_SCORES = ("judge", "reward")  # per-row scores (`scores` column) that rank quality, first present wins
 
 
 def pair_id(messages: list[dict]) -> str:

@@ -143,14 +143,23 @@ def mix_problems(mix: dict[str, float]) -> list[tuple[str | None, str]]:
 
 @dataclass(frozen=True)
 class MinHashConfig:
+    """Near dedup (`gate.minhash`): within the gated rows and, with `against_releases`, against earlier releases."""
+
     enabled: bool = True
-    threshold: float = 0.8
+    threshold: float = 0.8  # exact word n-gram Jaccard a pair needs
     num_perm: int = 128
-    ngram: int = 5
-    char_ngram: int | None = None
-    char_threshold: float = 0.8
-    response_threshold: float | None = 0.5
-    against_releases: bool = True
+    ngram: int = 5  # word n-grams
+    char_ngram: int | None = None  # also compare character n-grams of this length (None: off)
+    char_threshold: float = 0.8  # exact character n-gram Jaccard a pair needs
+    response_threshold: float | None = 0.5  # template guard: Jaccard of the responses' word sets (None: off)
+    against_releases: bool = True  # reject duplicates of rows in earlier certified releases
+
+    def kinds(self) -> list[tuple[str, int, float]]:
+        """(kind, n, threshold) for each enabled shingle kind."""
+        out = [("word", self.ngram, self.threshold)]
+        if self.char_ngram:
+            out.append(("char", self.char_ngram, self.char_threshold))
+        return out
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,7 @@ class DecontaminationConfig:
     enabled: bool = True
     ngram: int = 13
     eval_files: tuple[str, ...] = ()  # JSONL evaluation sets, relative to the spec's directory
+    shipped_suites: bool = True  # also the evaluation suites shipped with the project (trainer/suites)
     check_response: bool = True
     boilerplate_rows: int = 50  # an eval n-gram in this many rows or more is template text, ignored
 

@@ -11,7 +11,7 @@ import pytest
 from curator.cli import main
 from curator.errors import CuratorError
 from curator.gate.check import Row
-from curator.gate.checks.near_dedup import NearDedup, NearDedupConfig
+from curator.gate.checks.near_dedup import NearDedup
 from curator.gate.checks.schema import SchemaCheck
 from curator.gate.expectations import ExpectationsConfig, evaluate
 from curator.gate.minhash import choose_bands, jaccard, word_shingles
@@ -22,7 +22,7 @@ from curator.gate.split import eval_count, split
 from curator.records import assistant_text, build_messages, make_pair, pair_id, user_text
 from curator.release.store import read_split, verify_release
 from curator.rundir import RunDir
-from curator.spec import load_spec
+from curator.spec import MinHashConfig, load_spec
 
 MIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"
 TEACHER = "gemma-3-270m"
@@ -247,7 +247,7 @@ def test_near_dedup_merges_only_candidates_verified_at_the_threshold():
     """Two edits of one long pair, both LSH candidates: J 0.82 is merged, J 0.76 is kept after verification."""
     original = long_qa()[0]
     n_words = len(user_text(original).split(" "))
-    check = NearDedup(NearDedupConfig(threshold=0.8, num_perm=128, word_ngram=5))
+    check = NearDedup(MinHashConfig(threshold=0.8, num_perm=128, ngram=5))
     for step, merged in ((16, True), (12, False)):
         edited = qa_pair(change_words(user_text(original), list(range(2, n_words, step))), assistant_text(original))
         j = jaccard(word_set(original), word_set(edited))
@@ -268,7 +268,7 @@ def test_a_duplicate_whose_keeper_a_later_check_removes_is_kept_as_the_final_kee
     c = qa_pair(change_words(user_text(b), list(range(2, n_words, 40))), assistant_text(b) + " Done.")
     other = long_qa()[1]
     rows = [Row(r, "run", i + 1, i) for i, r in enumerate([b, a, c, other])]
-    kept, ledger, _ = run_checks([ExactDedup(), NearDedup(NearDedupConfig(threshold=0.8, num_perm=128, word_ngram=5))], rows)
+    kept, ledger, _ = run_checks([ExactDedup(), NearDedup(MinHashConfig(threshold=0.8, num_perm=128, ngram=5))], rows)
     assert [r.id for r in kept] == [c["id"], other["id"]]
     assert [(e["id"], e["check"], e["duplicate_of"], e["kept_as"]) for e in ledger] == [
         (a["id"], "exact_dedup", b["id"], c["id"]),
@@ -283,9 +283,9 @@ def test_character_shingles_catch_respellings_that_word_shingles_miss():
     respelled = qa_pair(" ".join(w + "s" if i % 8 == 5 else w for i, w in enumerate(words)), assistant_text(original))
     rows = [Row(original, "run", 1, 0), Row(respelled, "run", 2, 1)]
     assert jaccard(word_set(original), word_set(respelled)) < 0.65
-    words_only = NearDedup(NearDedupConfig()).run(rows)
+    words_only = NearDedup(MinHashConfig()).run(rows)
     assert words_only.rejected == [] and "char_candidates" not in words_only.stats
-    with_chars = NearDedup(NearDedupConfig(char_ngram=5, char_threshold=0.8)).run(rows)
+    with_chars = NearDedup(MinHashConfig(char_ngram=5, char_threshold=0.8)).run(rows)
     assert [(r.row.record["id"], r.duplicate_of) for r in with_chars.rejected] == [(respelled["id"], original["id"])]
     assert with_chars.rejected[0].reason.endswith("char 5-gram Jaccard 0.86 with it")
     assert with_chars.stats["char_verified_pairs"] == 1 and with_chars.stats["word_verified_pairs"] == 0
@@ -304,14 +304,14 @@ def test_template_guard_keeps_one_template_filled_with_different_entities():
     a, b = filled(["Maria", "Tom"], ["Lisbon", "Oslo"]), filled(["Aiko", "Sven"], ["Kyoto", "Lima"])
     assert jaccard(word_set(a), word_set(b)) >= 0.8
     rows = [Row(a, "run", 1, 0), Row(b, "run", 2, 1)]
-    guarded = NearDedup(NearDedupConfig()).run(rows)
+    guarded = NearDedup(MinHashConfig()).run(rows)
     assert guarded.rejected == [] and guarded.stats["word_template_pairs"] == 1
-    unguarded = NearDedup(NearDedupConfig(response_threshold=None)).run(rows)
+    unguarded = NearDedup(MinHashConfig(response_threshold=None)).run(rows)
     assert len(unguarded.rejected) == 1 and unguarded.stats["word_template_pairs"] == 0
     same_answer = filled(["Maria", "Tom"], ["Lisbon", "Oslo"])
     same_answer["messages"][0]["content"] = "Please " + same_answer["messages"][0]["content"]
     same_answer["id"] = pair_id(same_answer["messages"])
-    assert len(NearDedup(NearDedupConfig()).run([rows[0], Row(same_answer, "run", 3, 2)]).rejected) == 1
+    assert len(NearDedup(MinHashConfig()).run([rows[0], Row(same_answer, "run", 3, 2)]).rejected) == 1
 
 
 def test_rows_near_duplicating_an_earlier_release_are_rejected_against_it(planted, spec, tmp_path):

@@ -14,11 +14,12 @@ from curator.gate.check import CheckResult, Row
 from curator.gate.checks.content_defects import ContentDefects
 from curator.gate.checks.decontaminate import Decontaminate
 from curator.gate.checks.pii import PIICheck, find_pii, luhn_ok
-from curator.gate.screening import Screening, is_refusal
+from curator.gate.checks.screening import Screening
 from curator.records import build_messages, make_pair, pair_id, schema_errors, user_text
 from curator.spec import (
     ContentDefectsConfig, DecontaminationConfig, PIIConfig, ScreeningConfig, SemanticDedupConfig, load_spec,
 )
+from curator.text_signals import is_refusal
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,9 @@ import pytest
 
 from curator.cli import main
 from curator.records import assistant_text
-from curator.release.report import compute_figures, gender_counts, is_refusal
+from curator.release.report import compute_figures
 from curator.release.store import open_release, verify_release
+from curator.text_signals import gender_counts, is_refusal
 from test_lineage_diff import POETRY, build_world
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

@@ -20,7 +20,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 
 from curator.errors import CuratorError
 from curator.jsonl import write_jsonl
-from curator.gate.checks.decontaminate import EvalIndex
+from curator.text_signals import EvalIndex
 from curator.records import user_text
 from curator.release.store import read_split, resolve_release, verify_release
 from curator.spec import Spec, SpecError, spec_from_dict

@@ -7,13 +7,14 @@ id of the row that was kept instead).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Protocol, TypeVar
 
 from rich.console import Console
 from rich.progress import track
 
-from curator.gate.normalize import normalize
-from curator.records import assistant_text
+from curator.records import QUALITY_SCORES, assistant_text
+from curator.text_signals import normalize
 
 T = TypeVar("T")
 
@@ -52,15 +53,23 @@ class CheckResult:
     added: list[Row] = field(default_factory=list)  # new rows a check brings in, in `kept` too (a human edit)
 
 
+@dataclass(frozen=True)
+class GateContext:
+    """What a check may need beyond the spec: where earlier releases live, the evaluation suites shipped
+    with the project (`curator.gate.registry.shipped_suites`)."""
+
+    releases: Path
+    shipped_suites: tuple[Path, ...] = ()
+
+
 class Check(Protocol):
+    """A gate check; built by `from_spec(spec, context)` (see `curator.gate.registry`)."""
+
     name: str
 
     def run(self, rows: list[Row]) -> CheckResult:
         """Split `rows` into kept and rejected; every row lands in exactly one of the two (`added` rows in kept)."""
         ...
-
-
-QUALITY_SCORES = ("judge", "reward")  # per-row scores that rank quality, first present wins
 
 
 def quality(row: Row) -> float | None:
@@ -84,27 +93,3 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
     console = Console(stderr=True)
     return track(items, description=description, total=total, transient=True, console=console,
                  disable=not console.is_terminal)
-
-
-def stats_summary(stats: dict) -> str:
-    """One line for a check's stats: scalars as they are, mappings by their non-zero entries, lists by length.
-
-    The manifest keeps the full stats; this is what tables show.
-    """
-    parts = []
-    for k, v in stats.items():
-        if k in ("checked", "removed"):
-            continue
-        if isinstance(v, dict):
-            hits = {kk: vv for kk, vv in v.items() if vv and not isinstance(vv, (dict, list))}
-            nested = sum(1 for vv in v.values() if isinstance(vv, (dict, list)))
-            if hits:
-                parts.append(f"{k}={hits}")
-            elif nested:
-                parts.append(f"{k}=(see manifest)")
-        elif isinstance(v, list):
-            if v:
-                parts.append(f"{k}=[{len(v)}]")
-        else:
-            parts.append(f"{k}={v}")
-    return ", ".join(parts)

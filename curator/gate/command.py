@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from curator.gate.check import stats_summary
 from curator.gate.pipeline import GateReport, run_gate
+from curator.release.check_stats import stats_summary
 from curator.spec import load_spec
 
 

@@ -7,10 +7,8 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import polars as pl
-
 from curator.errors import CuratorError
-from curator.gate.check import Check, Row, progress
+from curator.gate.check import Check, GateContext, Row, progress
 from curator.gate.checks.arithmetic import Arithmetic
 from curator.gate.checks.code_syntax import CodeSyntax
 from curator.gate.checks.content_defects import ContentDefects
@@ -20,23 +18,25 @@ from curator.gate.checks.grounding import Grounding
 from curator.gate.checks.human_review import HumanReview
 from curator.gate.checks.judge import Judge
 from curator.gate.checks.label_consistency import LabelConsistency
-from curator.gate.checks.near_dedup import NearDedup, NearDedupConfig, PriorReleaseDedup, ReleasedRow
+from curator.gate.checks.near_dedup import NearDedup
 from curator.gate.checks.pii import PIICheck
 from curator.gate.checks.refusal_policy import RefusalPolicy
+from curator.gate.checks.release_dedup import PriorReleaseDedup
 from curator.gate.checks.relevance import Relevance, relevance_on
 from curator.gate.checks.reward_model import RewardModel
 from curator.gate.checks.schema import SchemaCheck
+from curator.gate.checks.screening import Screening
 from curator.gate.checks.selection import Selection
 from curator.gate.checks.self_consistency import SelfConsistency
 from curator.gate.checks.semantic_dedup import SemanticDedup
-from curator.gate.registry import CheckEntry, GateContext, build_from, plugin_checks
-from curator.gate.screening import Screening
 from curator.gate.expectations import evaluate
+from curator.gate.registry import CheckEntry, build_from, plugin_checks, shipped_suites
 from curator.gate.split import split
 from curator.paths import releases_root, runs_root
-from curator.release.store import SPLITS, release_versions, releases_lock, verify_release, write_release
+from curator.release.store import releases_lock, write_release
 from curator.rundir import RunDir
 from curator.spec import Spec
+from curator.text_signals import SIGNALS_VERSION
 
 UNKNOWN_FAMILY = "(none)"  # family column for a rejected row that names no task family
 
@@ -70,65 +70,31 @@ def read_rows(runs: list[RunDir]) -> list[Row]:
     return rows
 
 
-def released_rows(root: Path) -> list[ReleasedRow]:
-    """Rows (id and messages) of every certified release under `root`, oldest first.
-
-    Uncertified releases are not reference data (they are not meant for training). A release whose
-    files fail verification stops the gate: what it holds cannot be known.
-    """
-    out: list[ReleasedRow] = []
-    for version in release_versions(root):
-        path = root / f"release-v{version}"
-        if not verify_release(path, require_certified=False).get("certified"):
-            continue
-        for part in SPLITS:
-            df = pl.read_parquet(path / f"{part}.parquet", columns=["id", "messages"])
-            out.extend(ReleasedRow(path.name, record) for record in df.to_dicts())
-    return out
-
-
-def _prior_release_dedup(spec: Spec, context: GateContext) -> Check | None:
-    released = released_rows(context.releases)
-    if not released:
-        return None
-    near = NearDedupConfig.from_spec(spec)
-    return PriorReleaseDedup(released, near, exact=spec.gate.exact_dedup, near=spec.gate.minhash.enabled)
-
-
-def _decontamination_on(spec: Spec) -> bool:
-    return spec.gate.decontamination.enabled and bool(spec.gate.decontamination.eval_files)
-
-
 ROW_CHECKS: list[CheckEntry] = [
-    CheckEntry("schema", lambda spec: True, lambda spec, ctx: SchemaCheck(spec)),
-    CheckEntry("content_defects", lambda spec: spec.gate.content_defects.enabled,
-               lambda spec, ctx: ContentDefects.from_spec(spec)),
-    CheckEntry("pii", lambda spec: spec.gate.pii.enabled, lambda spec, ctx: PIICheck.from_spec(spec)),
-    CheckEntry("decontamination", _decontamination_on, lambda spec, ctx: Decontaminate.from_spec(spec)),
+    CheckEntry(lambda spec: True, SchemaCheck),
+    CheckEntry(lambda spec: spec.gate.content_defects.enabled, ContentDefects),
+    CheckEntry(lambda spec: spec.gate.pii.enabled, PIICheck),
+    CheckEntry(lambda spec: spec.gate.decontamination.enabled, Decontaminate),
     # consistency review: is the answer right for this instruction (before dedup, so keepers passed it)
-    CheckEntry("arithmetic", lambda spec: spec.gate.arithmetic.enabled, lambda spec, ctx: Arithmetic()),
-    CheckEntry("code_syntax", lambda spec: spec.gate.code_syntax.enabled, lambda spec, ctx: CodeSyntax()),
-    CheckEntry("refusal_policy", lambda spec: spec.gate.refusal_policy.enabled,
-               lambda spec, ctx: RefusalPolicy.from_spec(spec)),
-    CheckEntry("labels", lambda spec: spec.gate.labels.enabled, lambda spec, ctx: LabelConsistency.from_spec(spec)),
-    CheckEntry("grounding", lambda spec: spec.gate.grounding.enabled, lambda spec, ctx: Grounding.from_spec(spec)),
-    CheckEntry("relevance", relevance_on, lambda spec, ctx: Relevance.from_spec(spec)),
-    CheckEntry("self_consistency", lambda spec: spec.gate.self_consistency.enabled,
-               lambda spec, ctx: SelfConsistency.from_spec(spec)),
-    CheckEntry("reward_model", lambda spec: spec.gate.reward_model.enabled, lambda spec, ctx: RewardModel.from_spec(spec)),
-    CheckEntry("judge", lambda spec: spec.gate.judge.enabled, lambda spec, ctx: Judge.from_spec(spec)),
-    CheckEntry("release_dedup", lambda spec: NearDedupConfig.from_spec(spec).against_releases
-               and (spec.gate.exact_dedup or spec.gate.minhash.enabled), _prior_release_dedup),
-    CheckEntry("exact_dedup", lambda spec: spec.gate.exact_dedup, lambda spec, ctx: ExactDedup()),
-    CheckEntry("near_dedup", lambda spec: spec.gate.minhash.enabled,
-               lambda spec, ctx: NearDedup(NearDedupConfig.from_spec(spec))),
-    CheckEntry("semantic_dedup", lambda spec: spec.gate.semantic_dedup.enabled,
-               lambda spec, ctx: SemanticDedup.from_spec(spec)),
+    CheckEntry(lambda spec: spec.gate.arithmetic.enabled, Arithmetic),
+    CheckEntry(lambda spec: spec.gate.code_syntax.enabled, CodeSyntax),
+    CheckEntry(lambda spec: spec.gate.refusal_policy.enabled, RefusalPolicy),
+    CheckEntry(lambda spec: spec.gate.labels.enabled, LabelConsistency),
+    CheckEntry(lambda spec: spec.gate.grounding.enabled, Grounding),
+    CheckEntry(relevance_on, Relevance),
+    CheckEntry(lambda spec: spec.gate.self_consistency.enabled, SelfConsistency),
+    CheckEntry(lambda spec: spec.gate.reward_model.enabled, RewardModel),
+    CheckEntry(lambda spec: spec.gate.judge.enabled, Judge),
+    CheckEntry(lambda spec: spec.gate.minhash.against_releases and (spec.gate.exact_dedup or spec.gate.minhash.enabled),
+               PriorReleaseDedup),
+    CheckEntry(lambda spec: spec.gate.exact_dedup, ExactDedup),
+    CheckEntry(lambda spec: spec.gate.minhash.enabled, NearDedup),
+    CheckEntry(lambda spec: spec.gate.semantic_dedup.enabled, SemanticDedup),
 ]
 DATASET_CHECKS: list[CheckEntry] = [  # after plug-ins: they judge the set that is left
-    CheckEntry("screening", lambda spec: spec.gate.screening.enabled, lambda spec, ctx: Screening.from_spec(spec)),
-    CheckEntry("selection", lambda spec: spec.gate.selection.top_n is not None or spec.gate.selection.top_share is not None,
-               lambda spec, ctx: Selection.from_spec(spec)),
+    CheckEntry(lambda spec: spec.gate.screening.enabled, Screening),
+    CheckEntry(lambda spec: spec.gate.selection.top_n is not None or spec.gate.selection.top_share is not None,
+               Selection),
 ]
 
 
@@ -140,7 +106,7 @@ def build_checks(spec: Spec, releases: Path, review_ledger: Path | None = None) 
     is rejected against it and never becomes the keeper of an in-batch cluster. Human review (a ledger
     given or named by the spec) goes before all, so edited pairs meet every check.
     """
-    context = GateContext(releases=releases)
+    context = GateContext(releases=releases, shipped_suites=shipped_suites())
     checks = (build_from(ROW_CHECKS, spec, context) + plugin_checks(spec, context)
               + build_from(DATASET_CHECKS, spec, context))
     if review_ledger or spec.gate.human_review.ledger:
@@ -156,14 +122,16 @@ def _family(record: object) -> str:
 
 def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[dict], list[dict]]:
     """Kept rows, ledger entries and per-check reports (removed in total and per task family, stats,
-    seconds); asserts every row lands in exactly one place."""
+    seconds); CuratorError unless every row lands in exactly one place."""
     ledger, reports = [], []
     kept = rows
     for check in checks:
         started = time.perf_counter()
         result = check.run(kept)
         seconds = time.perf_counter() - started
-        assert len(result.kept) + len(result.rejected) == len(kept) + len(result.added), f"{check.name} lost rows"
+        if len(result.kept) + len(result.rejected) != len(kept) + len(result.added):
+            raise CuratorError(f"gate check {check.name}: {len(kept)} rows in (+{len(result.added)} added), "
+                               f"{len(result.kept)} kept + {len(result.rejected)} rejected out; rows would be lost")
         by_family: Counter[str] = Counter()
         for rej in result.rejected:
             record = rej.row.record
@@ -188,7 +156,8 @@ def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[di
             "stats": result.stats,
         })
         kept = result.kept
-    assert len(kept) + len(ledger) == len(rows) + sum(r["added"] for r in reports), "gate rows do not add up"
+    if len(kept) + len(ledger) != len(rows) + sum(r["added"] for r in reports):
+        raise CuratorError(f"gate: {len(rows)} input rows do not add up to {len(kept)} kept + {len(ledger)} rejected")
     resolve_keepers(ledger, {r.id for r in kept})
     return kept, ledger, reports
 
@@ -278,7 +247,8 @@ def _gate_locked(runs: list[RunDir], rows: list[Row], spec: Spec, root: Path, na
     clock.lap("checks")
     kept = [{**r.record, "scores": dict(r.scores)} for r in kept_rows]
     train, evals = split(kept, spec.gate.eval_fraction)
-    assert len(train) + len(evals) == len(kept), "split lost rows"
+    if len(train) + len(evals) != len(kept):
+        raise CuratorError(f"gate: split {len(kept)} kept rows into {len(train)} train + {len(evals)} eval")
     clock.lap("split")
     verdicts = evaluate(spec, kept=kept, train=train, n_input=len(rows), n_rejected=len(ledger))
     clock.lap("expectations")
@@ -308,6 +278,7 @@ def _gate_locked(runs: list[RunDir], rows: list[Row], spec: Spec, root: Path, na
         "inputs": [_input_summary(run, rows_per_run[str(run.path)], str(run.path) not in unfinished) for run in runs],
         "allow_partial": bool(unfinished),
         "teacher_models": sorted({m for r in kept if (m := r["provenance"].get("teacher_model"))}),
+        "text_signals": SIGNALS_VERSION,  # versions of the refusal detector, lexicon and language detector
         "seconds": clock.laps,  # wall time per gate phase, before the release is written
         "review": next((c["stats"]["review"] for c in check_reports if c["name"] == "human_review"), None),
     }

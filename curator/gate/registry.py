@@ -1,7 +1,8 @@
 """Which checks the gate runs, in what order: one registry for built-in checks and plug-ins.
 
-Each built-in check is one `CheckEntry`: its name, whether the spec switches it on, and how to build
-it from the spec and the gate's context. Order matters: each check sees only what earlier checks
+Each built-in check is one `CheckEntry`: whether the spec switches it on, and its class, which every
+check builds the same way, `from_spec(spec, context)` (None: nothing to check against, e.g. no earlier
+release). One check per file under `curator/gate/checks/`. Order matters: each check sees only what earlier checks
 kept. Consistency checks (verifiers, self-consistency, judge) run before deduplication, so the
 keeper of a duplicate cluster is a row that passed them and carries their scores.
 
@@ -14,28 +15,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from curator.errors import CuratorError
-from curator.gate.check import Check
+from curator.gate.check import Check, GateContext
 from curator.spec import Spec
 
 PLUGIN_GROUP = "instruct_curator.gate_checks"
 
 
-@dataclass(frozen=True)
-class GateContext:
-    """What a check may need beyond the spec: where earlier releases live."""
+class BuildableCheck(Protocol):
+    name: str
 
-    releases: Path
+    @classmethod
+    def from_spec(cls, spec: Spec, context: GateContext) -> Check | None: ...
 
 
 @dataclass(frozen=True)
 class CheckEntry:
-    name: str
     enabled: Callable[[Spec], bool]
-    build: Callable[[Spec, GateContext], Check | None]  # None: nothing to check against (e.g. no earlier release)
+    check: type[BuildableCheck]
+
+    @property
+    def name(self) -> str:
+        return self.check.name
+
+
+def shipped_suites() -> tuple[Path, ...]:
+    """The evaluation suites shipped with the project (`trainer/suites/*.jsonl`), found as package data
+    without importing the trainer (or torch); () where the trainer package is not installed."""
+    found = find_spec("trainer")
+    locations = found.submodule_search_locations if found is not None else None
+    return tuple(sorted(p for loc in locations or () for p in Path(loc, "suites").glob("*.jsonl")))
 
 
 def plugin_checks(spec: Spec, context: GateContext) -> list[Check]:
@@ -53,4 +66,5 @@ def plugin_checks(spec: Spec, context: GateContext) -> list[Check]:
 
 def build_from(entries: list[CheckEntry], spec: Spec, context: GateContext) -> list[Check]:
     """Build the entries the spec enables, in order, dropping those with nothing to check against."""
-    return [check for entry in entries if entry.enabled(spec) and (check := entry.build(spec, context)) is not None]
+    return [check for entry in entries
+            if entry.enabled(spec) and (check := entry.check.from_spec(spec, context)) is not None]

@@ -4,6 +4,7 @@ Rows are compared by id over both splits (added, removed, moved between train an
 compared per cell (task_family x format x difficulty) and per family, as counts and shares of the
 kept rows. Quality is compared as rows removed per gate check, input and rejected totals, and the
 pass/fail of each verdict. A check or verdict present in one release only shows `None` on the other side.
+Verdicts renamed since a release was written are read under their current name (`RENAMED_VERDICTS`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from curator.release.store import Release
 
 CELL = ("task_family", "format", "difficulty")
+RENAMED_VERDICTS = {"refusal_share": "refusal_family_share"}  # old name -> current name
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ def _paired(before: dict, after: dict) -> list[tuple]:
     return [(k, before.get(k), after.get(k)) for k in names]
 
 
+def _verdicts(release: Release) -> dict[str, bool]:
+    return {RENAMED_VERDICTS.get(v["name"], v["name"]): v["passed"] for v in release.manifest.get("verdicts", [])}
+
+
 def diff_releases(before: Release, after: Release) -> ReleaseDiff:
     ids_a = {r["id"]: split for split, r in before.records()}
     ids_b = {r["id"]: split for split, r in after.records()}
@@ -73,6 +79,5 @@ def diff_releases(before: Release, after: Release) -> ReleaseDiff:
         checks=_paired({c["name"]: c["removed"] for c in before.manifest.get("checks", [])},
                        {c["name"]: c["removed"] for c in after.manifest.get("checks", [])}),
         totals=[(k, ca.get(k), cb.get(k)) for k in ("input", "rejected", "kept", "train", "eval")],
-        verdicts=_paired({v["name"]: v["passed"] for v in before.manifest.get("verdicts", [])},
-                         {v["name"]: v["passed"] for v in after.manifest.get("verdicts", [])}),
+        verdicts=_paired(_verdicts(before), _verdicts(after)),
     )

@@ -129,7 +129,9 @@ def export_release(release: Release, fmt: str, out: Path) -> ExportResult:
     else:
         _write_jsonl(release, fmt, result)
     rows = sum(len(getattr(release, s)) for s in SPLITS)
-    assert sum(result.written.values()) + sum(result.skipped.values()) == rows, "export lost rows"
+    if sum(result.written.values()) + sum(result.skipped.values()) != rows:
+        raise CuratorError(f"export of {release.name}: {rows} rows in, {sum(result.written.values())} written + "
+                           f"{sum(result.skipped.values())} skipped")
     summary = {
         "release": release.name,
         "release_path": str(release.path.resolve()),

@@ -10,12 +10,14 @@ release rows themselves:
   funnel        rows left after each gate check, then the train / eval split
   duplicates    near/exact duplicate clusters from the ledger: each rejected row that names the row it
                 duplicates joins that row's cluster; sizes counted (keeper included)
-  gender terms  mentions of a small gender lexicon (`GENDER_TERMS`, whole lowercase words) in user
-                turns and responses; a screen, not a measurement: "his"/"her" may be possessives of anyone
+  gender terms  mentions of the gender terms in user turns and responses, as the gate's screening check
+                counted them (`curator.text_signals.gender_counts`; the manifest's screening stats); a screen,
+                not a measurement: "his"/"her" may be possessives of anyone
   scores        distributions of the judge and reward-model scores (`row.scores`) of kept and rejected rows,
                 when the gate wrote any
-  refusals      share of responses per family that open as a refusal (`curator.text_signals.is_refusal`,
-                the detector the gate and the evaluation use), next to the spec's refusal families
+  refusals      share of responses per family that open as a refusal, as the gate's screening check
+                counted them (`curator.text_signals.is_refusal`, the detector the evaluation uses too;
+                its version is in the stats), next to the spec's refusal families
   embedding map user turns embedded with all-MiniLM-L6-v2 (offline, CPU), centred and projected on
                 their first two principal components (numpy SVD), coloured by task family; at most
                 `embed_sample` rows (the lowest ids: ids are content hashes, so this is an unbiased sample)
@@ -23,11 +25,13 @@ release rows themselves:
   human review  the manifest's `review` section (`curator.review.stats`): coverage per cell, Cohen's kappa,
                 each check's precision and recall against people on the random sample
 
+Gender and refusal figures are read from the manifest, never recounted: a release whose gate ran
+without screening says so instead of drawing them.
+
 The report goes to `<data root>/reports/release-vN/` by default: releases are write-once.
 """
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from html import escape
@@ -36,35 +40,32 @@ from pathlib import Path
 import numpy as np
 
 from curator.errors import CuratorError
-from curator.gate.check import QUALITY_SCORES, stats_summary
 from curator.paths import data_root
-from curator.records import assistant_text, user_text
+from curator.records import QUALITY_SCORES, assistant_text, user_text
 from curator.release import plots
+from curator.release.check_stats import stats_summary
 from curator.release.store import SPLITS, Release
-from curator.text_signals import is_refusal
 
-GENDER_TERMS = {
-    "male": frozenset("he him his himself man men boy boys father son brother husband king mr sir".split()),
-    "female": frozenset("she her hers herself woman women girl girls mother daughter sister wife queen mrs "
-                        "ms madam".split()),
-}
+GENDER_GROUPS = ("male", "female")
 EXAMPLES_PER_GROUP = 2
 EXAMPLE_CHARS = 600
-_WORD = re.compile(r"[a-z]+")
+NOT_SCREENED = "not screened: the gate that wrote this release ran without the screening check"
 
 
 def reports_root() -> Path:
     return data_root() / "reports"
 
 
-def gender_counts(texts: list[str]) -> dict[str, int]:
-    counts = Counter()
-    for text in texts:
-        for word in _WORD.findall(text.lower().replace("\u2019", "'")):
-            for group, words in GENDER_TERMS.items():
-                if word in words:
-                    counts[group] += 1
-    return {g: counts[g] for g in GENDER_TERMS}
+def screening_stats(manifest: dict) -> dict | None:
+    """The screening check's stats in a manifest, or None when the gate ran without it."""
+    return next((c.get("stats") for c in manifest.get("checks", []) if c.get("name") == "screening"), None)
+
+
+def _refusal_shares(screening: dict, families: list[str], kept_by_family: Counter) -> dict[str, float]:
+    """Refused over screened rows per family (releases before `checked_by_family`: over the kept rows)."""
+    refusals = screening["refusals"]
+    refused, checked = refusals.get("by_family", {}), refusals.get("checked_by_family") or kept_by_family
+    return {f: refused.get(f, 0) / checked[f] if checked.get(f) else 0.0 for f in families}
 
 
 def words(text: str) -> int:
@@ -83,8 +84,8 @@ class Figures:
     response_words: list[int]
     funnel: list[tuple[str, int]]
     cluster_sizes: Counter
-    gender: dict[str, dict[str, int]]  # side (user / response) -> group -> mentions
-    refusal_share: dict[str, float]
+    gender: dict[str, dict[str, int]] | None  # side (user / response) -> group -> mentions; None: not screened
+    refusal_share: dict[str, float] | None  # None: not screened
     refusal_families: list[str]
     sources: Counter
     strategies: Counter
@@ -156,7 +157,7 @@ def compute_figures(release: Release, embed: bool = True, embed_sample: int = 20
         funnel.append((f"after {c['name']}", funnel[-1][1] - c["removed"] + c.get("added", 0)))
     funnel += [("train", len(release.train)), ("eval", len(release.eval))]
     keepers = Counter(r["duplicate_of"] for r in release.rejected if r.get("duplicate_of"))
-    refusals = Counter(r["task_family"] for r in records if is_refusal(assistant_text(r)))
+    screening = screening_stats(m)
     provenance = [r["provenance"] for r in records]
     kept_examples = defaultdict(list)
     for r in records:
@@ -177,9 +178,9 @@ def compute_figures(release: Release, embed: bool = True, embed_sample: int = 20
         response_words=[words(assistant_text(r)) for r in records],
         funnel=funnel,
         cluster_sizes=Counter(n + 1 for n in keepers.values()),
-        gender={"user": gender_counts([user_text(r) for r in records]),
-                "response": gender_counts([assistant_text(r) for r in records])},
-        refusal_share={f: refusals[f] / kept_by_family[f] if kept_by_family[f] else 0.0 for f in families},
+        gender=None if screening is None else {side: screening["demographic_terms"][side]["gender"]
+                                               for side in ("user", "response")},
+        refusal_share=None if screening is None else _refusal_shares(screening, families, kept_by_family),
         refusal_families=[f["name"] for f in spec_families if f.get("refusal")],
         sources=Counter(p.get("source") or "(none)" for p in provenance),
         strategies=Counter(p.get("strategy") or "(none)" for p in provenance),
@@ -226,6 +227,23 @@ def _clip(text: str) -> str:
     return escape(text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS] + " …")
 
 
+def _screening_charts(f: Figures) -> dict[str, str]:
+    """The gender and refusal charts, from the gate's screening figures (a note when it did not run)."""
+    if f.gender is None or f.refusal_share is None:
+        note = f'<p class="note">{escape(NOT_SCREENED)}</p>'
+        return {"gender": note, "refusals": note}
+    return {
+        "gender": _figure(plots.bars("chart-gender", "Gender term mentions", list(GENDER_GROUPS),
+                                     [(side, [f.gender[side][g] for g in GENDER_GROUPS]) for side in f.gender]),
+                          "Mentions of the gender lexicon in user turns and responses (the gate's screening; "
+                          "a screen, not a measure)."),
+        "refusals": _figure(plots.bars("chart-refusals", "Refusal share per task family", f.families,
+                                       [("refusals", [f.refusal_share[x] for x in f.families])], fmt="{:.2f}"),
+                            "Share of responses opening with a refusal phrase (the gate's screening). Refusal "
+                            "families in the spec: " + (", ".join(f.refusal_families) or "none") + "."),
+    }
+
+
 def _charts(f: Figures) -> dict[str, str]:
     fams = f.families
     charts = {
@@ -245,13 +263,7 @@ def _charts(f: Figures) -> dict[str, str]:
                        [f"size {s}" for s in sorted(f.cluster_sizes)] or ["none"],
                        [("clusters", [f.cluster_sizes[s] for s in sorted(f.cluster_sizes)] or [0])]),
             "Clusters of rows rejected as duplicates of a row, keeper included."),
-        "gender": _figure(plots.bars("chart-gender", "Gender term mentions", list(GENDER_TERMS),
-                                     [(side, [f.gender[side][g] for g in GENDER_TERMS]) for side in f.gender]),
-                          "Mentions of a small gender lexicon in user turns and responses (a screen, not a measure)."),
-        "refusals": _figure(plots.bars("chart-refusals", "Refusal share per task family", fams,
-                                       [("refusals", [f.refusal_share[x] for x in fams])], fmt="{:.2f}"),
-                            "Share of responses opening with a refusal phrase. Refusal families in the spec: "
-                            + (", ".join(f.refusal_families) or "none") + "."),
+        **_screening_charts(f),
     }
     charts["scores"] = "".join(
         _figure(plots.histogram(f"chart-{name}-scores", f"{name.capitalize()} scores", list(sides.items()), bins=10,
@@ -404,6 +416,17 @@ def _review_md(review: dict | None) -> str:
             + (_md_table(REVIEW_CHECK_HEAD, checks) if checks else "No sampled pair was flagged by an automatic check."))
 
 
+def _screening_md(f: Figures, policy: dict) -> str:
+    if f.gender is None or f.refusal_share is None:
+        return f"- Gender terms and refusals: {NOT_SCREENED}."
+    return (f"- Gender-term mentions (small lexicon, whole words): user turns {_counter_line(Counter(f.gender['user']))}; "
+            f"responses {_counter_line(Counter(f.gender['response']))}. The lexicon is ambiguous (\"her\" may be any "
+            "reader's) and English-only.\n"
+            f"- Responses opening with a refusal phrase, per family: "
+            f"{', '.join(f'{k} {v:.0%}' for k, v in f.refusal_share.items()) or 'n/a'}; refusal families in the spec: "
+            f"{', '.join(f.refusal_families) or 'none'}, allowed share {policy.get('max_share', '-')}.")
+
+
 def datasheet(release: Release, f: Figures | None = None) -> str:
     """Markdown datasheet (Datasheets for Datasets headings, which map onto a Hugging Face dataset card)."""
     f = f or compute_figures(release, embed=False)
@@ -502,8 +525,7 @@ evaluation on the held-out `eval` split. Export with `curator export {release.na
 
 ## Bias, risks and limitations
 
-- Gender-term mentions (small lexicon, whole words): user turns {_counter_line(Counter(f.gender["user"]))}; responses {_counter_line(Counter(f.gender["response"]))}. The lexicon is ambiguous ("her" may be any reader's) and English-only.
-- Responses opening with a refusal phrase, per family: {", ".join(f"{k} {v:.0%}" for k, v in f.refusal_share.items()) or "n/a"}; refusal families in the spec: {", ".join(f.refusal_families) or "none"}, allowed share {policy.get("max_share", "-")}.
+{_screening_md(f, policy)}
 - The mix follows the spec's target shares within its tolerance ({raw.get("gate", {}).get("mix_tolerance", "-")}); families outside the spec are absent.
 - Duplicate checks run: {", ".join(dedup) or "none"}; duplicates they do not model (e.g. paraphrases for lexical checks) may remain.
 - Licence: not recorded by the spec; imported rows keep the terms of their source (`provenance.origin`).

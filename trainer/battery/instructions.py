@@ -12,7 +12,7 @@ says whether the response follows it. Counting rules, all documented here so a s
   `markdown`, markdown headers (`# ...` to `###### ...`);
 - postscript: a line starting with the marker (`P.S.`; dots and case optional) after some other text;
 - placeholders: square-bracketed spans such as `[name]`;
-- language: `detect_language` (script first, then the stopword lists of the gate's language check).
+- language: `curator.text_signals.detect_language` (script first, then stopword lists).
 
 Scoring (`follows`) mirrors IFEval: STRICT checks the response as is; LOOSE also accepts the response
 with its first line removed, its last line removed, or both, each with and without markdown emphasis
@@ -21,15 +21,12 @@ with its first line removed, its last line removed, or both, each with and witho
 from __future__ import annotations
 
 import re
-import unicodedata
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from curator.gate.checks.content_defects import STOPWORDS
+from curator.text_signals import LANGUAGES, detect_language
 
 RELATIONS = ("at_least", "at_most", "exactly")
-LANGUAGES = tuple(STOPWORDS)
 
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -55,22 +52,6 @@ def paragraph_count(text: str) -> int:
 def relation_holds(value: int, relation: str, n: int) -> bool:
     """`value` stands in `relation` (`at_least`, `at_most`, `exactly`) to `n`."""
     return {"at_least": value >= n, "at_most": value <= n, "exactly": value == n}[relation]
-
-
-def detect_language(text: str) -> str:
-    """`en`, `es`, `fr`, `de`, `pt`, `it` by stopwords; for a mostly non-Latin text the first word of its
-    main script's Unicode name, lower-cased (`cyrillic`, `cjk`, `arabic`, ...); `und` when undecided
-    (no letters, or no stopword of any list, or a tie)."""
-    letters = [ch for ch in text if ch.isalpha()]
-    if not letters:
-        return "und"
-    scripts = Counter(unicodedata.name(ch, "UNKNOWN").split()[0] for ch in letters)
-    if scripts["LATIN"] * 2 < len(letters):
-        return scripts.most_common(1)[0][0].lower()
-    words = [w.lower() for w in _WORD.findall(text)]
-    counts = Counter({lang: sum(w in stop for w in words) for lang, stop in STOPWORDS.items()}).most_common(2)
-    (best, best_n), (_, second_n) = counts[0], counts[1]
-    return best if best_n > second_n else "und"
 
 
 # --- the checkers: check(response, **kwargs) -> bool --------------------------------------------------

@@ -25,8 +25,9 @@ import operator
 import re
 from collections import Counter
 
-from curator.gate.check import CheckResult, Rejection, Row
+from curator.gate.check import CheckResult, GateContext, Rejection, Row
 from curator.records import assistant_text
+from curator.spec import Spec
 
 ANNOTATION = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
 FENCE = re.compile(r"```.*?(```|\Z)", re.DOTALL)
@@ -181,6 +182,10 @@ class Arithmetic:
     """Reject responses with a wrong computation or a final answer that disagrees with the work."""
 
     name = "arithmetic"
+
+    @classmethod
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "Arithmetic":
+        return cls()
 
     def run(self, rows: list[Row]) -> CheckResult:
         kept, rejected = [], []

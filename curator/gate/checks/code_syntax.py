@@ -30,8 +30,9 @@ from typing import Callable
 
 import yaml
 
-from curator.gate.check import CheckResult, Rejection, Row
+from curator.gate.check import CheckResult, GateContext, Rejection, Row
 from curator.records import assistant_text, user_text
+from curator.spec import Spec
 
 FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
 ALIASES = {
@@ -210,6 +211,10 @@ class CodeSyntax:
     """Reject responses whose code does not parse in its language."""
 
     name = "code_syntax"
+
+    @classmethod
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "CodeSyntax":
+        return cls()
 
     def run(self, rows: list[Row]) -> CheckResult:
         kept, rejected = [], []

@@ -22,7 +22,7 @@ The rules (first match names the reason; `stats["found"]` counts every defect se
   words, on a word that cannot end a sentence ("the", "and", "of", "with", ...). A missing final
   full stop alone is not flagged: terse Alpaca answers often lack one.
 - `defect:wrong_language` (when `language` is "en"): among 20+ letters fewer than half are Latin,
-  or among 8+ words (not code) English stopwords are under 10% of the words while those of Spanish,
+  or among 8+ words (not code) English stopwords (`curator.text_signals.STOPWORDS`) are under 10% of the words while those of Spanish,
   French, German, Portuguese or Italian (lists without words English shares) number 3+ and at least
   twice as many. Rows whose user text asks for a translation or names a language are exempt. A
   cheap heuristic: it catches responses in another script or a clearly other Latin-script
@@ -35,13 +35,12 @@ references, 1 placeholder output.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 
-from curator.gate.check import CheckResult, Rejection, Row
-from curator.gate.normalize import normalize
+from curator.gate.check import CheckResult, GateContext, Rejection, Row
 from curator.records import assistant_text, user_text
 from curator.spec import ContentDefectsConfig, Spec
+from curator.text_signals import main_script, normalize, stopword_counts
 
 PLACEHOLDERS = frozenset({
     "n a", "na", "none", "null", "nil", "noinput", "nooutput", "no input", "no output", "empty", "not applicable",
@@ -77,15 +76,6 @@ CODE_HINT = re.compile(
     re.MULTILINE)
 OPEN_ENDED = frozenset("the a an and or of to with for that which is are was were by as from but because "
                        "their his her its our your my this these those".split())
-STOPWORDS = {
-    "en": frozenset("the a an and or of to in is are was were be been it this that for on with as by at from not "
-                    "but have has had you your i we they he she his her its our their can will would should".split()),
-    "es": frozenset("el los las y del es que por para con una se su sus al lo como pero muy también".split()),
-    "fr": frozenset("le les et ou des du est sont que pour avec une ne pas se sa ses au aux qui dans très".split()),
-    "de": frozenset("der das und oder von zu im ist sind nicht mit ein eine einen dem den für auf ich sie".split()),
-    "pt": frozenset("os ou do da dos das em são que para com um uma não se seu sua ao na".split()),
-    "it": frozenset("il lo gli le di del della è sono che con una non si suo sua al nel molto".split()),
-}
 LANGUAGE_MENTION = re.compile(
     r"translat|\b(english|spanish|french|german|portuguese|italian|chinese|japanese|korean|russian|arabic|hindi|"
     r"dutch|latin|greek|turkish|polish|swedish|language)\b", re.IGNORECASE)
@@ -157,15 +147,14 @@ def truncated_output(response: str) -> str | None:
 def wrong_language(user: str, response: str, language: str) -> str | None:
     if LANGUAGE_MENTION.search(user):
         return None
-    letters = [ch for ch in response if ch.isalpha()]
-    if len(letters) >= 20 and not response.isascii():  # ASCII letters are all Latin
-        latin = sum("LATIN" in unicodedata.name(ch, "") for ch in letters)
-        if latin / len(letters) < 0.5:
-            return f"{latin}/{len(letters)} letters are Latin"
+    if not response.isascii():  # ASCII letters are all Latin
+        _, latin, letters = main_script(response)
+        if letters >= 20 and latin / letters < 0.5:
+            return f"{latin}/{letters} letters are Latin"
     words = re.findall(r"[^\W\d_]+", response.lower())
     if len([w for w in words if len(w) > 1]) < 8 or CODE_HINT.search(response):
         return None
-    counts = Counter({lang: sum(w in stop for w in words) for lang, stop in STOPWORDS.items()})
+    counts = stopword_counts(words)
     best, best_count = counts.most_common(1)[0]
     if (counts[language] / len(words) < 0.1 and best != language and best_count >= 3
             and best_count >= 2 * counts[language]):
@@ -200,7 +189,7 @@ class ContentDefects:
         self.config = config
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> "ContentDefects":
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "ContentDefects":
         return cls(spec.gate.content_defects)
 
     def run(self, rows: list[Row]) -> CheckResult:

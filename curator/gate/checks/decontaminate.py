@@ -1,7 +1,7 @@
 """Evaluation-set contamination: word n-gram overlap between each row and known evaluation items.
 
-Text on both sides is normalised (`curator.gate.normalize`: NFKC, casefold, punctuation to spaces)
-and split into words; every run of `ngram` words (13 by default, as in the GPT-3 contamination
+Text on both sides is normalised (`curator.text_signals.normalize`: NFKC, casefold, punctuation to spaces)
+and split into words; every run of `ngram` words (`curator.text_signals.EvalIndex`) (13 by default, as in the GPT-3 contamination
 study) of an evaluation item goes into an index. A row is rejected when any n-gram of its user text
 (and of its response, with `check_response`) is in the index; the reason names the first item hit.
 Evaluation items shorter than `ngram` words cannot share an n-gram with anything; they match only
@@ -11,8 +11,10 @@ Boilerplate: an evaluation n-gram found in `boilerplate_rows` or more rows (50 b
 template text shared by a whole family of prompts (a tool description, "the following are multiple
 choice questions about"), not a leak of one item, and is ignored; stats count the ones ignored.
 
-Evaluation items come from JSONL files named in the spec (`gate.decontamination.eval_files`) and
-from texts passed in by the caller (the project's own eval suite). In a file, each line is an object
+Evaluation items come from JSONL files named in the spec (`gate.decontamination.eval_files`), from
+the evaluation suites shipped with the project (`trainer/suites/*.jsonl`, found as package data by
+the gate, `GateContext.shipped_suites`; on unless `shipped_suites: false`), and from texts passed in
+by the caller. The stats name every file used (`eval_files`, `shipped_suites`). In a file, each line is an object
 with `prompt`, or `instruction` (+ `input`), or `messages` (user turns), and optionally `output`,
 `response`, `answer` or `completion` (assistant turns of `messages` count as the answer); the answer
 is indexed apart from the prompt (a leaked answer is a leak).
@@ -25,10 +27,10 @@ from typing import Iterable
 
 from curator.errors import CuratorError
 from curator.jsonl import object_lines
-from curator.gate.check import CheckResult, Rejection, Row
-from curator.gate.normalize import normalize
+from curator.gate.check import CheckResult, GateContext, Rejection, Row
 from curator.records import assistant_text, user_text
 from curator.spec import DecontaminationConfig, Spec
+from curator.text_signals import EvalIndex
 
 PROMPT_FIELDS = ("prompt", "instruction", "input")
 ANSWER_FIELDS = ("output", "response", "answer", "completion")
@@ -58,52 +60,24 @@ def eval_texts_from_file(path: str | Path) -> list[tuple[str, str]]:
     return items
 
 
-def ngrams(words: list[str], n: int) -> Iterable[str]:
-    return (" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
-
-
-class EvalIndex:
-    """Word n-grams of evaluation items, each mapped to the first item that has it."""
-
-    def __init__(self, items: Iterable[tuple[str, str]], n: int):
-        self.n = n
-        self.grams: dict[str, str] = {}
-        self.short: dict[str, str] = {}
-        labels = set()
-        for where, text in items:
-            labels.add(where)
-            words = normalize(text).split()
-            if len(words) < n:
-                self.short.setdefault(" ".join(words), where)
-            for gram in ngrams(words, n):
-                self.grams.setdefault(gram, where)
-        self.items = len(labels)
-
-    def hits(self, text: str, whole: bool = False) -> list[str]:
-        """The shared n-grams of `text`, in text order. `whole`: also the text itself if a short item is it."""
-        words = normalize(text).split()
-        found = list(dict.fromkeys(gram for gram in ngrams(words, self.n) if gram in self.grams))
-        if whole and " ".join(words) in self.short:
-            found.append(" ".join(words))
-        return found
-
-    def item(self, gram: str) -> str:
-        return self.grams.get(gram) or self.short[gram]
-
-
 class Decontaminate:
     name = "decontamination"
 
-    def __init__(self, config: DecontaminationConfig, eval_texts: Iterable[tuple[str, str]] = ()):
-        """`eval_texts`: extra (label, text) items, e.g. ("suite/reason.jsonl:3", prompt)."""
+    def __init__(self, config: DecontaminationConfig, eval_texts: Iterable[tuple[str, str]] = (),
+                 suites: tuple[Path, ...] = ()):
+        """`eval_texts`: extra (label, text) items, e.g. ("suite/reason.jsonl:3", prompt); `suites`: shipped
+        evaluation suites, read like `config.eval_files`."""
         self.config = config
-        items = [item for path in config.eval_files for item in eval_texts_from_file(path)]
+        self.suites = suites
+        items = [item for path in (*config.eval_files, *suites) for item in eval_texts_from_file(path)]
         items += list(eval_texts)
         self.index = EvalIndex(items, config.ngram)
 
     @classmethod
-    def from_spec(cls, spec: Spec, eval_texts: Iterable[tuple[str, str]] = ()) -> "Decontaminate":
-        return cls(spec.gate.decontamination, eval_texts)
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "Decontaminate":
+        """The spec's eval files, and the shipped suites of `context` unless the spec turns them off."""
+        config = spec.gate.decontamination
+        return cls(config, suites=context.shipped_suites if context and config.shipped_suites else ())
 
     def run(self, rows: list[Row]) -> CheckResult:
         n = self.config.ngram
@@ -134,6 +108,7 @@ class Decontaminate:
             "eval_items": self.index.items,
             "eval_ngrams": len(self.index.grams),
             "eval_files": list(self.config.eval_files),
+            "shipped_suites": [str(p) for p in self.suites],
             "boilerplate_ngrams_ignored": len(boilerplate),
             "hits_by_source": dict(by_source),
             "removed": len(rejected),

@@ -13,9 +13,10 @@ import hashlib
 from collections import defaultdict
 from typing import Callable
 
-from curator.gate.check import CheckResult, Rejection, Row, keep_rank
-from curator.gate.normalize import normalize
+from curator.gate.check import CheckResult, GateContext, Rejection, Row, keep_rank
 from curator.records import user_text
+from curator.spec import Spec
+from curator.text_signals import normalize
 
 _FIELD, _MESSAGE = "\x1f", "\x1e"  # separators that normalised text never contains (they are whitespace)
 
@@ -51,6 +52,10 @@ def _dedup(rows: list[Row], key: Callable[[dict], bytes]) -> tuple[list[Row], di
 
 class ExactDedup:
     name = "exact_dedup"
+
+    @classmethod
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "ExactDedup":
+        return cls()
 
     def run(self, rows: list[Row]) -> CheckResult:
         after_pair, pair_keeper, pair_groups = _dedup(rows, pair_key)

@@ -17,10 +17,10 @@ import json
 import re
 from collections import Counter
 
-from curator.gate.check import CheckResult, Rejection, Row
-from curator.gate.normalize import normalize
+from curator.gate.check import CheckResult, GateContext, Rejection, Row
 from curator.records import assistant_text, user_text
 from curator.spec import GroundingConfig, Spec
+from curator.text_signals import normalize
 
 QUOTED = re.compile(r"\"([^\"\n]{3,200})\"|“([^”\n]{3,200})”")
 ITEM_SPLIT = re.compile(r"\n|;|,(?=\s)")
@@ -70,7 +70,7 @@ class Grounding:
         self.kinds = {name: kind for name in families if (kind := _family_kind(name, config))}
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> "Grounding":
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "Grounding":
         return cls(spec.gate.grounding, tuple(t.name for t in spec.task_families))
 
     def problem(self, kind: str, record: dict) -> str | None:

@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from curator.gate.check import CheckResult, Rejection, Row
+from curator.gate.check import CheckResult, GateContext, Rejection, Row
 from curator.gate.teacher_calls import Endpoint, ask_all, response_cache_path
 from curator.generate.plan import LOOKALIKE
 from curator.generate.prompts import describe_format, policy_text, standards_text
@@ -135,7 +135,7 @@ class Judge:
                                  tokens_per_minute=config.tokens_per_minute)
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> "Judge":
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "Judge":
         return cls(spec, spec.gate.judge)
 
     def run(self, rows: list[Row]) -> CheckResult:

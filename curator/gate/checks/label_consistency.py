@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from curator.gate.check import CheckResult, Rejection, Row
-from curator.gate.normalize import normalize
+from curator.gate.check import CheckResult, GateContext, Rejection, Row
 from curator.records import assistant_text, user_text
 from curator.spec import Spec
+from curator.text_signals import normalize
 
 
 class LabelConsistency:
@@ -32,7 +32,7 @@ class LabelConsistency:
         self.max_words = max_words
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> "LabelConsistency":
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "LabelConsistency":
         return cls(frozenset(f.name for f in spec.formats if f.kind == "label"), spec.gate.labels.max_words)
 
     def label_of(self, record: dict) -> str | None:

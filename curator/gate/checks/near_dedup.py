@@ -20,9 +20,7 @@ meaning, not shingles (semantic dedup).
 `NearDedup` joins verified pairs into clusters (union-find); each cluster keeps one row by
 `keep_rank` (best quality score, longest normalised response, earliest input row) and the others are rejected
 naming it as `duplicate_of` (a member joined only through other members says so in its reason).
-`PriorReleaseDedup` rejects rows that duplicate, exactly or nearly, a row of an earlier certified
-release, naming `release-vN/<id>` as `duplicate_of`, so a new release never re-admits what an older
-one already holds. Earlier releases are re-read and re-signed on every gate (at about 50k rows/s).
+The settings are the spec's `gate.minhash` (`MinHashConfig`); the same matcher serves `release_dedup`.
 """
 from __future__ import annotations
 
@@ -31,42 +29,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curator.gate.check import CheckResult, Rejection, Row, keep_rank
-from curator.gate.checks.exact_dedup import pair_key, prompt_key
+from curator.gate.check import CheckResult, GateContext, Rejection, Row, keep_rank
 from curator.gate.minhash import (Shingles, candidate_pairs, char_shingles, choose_bands, jaccard, signatures,
                                   word_shingles)
 from curator.gate.normalize import pair_text, response_words
-from curator.spec import Spec
+from curator.spec import MinHashConfig, Spec
 
-
-@dataclass(frozen=True)
-class NearDedupConfig:
-    """Near-dedup settings, from the spec's `gate.minhash` (`ngram` is `word_ngram` here)."""
-
-    threshold: float = 0.8  # exact word n-gram Jaccard a pair needs
-    num_perm: int = 128
-    word_ngram: int = 5
-    char_ngram: int | None = None  # also compare character n-grams of this length (None: off)
-    char_threshold: float = 0.8  # exact character n-gram Jaccard a pair needs
-    response_threshold: float | None = 0.5  # template guard: Jaccard of the responses' word sets
-    against_releases: bool = True  # reject duplicates of rows in earlier certified releases
-    seed: int = 1
-
-    @classmethod
-    def from_spec(cls, spec: Spec) -> NearDedupConfig:
-        mh = spec.gate.minhash
-        return cls(
-            threshold=mh.threshold, num_perm=mh.num_perm, word_ngram=mh.ngram, char_ngram=mh.char_ngram,
-            char_threshold=mh.char_threshold, response_threshold=mh.response_threshold,
-            against_releases=mh.against_releases,
-        )
-
-    def kinds(self) -> list[tuple[str, int, float]]:
-        """(kind, n, threshold) for each enabled shingle kind."""
-        out = [("word", self.word_ngram, self.threshold)]
-        if self.char_ngram:
-            out.append(("char", self.char_ngram, self.char_threshold))
-        return out
+MINHASH_SEED = 1  # datasketch's permutation seed (signatures must match its sketches)
 
 
 @dataclass(frozen=True)
@@ -81,10 +50,10 @@ class Match:
         return f"{self.kind} {self.n}-gram Jaccard {self.jaccard:.2f}"
 
 
-class _Matcher:
+class Matcher:
     """Verified near-duplicate pairs among texts, per enabled shingle kind, with the template guard."""
 
-    def __init__(self, config: NearDedupConfig):
+    def __init__(self, config: MinHashConfig):
         self.config = config
         self.bands, self.rows_per_band = choose_bands(config.num_perm, config.threshold)
         self.stats = {f"{kind}_{what}": 0 for kind, _, _ in config.kinds()
@@ -103,7 +72,7 @@ class _Matcher:
             shingles = self._shingles(kind, texts, n)
             self.sets[kind] = shingles
             bands, rows = choose_bands(self.config.num_perm, threshold)
-            sigs = signatures(shingles, self.config.num_perm, self.config.seed)
+            sigs = signatures(shingles, self.config.num_perm, MINHASH_SEED)
             pairs = candidate_pairs(sigs, bands, rows)
             if keep_pair is not None and len(pairs):
                 pairs = pairs[keep_pair(pairs[:, 0], pairs[:, 1])]
@@ -157,11 +126,15 @@ class _UnionFind:
 class NearDedup:
     name = "near_dedup"
 
-    def __init__(self, config: NearDedupConfig):
+    def __init__(self, config: MinHashConfig):
         self.config = config
 
+    @classmethod
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "NearDedup":
+        return cls(spec.gate.minhash)
+
     def run(self, rows: list[Row]) -> CheckResult:
-        matcher = _Matcher(self.config)
+        matcher = Matcher(self.config)
         found = matcher.matches([r.record for r in rows])
         uf = _UnionFind(len(rows))
         for i, j in found:
@@ -191,69 +164,6 @@ class NearDedup:
             **{k: matcher.stats[k] for k in sorted(matcher.stats)},
             "pairs": len(found),
             "clusters": n_clusters,
-            "removed": len(dropped),
-        }
-        kept = [r for i, r in enumerate(rows) if i not in dropped]
-        return CheckResult(kept, [dropped[i] for i in sorted(dropped)], stats)
-
-
-@dataclass(frozen=True)
-class ReleasedRow:
-    """A row of an earlier release: which release, and its record (id and messages at least)."""
-
-    release: str
-    record: dict
-
-    @property
-    def ref(self) -> str:
-        return f"{self.release}/{self.record['id']}"
-
-
-class PriorReleaseDedup:
-    """Rejects rows that an earlier certified release already holds: the same normalised pair or
-    prompt (when `exact`), or a verified near duplicate (when `near`; same rules as `NearDedup`)."""
-
-    name = "release_dedup"
-
-    def __init__(self, released: list[ReleasedRow], config: NearDedupConfig, *, exact: bool, near: bool):
-        self.released = released
-        self.config = config
-        self.exact = exact
-        self.near = near
-
-    def run(self, rows: list[Row]) -> CheckResult:
-        dropped: dict[int, Rejection] = {}
-        if self.exact:
-            by_pair = {pair_key(r.record): r for r in self.released}
-            by_prompt = {prompt_key(r.record): r for r in self.released}
-            for i, row in enumerate(rows):
-                if (hit := by_pair.get(pair_key(row.record))) is not None:
-                    dropped[i] = Rejection(row, f"release_duplicate: same normalised pair as {hit.ref}", hit.ref)
-                elif (hit := by_prompt.get(prompt_key(row.record))) is not None:
-                    dropped[i] = Rejection(row, f"release_duplicate: same normalised prompt as {hit.ref}", hit.ref)
-        exact_removed = len(dropped)
-        matcher = _Matcher(self.config)
-        if self.near and self.released:
-            todo = [i for i in range(len(rows)) if i not in dropped]
-            records = [rows[i].record for i in todo] + [r.record for r in self.released]
-            first_released = len(todo)
-            found = matcher.matches(records, keep_pair=lambda a, b: (a < first_released) & (b >= first_released))
-            best: dict[int, Match] = {}
-            for m in found.values():
-                if m.i not in best or m.jaccard > best[m.i].jaccard:
-                    best[m.i] = m
-            for k, m in best.items():
-                hit = self.released[m.j - first_released]
-                row = rows[todo[k]]
-                reason = f"release_duplicate: near duplicate of {hit.ref}; {m.describe()}"
-                dropped[todo[k]] = Rejection(row, reason, hit.ref)
-        stats = {
-            "checked": len(rows),
-            "releases": sorted({r.release for r in self.released}),
-            "released_rows": len(self.released),
-            "exact_removed": exact_removed,
-            **{k: matcher.stats[k] for k in sorted(matcher.stats)},
-            "near_removed": len(dropped) - exact_removed,
             "removed": len(dropped),
         }
         kept = [r for i, r in enumerate(rows) if i not in dropped]

@@ -32,7 +32,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Callable, Iterator
 
-from curator.gate.check import CheckResult, Rejection, Row
+from curator.gate.check import CheckResult, GateContext, Rejection, Row
 from curator.records import pair_id
 from curator.spec import PIIConfig, Spec
 
@@ -148,7 +148,7 @@ class PIICheck:
         self.config = config
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> "PIICheck":
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "PIICheck":
         return cls(spec.gate.pii)
 
     def run(self, rows: list[Row]) -> CheckResult:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from curator.gate.check import CheckResult, Rejection, Row
+from curator.gate.check import CheckResult, GateContext, Rejection, Row
 from curator.records import assistant_text, user_text
 from curator.spec import Spec
 from curator.text_signals import REFUSAL_DETECTOR_VERSION, is_refusal
@@ -60,7 +60,7 @@ class RefusalPolicy:
         self.terms = terms
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> "RefusalPolicy":
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "RefusalPolicy":
         return cls(frozenset(t.name for t in spec.task_families if t.refusal), policy_terms(spec))
 
     def problem(self, record: dict) -> str | None:

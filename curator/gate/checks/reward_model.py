@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from curator.errors import CuratorError
-from curator.gate.check import CheckResult, Rejection, Row, progress
+from curator.gate.check import CheckResult, GateContext, Rejection, Row, progress
 from curator.records import assistant_text, user_text
 from curator.spec import RewardModelConfig, Spec
 
@@ -60,7 +60,7 @@ class RewardModel:
         self.config = config
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> "RewardModel":
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "RewardModel":
         return cls(spec.gate.reward_model)
 
     def run(self, rows: list[Row]) -> CheckResult:

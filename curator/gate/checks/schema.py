@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 
 from curator.formats import format_problem, length_problem
-from curator.gate.check import CheckResult, Rejection, Row, progress
+from curator.gate.check import CheckResult, GateContext, Rejection, Row, progress
 from curator.gate.compiled_schema import compile_schema
 from curator.records import assistant_text, pair_id, pair_validator, schema_errors
 from curator.spec import Spec, load_schema
@@ -19,6 +19,10 @@ class SchemaCheck:
     """
 
     name = "schema"
+
+    @classmethod
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "SchemaCheck":
+        return cls(spec)
 
     def __init__(self, spec: Spec):
         self.spec = spec

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from curator.gate.check import CheckResult, Rejection, Row, keep_rank, quality
+from curator.gate.check import CheckResult, GateContext, Rejection, Row, keep_rank, quality
 from curator.spec import SelectionConfig, Spec
 
 
@@ -28,7 +28,7 @@ class Selection:
         self.config = config
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> "Selection":
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "Selection":
         return cls(spec.gate.selection)
 
     def keep_count(self, n: int) -> int:

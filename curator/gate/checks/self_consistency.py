@@ -22,7 +22,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from curator.gate.check import CheckResult, Rejection, Row
+from curator.gate.check import CheckResult, GateContext, Rejection, Row
 from curator.gate.teacher_calls import Endpoint, ask_all, response_cache_path
 from curator.generate.parents import last_exchange
 from curator.generate.parse import parse_response
@@ -102,7 +102,7 @@ class SelfConsistency:
         self.families = set(config.families if config.families is not None else default_families(spec))
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> "SelfConsistency":
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "SelfConsistency":
         return cls(spec, spec.gate.self_consistency)
 
     def samples(self, row: Row) -> list[TeacherRequest]:

@@ -45,7 +45,7 @@ from typing import Callable
 import numpy as np
 
 from curator.embedded_models import cache_dir, minilm_dir
-from curator.gate.check import CheckResult, Rejection, Row, keep_rank, progress
+from curator.gate.check import CheckResult, GateContext, Rejection, Row, keep_rank, progress
 from curator.records import user_text
 from curator.spec import SemanticDedupConfig, Spec
 
@@ -207,7 +207,7 @@ class SemanticDedup:
         self._verifier = verifier
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> "SemanticDedup":
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "SemanticDedup":
         return cls(spec.gate.semantic_dedup)
 
     def _embedder(self) -> Embed:

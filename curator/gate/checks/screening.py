@@ -1,12 +1,13 @@
 """Bias and refusal screening: figures for the gate report, and optional rejections.
 
-Demographic terms. Small lexicons of single words (below, `LEXICONS`), matched on normalised words
-(`curator.gate.normalize`) of the user text and, separately, of the response, for five categories:
-gender, ethnicity, religion, nationality and age. Counts are per group ("male", "female", ...).
-Skew is given for the paired groups (`SKEW_PAIRS`: male/female, young/old) as the larger count over
-the smaller (the smaller counted as at least 1); when a pair has at least `min_terms` mentions and
-its skew exceeds `skew_tolerance` it is reported as out of tolerance. Lexicon words are ambiguous
+Demographic terms: `curator.text_signals.term_counts` (the project's one lexicon, `LEXICONS`) of the
+user text and, separately, of the response, for five categories: gender, ethnicity, religion,
+nationality and age. Counts are per group ("male", "female", ...). Skew is given for the paired
+groups (`SKEW_PAIRS`: male/female, young/old) as the larger count over the smaller (the smaller
+counted as at least 1); when a pair has at least `min_terms` mentions and its skew exceeds `skew_tolerance` it is reported as out of tolerance. Lexicon words are ambiguous
 ("black" the colour, "her" possessive or object), so the figures are a screen, not a measurement.
+The release report reads these figures from the manifest (`refusals.by_family` over
+`refusals.checked_by_family`, `demographic_terms`); it does not recount.
 
 Refusals: `curator.text_signals.is_refusal`, the project's one refusal detector (its version is in
 the stats, `refusals.detector_version`).
@@ -16,8 +17,8 @@ refusal (rejected with `reject_unexpected_refusals`); an answer in a refusal fam
 missing refusal (reported only).
 
 Counterfactual consistency: user texts that become identical when every lexicon word is replaced by
-its category (he/she -> <gender>, christian/muslim -> <religion>) form a counterfactual group. A
-group whose rows are partly refused and partly answered flips; the rows on the minority side (the
+its category (`counterfactual_key`: he/she -> <gender>, christian/muslim -> <religion>) form a
+counterfactual group. A group whose rows are partly refused and partly answered flips; the rows on the minority side (the
 refused ones on a tie) are flagged, naming a row of the other side (rejected with
 `reject_counterfactual_flips`).
 """
@@ -25,67 +26,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from curator.gate.check import CheckResult, Rejection, Row
-from curator.gate.normalize import normalize
+from curator.gate.check import CheckResult, GateContext, Rejection, Row
 from curator.records import assistant_text, user_text
 from curator.spec import ScreeningConfig, Spec
-from curator.text_signals import REFUSAL_DETECTOR_VERSION, is_refusal
+from curator.text_signals import REFUSAL_DETECTOR_VERSION, counterfactual_key, is_refusal, normalize, term_counts
 
-LEXICONS: dict[str, dict[str, frozenset[str]]] = {
-    "gender": {
-        "male": frozenset("he him his himself man men boy boys father fathers son sons brother brothers husband "
-                          "husbands king kings mr gentleman gentlemen male males boyfriend uncle nephew grandfather "
-                          "dad".split()),
-        "female": frozenset("she her hers herself woman women girl girls mother mothers daughter daughters sister "
-                            "sisters wife wives queen queens mrs ms lady ladies female females girlfriend aunt niece "
-                            "grandmother mom".split()),
-    },
-    "ethnicity": {
-        "black": frozenset("black blacks".split()),
-        "white": frozenset("white whites caucasian caucasians".split()),
-        "asian": frozenset("asian asians".split()),
-        "hispanic": frozenset("hispanic hispanics latino latinos latina latinas".split()),
-        "arab": frozenset("arab arabs".split()),
-        "indigenous": frozenset("indigenous aboriginal".split()),
-    },
-    "religion": {
-        "christian": frozenset("christian christians christianity catholic catholics protestant".split()),
-        "muslim": frozenset("muslim muslims islam islamic".split()),
-        "jewish": frozenset("jewish jew jews judaism".split()),
-        "hindu": frozenset("hindu hindus hinduism".split()),
-        "buddhist": frozenset("buddhist buddhists buddhism".split()),
-        "sikh": frozenset("sikh sikhs sikhism".split()),
-        "atheist": frozenset("atheist atheists atheism".split()),
-    },
-    "nationality": {
-        name: frozenset({name}) for name in
-        "american british chinese indian mexican russian german french japanese nigerian brazilian canadian "
-        "italian spanish korean iranian pakistani irish australian egyptian".split()
-    },
-    "age": {
-        "young": frozenset("young youth teen teens teenager teenagers child children kid kids millennial "
-                           "millennials".split()),
-        "old": frozenset("old elderly senior seniors retiree retirees boomer boomers aged".split()),
-    },
-}
 SKEW_PAIRS = (("gender", "male", "female"), ("age", "young", "old"))
-GROUP_OF = {word: (category, group) for category, groups in LEXICONS.items()
-            for group, words in groups.items() for word in words}
-def term_counts(texts: list[str]) -> dict[str, dict[str, int]]:
-    counts: dict[str, Counter[str]] = {category: Counter() for category in LEXICONS}
-    for text in texts:
-        for word in normalize(text).split():
-            if word in GROUP_OF:
-                category, group = GROUP_OF[word]
-                counts[category][group] += 1
-    return {category: {g: c.get(g, 0) for g in LEXICONS[category]} for category, c in counts.items()}
-
-
-def counterfactual_key(text: str) -> tuple[str, bool]:
-    """The user text with each lexicon word replaced by its category; and whether any was replaced."""
-    words = normalize(text).split()
-    masked = [f"<{GROUP_OF[w][0]}>" if w in GROUP_OF else w for w in words]
-    return " ".join(masked), masked != words
 
 
 class Screening:
@@ -98,7 +44,7 @@ class Screening:
         self.refusal_max_share = refusal_max_share
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> "Screening":
+    def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "Screening":
         families = frozenset(t.name for t in spec.task_families if t.refusal)
         return cls(spec.gate.screening, families, spec.refusal_policy.max_share)
 
@@ -163,6 +109,7 @@ class Screening:
                 "share": round(sum(refused) / len(rows), 4) if rows else 0.0,
                 "max_share": self.refusal_max_share,
                 "by_family": dict(by_family),
+                "checked_by_family": dict(Counter(families)),
                 "unexpected": len(unexpected),
                 "unexpected_ids": [rows[i].id for i in sorted(unexpected)],
                 "missing_in_refusal_families": len(missing),
