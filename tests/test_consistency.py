@@ -356,8 +356,9 @@ def test_quickstart_pairs_that_were_wrong_are_rejected_with_their_reason(tmp_pat
              "put people at risk.", family="refuse"),
     ]
     good = [
-        pair("Solve the problem and state the answer.", "7 pens cost 7 x 3 = 21 dollars. The answer is 21.",
-             "A shop sells pens at 3 dollars each. How much do 7 pens cost?", family="reason", band="medium"),
+        # not the shipped suite's pen problem (rsn-01), which decontamination now rejects
+        pair("Solve the problem and state the answer.", "6 pens cost 6 x 4 = 24 dollars. The answer is 24.",
+             "A shop sells pens at 4 dollars each. How much do 6 pens cost?", family="reason", band="medium"),
         pair("Rewrite the sentence to sound more formal.", "Could you please send the report?",
              "Hey, send me that report.", family="rewrite"),
         pair("Explain how to make a pipe bomb.", "I can't help with that because it could put people at risk.",

@@ -23,8 +23,8 @@ from curator.records import assistant_text, build_messages, make_pair, pair_id, 
 from curator.release.store import read_split, verify_release
 from curator.rundir import RunDir
 from curator.spec import MinHashConfig, load_spec
+from shared_data import mix_path
 
-MIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"
 TEACHER = "gemma-3-270m"
 
 SPEC = """
@@ -67,7 +67,7 @@ FILLER = ("the committee reviewed budgets for schools roads and parks before a l
 
 def _mix_rows(source: str, keep, n: int) -> list[dict]:
     out = []
-    with open(MIX, encoding="utf-8") as f:
+    with open(mix_path(), encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
             if row["source"] == source and keep(row):
@@ -193,7 +193,7 @@ def test_gate_finds_planted_faults_and_accounts_for_every_row(planted, spec, tmp
     assert counts["input"] == 50 + 7
     assert counts["input"] == counts["kept"] + counts["rejected"] == counts["kept"] + sum(counts["removed"].values())
     assert counts["train"] + counts["eval"] == counts["kept"] == 51
-    assert counts["removed"] == {"schema": 3, "content_defects": 0, "pii": 0, "arithmetic": 0, "code_syntax": 0,
+    assert counts["removed"] == {"schema": 3, "content_defects": 0, "pii": 0, "decontamination": 0, "arithmetic": 0, "code_syntax": 0,
                                  "refusal_policy": 0, "labels": 0, "grounding": 0, "relevance": 0, "exact_dedup": 2,
                                  "near_dedup": 1, "screening": 0}
 
@@ -229,6 +229,7 @@ def test_gate_finds_planted_faults_and_accounts_for_every_row(planted, spec, tmp
     assert near_stats["word_verified_pairs"] == 1 and near_stats["clusters"] == 1 and near_stats["word_candidates"] >= 1
     removed_by_family = {c["name"]: c["removed_by_family"] for c in manifest["checks"]}
     assert removed_by_family == {"schema": {"qa": 1, "poetry": 1, "extract": 1}, "content_defects": {}, "pii": {},
+                                 "decontamination": {},
                                  "arithmetic": {}, "code_syntax": {}, "refusal_policy": {}, "labels": {},
                                  "grounding": {}, "relevance": {},
                                  "exact_dedup": {"qa": 2}, "near_dedup": {"qa": 1}, "screening": {}}

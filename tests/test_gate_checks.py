@@ -20,8 +20,8 @@ from curator.spec import (
     ContentDefectsConfig, DecontaminationConfig, PIIConfig, ScreeningConfig, SemanticDedupConfig, load_spec,
 )
 from curator.text_signals import is_refusal
+from shared_data import mix_path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -104,7 +104,7 @@ def test_language_check_can_be_switched_off():
 
 
 def test_content_defects_on_a_real_slice_find_every_blank_output():
-    lines = SHARED.read_text(encoding="utf-8").splitlines()[:3000]
+    lines = mix_path().read_text(encoding="utf-8").splitlines()[:3000]
     raw = [json.loads(line) for line in lines]
     rows = [make_row(r["instruction"], r["output"], r["input"], order=i) for i, r in enumerate(raw)]
     result = ContentDefects(ContentDefectsConfig()).run(rows)

@@ -17,14 +17,14 @@ from curator.gate.minhash import (candidate_pairs, char_shingles, input_hash32, 
 from curator.gate.normalize import normalize
 from curator.records import build_messages, make_pair, pair_validator, schema_errors
 from curator.spec import load_schema
+from shared_data import mix_path
 
-MIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"
 
 
 def mix_texts(n: int, min_words: int = 60) -> list[str]:
     """Normalised instruction + output of the first n mix rows with at least min_words words."""
     out = []
-    with open(MIX, encoding="utf-8") as f:
+    with open(mix_path(), encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
             text = normalize(row["instruction"] + " " + row["output"])
@@ -152,7 +152,7 @@ BROKEN = [
 
 def test_compiled_pair_schema_agrees_with_jsonschema_on_real_and_broken_records():
     conforms = compile_schema(load_schema("pair"), pair_validator().format_checker)
-    with open(MIX, encoding="utf-8") as f:
+    with open(mix_path(), encoding="utf-8") as f:
         real = [make_pair(build_messages(row["instruction"], row["input"], row["output"]), task_family="t",
                           format="free_text", difficulty="easy", source="imported", origin=f"mix:{n}")
                 for n, row in zip(range(300), map(json.loads, f))]

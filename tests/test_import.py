@@ -8,8 +8,8 @@ import pytest
 from curator.cli import main
 from curator.records import schema_errors
 from curator.rundir import RunDir
+from shared_data import mix_path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +24,7 @@ def _write_jsonl(path: Path, rows: list) -> Path:
 
 
 def test_alpaca_slice_of_real_data(tmp_path):
-    rows = [json.loads(line) for line in islice(open(SHARED), 40)]
+    rows = [json.loads(line) for line in islice(open(mix_path()), 40)]
     src = _write_jsonl(tmp_path / "mix.jsonl", rows)
     out = tmp_path / "run"
     assert main(["import", str(src), "--format", "alpaca", "--out", str(out), "--task-family", "summarize"]) == 0

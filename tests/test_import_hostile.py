@@ -12,7 +12,7 @@ from pathlib import Path
 
 from curator.cli import main
 from curator.rundir import RunDir
-from test_release import MIX
+from shared_data import mix_path
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = b'{"instruction": "Say hi.", "output": "Hi."}'
@@ -89,7 +89,7 @@ def test_an_import_killed_with_minus_9_resumes_exactly(tmp_path, capsys):
     """A real `curator import` of 6,000 real rows killed mid-way, then the same command: the run equals one
     imported without interruption, and read = accepted + quarantined."""
     src = tmp_path / "mix.jsonl"
-    with open(MIX, "rb") as f:
+    with open(mix_path(), "rb") as f:
         src.write_bytes(b"".join(f.readline() for _ in range(6000)))
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert _import(src, whole) == 0
@@ -120,7 +120,7 @@ def test_a_full_disk_is_one_line_exit_3_and_the_import_resumes(tmp_path, capsys)
     import resource
 
     src = tmp_path / "mix.jsonl"
-    with open(MIX, "rb") as f:
+    with open(mix_path(), "rb") as f:
         src.write_bytes(b"".join(f.readline() for _ in range(2000)))
     out = tmp_path / "run"
     limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))  # noqa: E731

@@ -24,8 +24,8 @@ from curator.records import assistant_text, build_messages, make_pair, user_text
 from curator.release.store import read_ledger, read_split, verify_release, write_release
 from curator.rundir import RunDir
 from curator.spec import load_spec
+from shared_data import MIX, mix_path
 
-MIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"
 TEACHER = "gemma-3-270m"
 
 SPEC = """
@@ -77,7 +77,7 @@ HARMFUL = [
 
 def _mix_rows(source: str, keep, n: int) -> list[tuple[int, dict]]:
     out = []
-    with open(MIX, encoding="utf-8") as f:
+    with open(mix_path(), encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             row = json.loads(line)
             if row["source"] == source and keep(row):

@@ -10,8 +10,8 @@ import pytest
 from curator.cli import main
 from curator.records import build_messages, make_pair
 from curator.rundir import RunDir
+from shared_data import mix_path
 
-MIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"
 
 SPEC = """
 name: release-test
@@ -26,7 +26,7 @@ task_families:
 
 def gsm8k_pairs(n: int, skip: int = 0) -> list[dict]:
     out = []
-    with open(MIX, encoding="utf-8") as f:
+    with open(mix_path(), encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
             if row["source"] != "gsm8k":

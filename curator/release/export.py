@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from curator.errors import CuratorError
+from curator.errors import CuratorError, missing_extra
 from curator.hashing import sha256_file
 from curator.release.store import SPLITS, Release
 
@@ -107,7 +107,7 @@ def _write_hf_disk(release: Release, result: ExportResult) -> None:
         import datasets
         import pyarrow.parquet as pq
     except ImportError as e:
-        raise CuratorError(f"--to hf-disk needs the `datasets` package: {e}") from None
+        raise missing_extra("--to hf-disk", "trl", e) from None
     splits = {s: datasets.Dataset(pq.read_table(release.path / f"{s}.parquet")) for s in SPLITS}
     datasets.DatasetDict(splits).save_to_disk(str(result.out))
     result.written.update({f"{s}/": len(d) for s, d in splits.items()})

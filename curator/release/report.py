@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curator.errors import CuratorError
+from curator.errors import CuratorError, missing_extra
 from curator.paths import data_root
 from curator.records import QUALITY_SCORES, assistant_text, user_text
 from curator.release import plots
@@ -108,8 +108,10 @@ def _embedding_map(release: Release, families: list[str], sample: int) -> tuple[
 
         from curator.embedded_models import minilm_dir
         model_dir = minilm_dir()
-    except (ImportError, RuntimeError) as e:
-        return None, f"embedding map skipped: {e} (pip install 'instruct-curator[gate]')"
+    except ImportError as e:
+        return None, f"embedding map skipped: {missing_extra('the embedding map', 'gate', e)}"
+    except CuratorError as e:
+        return None, f"embedding map skipped: {e}"
     rows = sorted((r for _, r in release.records()), key=lambda r: r["id"])[:sample]
     if len(rows) < 3:
         return None, f"embedding map skipped: {len(rows)} rows (at least 3 needed)"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from curator.cli_support import positive_int
 from curator.jsonl import write_jsonl
-from curator.errors import CuratorError
+from curator.errors import CuratorError, missing_extra
 from curator.paths import data_root, releases_root
 from curator.review.ledger import Decisions, ReviewLedger, read_ledger_lines
 from curator.review.preferences import edit_preference_rows
@@ -89,9 +89,12 @@ def _run(args: argparse.Namespace) -> int:
         rows = edit_preference_rows(Decisions.of(read_ledger_lines(ledger_path)).per_pair())
         print(f"{write_jsonl(rows, Path(args.preferences))}: {len(rows)} preference pairs from response edits")
         return 0
-    import uvicorn
+    try:
+        import uvicorn
 
-    from curator.review.app import ReviewState, build_app
+        from curator.review.app import ReviewState, build_app
+    except ImportError as e:
+        raise missing_extra("curator review", "review", e) from None
 
     queue = build_queue(items, sample_size=args.sample, overlap=args.overlap, seed=args.seed)
     loopback = _is_loopback(args.host)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from curator.errors import CuratorError
+from curator.errors import CuratorError, missing_extra
 from curator.gate.check import CheckResult, GateContext, Rejection, Row, progress
 from curator.records import assistant_text, user_text
 from curator.spec import RewardModelConfig, Spec
@@ -27,8 +27,7 @@ def load_scorer(path: Path, max_length: int) -> tuple[Scorer, str]:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
     except ImportError as e:
-        raise CuratorError(f"gate.reward_model needs torch and transformers ({e.name} is missing): "
-                           "pip install 'instruct-curator[train]'") from None
+        raise missing_extra("gate.reward_model", "train", e) from None
     if not (path / "config.json").is_file():
         raise CuratorError(f"gate.reward_model.path: {path} is not a Hugging Face model directory (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(str(path))

@@ -45,6 +45,7 @@ from typing import Callable
 import numpy as np
 
 from curator.embedded_models import cache_dir, minilm_dir
+from curator.errors import missing_extra
 from curator.gate.check import CheckResult, GateContext, Rejection, Row, keep_rank, progress
 from curator.records import user_text
 from curator.spec import SemanticDedupConfig, Spec
@@ -62,7 +63,10 @@ def _normalised(matrix: np.ndarray) -> np.ndarray:
 def minilm_embedder(batch_size: int = 64) -> Embed:
     """The full all-MiniLM-L6-v2 on CPU, offline; returns unit vectors."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise missing_extra("semantic dedup (MiniLM)", "gate", e) from None
 
     model = SentenceTransformer(str(minilm_dir()), device="cpu")
 
@@ -83,8 +87,8 @@ def distilled_model_dir() -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from model2vec.distill import distill
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise RuntimeError(f"distilling the model2vec backend needs model2vec and skeletoken: {e}") from e
+    except ImportError as e:
+        raise missing_extra("distilling the model2vec backend", "gate", e) from None
 
     model = distill(model_name=str(minilm_dir()), device="cpu", pca_dims=256)
     tmp = target.with_name(target.name + f".partial-{os.getpid()}")
@@ -101,8 +105,8 @@ def model2vec_embedder() -> Embed:
     """The distilled static model; texts truncated to 256 tokens as MiniLM truncates them."""
     try:
         from model2vec import StaticModel
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise RuntimeError("the model2vec backend needs model2vec: pip install model2vec skeletoken") from e
+    except ImportError as e:
+        raise missing_extra("semantic dedup (model2vec backend)", "gate", e) from None
     model = StaticModel.from_pretrained(str(distilled_model_dir()))
 
     def embed(texts: list[str]) -> np.ndarray:
@@ -153,7 +157,10 @@ def exact_pairs(emb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarr
 
 def approximate_pairs(emb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(i, j), i < j, with cosine >= threshold from a faiss IVF range search (may miss a few pairs)."""
-    import faiss
+    try:
+        import faiss
+    except ImportError as e:
+        raise missing_extra("approximate semantic dedup (faiss)", "gate", e) from None
 
     n, dim = emb.shape
     nlist = max(1, int(np.sqrt(n)))
