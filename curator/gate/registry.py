@@ -1,10 +1,10 @@
 """Which checks the gate runs, in what order: one registry for built-in checks and plug-ins.
 
 Each built-in check is one `CheckEntry`: whether the spec switches it on, and its class, which every
-check builds the same way, `from_spec(spec, context)` (None: nothing to check against, e.g. no earlier
-release). One check per file under `curator/gate/checks/`. Order matters: each check sees only what earlier checks
-kept. Consistency checks (verifiers, self-consistency, judge) run before deduplication, so the
-keeper of a duplicate cluster is a row that passed them and carries their scores.
+check builds the same way, `from_spec(spec, context)` (None: nothing to check against, e.g. no
+earlier release); one check per file under `curator/gate/checks/`. Order matters: each check sees
+only what earlier checks kept. Consistency checks (verifiers, self-consistency, judge) run before
+deduplication, so the keeper of a duplicate cluster is a row that passed them and carries their scores.
 
 Plug-ins: a package declares an entry point in the group `instruct_curator.gate_checks` whose object
 has `from_spec(spec, context, params) -> Check`; the spec names it with its parameters under
@@ -37,10 +37,6 @@ class BuildableCheck(Protocol):
 class CheckEntry:
     enabled: Callable[[Spec], bool]
     check: type[BuildableCheck]
-
-    @property
-    def name(self) -> str:
-        return self.check.name
 
 
 def shipped_suites() -> tuple[Path, ...]:
