@@ -265,7 +265,7 @@ REVIEW_REASONS: tuple[str, ...] = HumanReviewConfig.reasons  # the schema's defa
 
 
 @dataclass(frozen=True)
-@schema_defaults("gate", "arithmetic")
+@schema_defaults("gate", "arithmetic")  # arithmetic, code_syntax and refusal_policy: all on by default
 class Toggle:
     enabled: bool
 

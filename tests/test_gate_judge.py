@@ -39,6 +39,8 @@ def server(tmp_path_factory):
 def write_judge_spec(directory: Path, **judge) -> Spec:
     doc = yaml.safe_load(STARTER.read_text())
     doc["gate"]["judge"] = {"enabled": True, "threshold": 1, "cache": "judge-cache.sqlite", **judge}
+    # the starter seeds judged here are also prompts of the shipped eval suites, which decontamination rejects
+    doc["gate"]["decontamination"] = {"shipped_suites": False}
     path = directory / "spec.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return load_spec(path)

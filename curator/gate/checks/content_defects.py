@@ -22,9 +22,10 @@ The rules (first match names the reason; `stats["found"]` counts every defect se
   words, on a word that cannot end a sentence ("the", "and", "of", "with", ...). A missing final
   full stop alone is not flagged: terse Alpaca answers often lack one.
 - `defect:wrong_language` (when `language` is "en"): among 20+ letters fewer than half are Latin,
-  or among 8+ words (not code) English stopwords (`curator.text_signals.STOPWORDS`) are under 10% of the words while those of Spanish,
+  or among 8+ words (not code) English stopwords are under 10% of the words while those of Spanish,
   French, German, Portuguese or Italian (lists without words English shares) number 3+ and at least
-  twice as many. Rows whose user text asks for a translation or names a language are exempt. A
+  twice as many (scripts and stopword lists: `curator.text_signals`, which the evaluation's
+  language detector uses too). Rows whose user text asks for a translation or names a language are exempt. A
   cheap heuristic: it catches responses in another script or a clearly other Latin-script
   language, not code-switching or short answers.
 
