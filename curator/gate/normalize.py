@@ -1,4 +1,5 @@
-"""Dedup keys of pairs, on `curator.text_signals.normalize`: case, width, spacing and punctuation do not make a pair new."""
+"""Dedup keys of pairs on `curator.text_signals.normalize`: case, width, spacing and punctuation do not
+make a pair new."""
 from __future__ import annotations
 
 from curator.hashing import sha256_text

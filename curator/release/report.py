@@ -421,9 +421,9 @@ def _review_md(review: dict | None) -> str:
 def _screening_md(f: Figures, policy: dict) -> str:
     if f.gender is None or f.refusal_share is None:
         return f"- Gender terms and refusals: {NOT_SCREENED}."
-    return (f"- Gender-term mentions (small lexicon, whole words): user turns {_counter_line(Counter(f.gender['user']))}; "
-            f"responses {_counter_line(Counter(f.gender['response']))}. The lexicon is ambiguous (\"her\" may be any "
-            "reader's) and English-only.\n"
+    user, response = _counter_line(Counter(f.gender["user"])), _counter_line(Counter(f.gender["response"]))
+    return (f"- Gender-term mentions (small lexicon, whole words): user turns {user}; responses {response}. "
+            "The lexicon is ambiguous (\"her\" may be any reader's) and English-only.\n"
             f"- Responses opening with a refusal phrase, per family: "
             f"{', '.join(f'{k} {v:.0%}' for k, v in f.refusal_share.items()) or 'n/a'}; refusal families in the spec: "
             f"{', '.join(f.refusal_families) or 'none'}, allowed share {policy.get('max_share', '-')}.")

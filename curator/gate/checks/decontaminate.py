@@ -1,11 +1,11 @@
 """Evaluation-set contamination: word n-gram overlap between each row and known evaluation items.
 
-Text on both sides is normalised (`curator.text_signals.normalize`: NFKC, casefold, punctuation to spaces)
-and split into words; every run of `ngram` words (`curator.text_signals.EvalIndex`) (13 by default, as in the GPT-3 contamination
-study) of an evaluation item goes into an index. A row is rejected when any n-gram of its user text
-(and of its response, with `check_response`) is in the index; the reason names the first item hit.
-Evaluation items shorter than `ngram` words cannot share an n-gram with anything; they match only
-a row whose normalised user text is exactly theirs.
+Text on both sides is normalised (`curator.text_signals.normalize`: NFKC, casefold, punctuation to
+spaces) and split into words; every run of `ngram` words (13 by default, as in the GPT-3
+contamination study) of an evaluation item goes into an index (`curator.text_signals.EvalIndex`). A
+row is rejected when any n-gram of its user text (and of its response, with `check_response`) is in
+the index; the reason names the first item hit. Evaluation items shorter than `ngram` words cannot
+share an n-gram with anything; they match only a row whose normalised user text is exactly theirs.
 
 Boilerplate: an evaluation n-gram found in `boilerplate_rows` or more rows (50 by default) is
 template text shared by a whole family of prompts (a tool description, "the following are multiple

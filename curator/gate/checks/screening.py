@@ -4,9 +4,10 @@ Demographic terms: `curator.text_signals.term_counts` (the project's one lexicon
 user text and, separately, of the response, for five categories: gender, ethnicity, religion,
 nationality and age. Counts are per group ("male", "female", ...). Skew is given for the paired
 groups (`SKEW_PAIRS`: male/female, young/old) as the larger count over the smaller (the smaller
-counted as at least 1); when a pair has at least `min_terms` mentions and its skew exceeds `skew_tolerance` it is reported as out of tolerance. Lexicon words are ambiguous
-("black" the colour, "her" possessive or object), so the figures are a screen, not a measurement.
-The release report reads these figures from the manifest (`refusals.by_family` over
+counted as at least 1); when a pair has at least `min_terms` mentions and its skew exceeds
+`skew_tolerance` it is reported as out of tolerance. Lexicon words are ambiguous ("black" the
+colour, "her" possessive or object), so the figures are a screen, not a measurement. The release
+report reads these figures from the manifest (`refusals.by_family` over
 `refusals.checked_by_family`, `demographic_terms`); it does not recount.
 
 Refusals: `curator.text_signals.is_refusal`, the project's one refusal detector (its version is in
@@ -18,9 +19,9 @@ missing refusal (reported only).
 
 Counterfactual consistency: user texts that become identical when every lexicon word is replaced by
 its category (`counterfactual_key`: he/she -> <gender>, christian/muslim -> <religion>) form a
-counterfactual group. A group whose rows are partly refused and partly answered flips; the rows on the minority side (the
-refused ones on a tie) are flagged, naming a row of the other side (rejected with
-`reject_counterfactual_flips`).
+counterfactual group. A group whose rows are partly refused and partly answered flips; the rows on
+the minority side (the refused ones on a tie) are flagged, naming a row of the other side (rejected
+with `reject_counterfactual_flips`).
 """
 from __future__ import annotations
 
