@@ -24,14 +24,13 @@ from curator.gate.checks.decontaminate import EvalIndex
 from curator.records import user_text
 from curator.release.store import read_split, resolve_release, verify_release
 from curator.spec import Spec, SpecError, spec_from_dict
-from trainer.backends.sft import ADAPTER_DIR, MODEL_DIR, TOKENIZER_DIR
 from trainer.battery import EVAL_SUITE, SUITES, compare, compare_items, run_battery, summarise
 from trainer.battery.judge import judge_samples
 from trainer.battery.preference import preference_rows
 from trainer.battery.report_html import write_html
 from trainer.battery.suite import load_instruction_suite, load_refusal_suite
 from trainer.chat_template import generation_prompt_ids, stop_token_ids
-from trainer.config import TrainConfig
+from trainer.config import RUN_FILE, TrainConfig
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model
 from trainer.scoring import METRICS, prompt_messages
 
@@ -142,13 +141,28 @@ def family_scores(eval_items: dict[str, list[dict]]) -> tuple[dict, dict]:
     return families, overall
 
 
-def in_process_sides(run_dir: Path, config: TrainConfig, *, max_new_tokens: int, batch_size: int) -> Sides:
+def trained_weights(run_dir: Path) -> tuple[TrainConfig, dict[str, Path]]:
+    """A finished `trainer fit` run's config and the artefacts its backend reported at save time (`run.json`),
+    as paths: `tokenizer` and `adapter` (peft, over the base model) or `model` (whole weights)."""
+    if not (run_dir / RUN_FILE).is_file():
+        raise CuratorError(f"{run_dir}: the run has not finished (no {RUN_FILE}); resume it with "
+                           f"`trainer fit --resume {run_dir}`")
+    run = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+    artefacts = {name: run_dir / path for name, path in run["artefacts"].items()}
+    if "tokenizer" not in artefacts or not ({"adapter", "model"} & set(artefacts)):
+        raise CuratorError(f"{run_dir}: its backend saved no weights to evaluate ({', '.join(artefacts) or 'nothing'}); "
+                           "an export is trained and evaluated elsewhere")
+    return TrainConfig.load(run_dir / "config.json"), artefacts
+
+
+def in_process_sides(config: TrainConfig, artefacts: dict[str, Path], *, max_new_tokens: int,
+                     batch_size: int) -> Sides:
     """The base model and base + adapter (or the fully fine-tuned copy) of a `trainer fit` run, in this process."""
 
     def sides(progress: Progress) -> Iterator[tuple[str, AnswerFn]]:
         torch.manual_seed(config.seed)
         device = pick_device()
-        tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)
+        tokenizer = load_tokenizer(artefacts["tokenizer"])
 
         def answerer(model: PreTrainedModel) -> AnswerFn:
             def answer(conversations: list[list[dict]], label: str) -> list[str]:
@@ -158,12 +172,12 @@ def in_process_sides(run_dir: Path, config: TrainConfig, *, max_new_tokens: int,
             return answer
 
         base_model = load_model(resolve_model(config.model), device).eval()
-        if (run_dir / MODEL_DIR).is_dir():  # full fine-tuning: two whole models, one at a time
+        if "model" in artefacts:  # full fine-tuning: two whole models, one at a time
             yield "base", answerer(base_model)
             del base_model
-            yield "tuned", answerer(load_model(run_dir / MODEL_DIR, device).eval())
+            yield "tuned", answerer(load_model(artefacts["model"], device).eval())
         else:
-            model = PeftModel.from_pretrained(base_model, run_dir / ADAPTER_DIR).eval()
+            model = PeftModel.from_pretrained(base_model, artefacts["adapter"]).eval()
             with model.disable_adapter():
                 yield "base", answerer(model)
             yield "tuned", answerer(model)
@@ -280,12 +294,10 @@ def evaluate_run(
     judge: ServedModel | None = None,
 ) -> dict:
     """`evaluate` a `trainer fit` run in process: base vs tuned, report written into `run_dir`."""
-    config = TrainConfig.load(run_dir / "config.json")
-    if not ((run_dir / ADAPTER_DIR).is_dir() or (run_dir / MODEL_DIR).is_dir()):
-        raise CuratorError(f"{run_dir}: no trained weights ({ADAPTER_DIR}/ or {MODEL_DIR}/); was it trained here?")
+    config, artefacts = trained_weights(run_dir)
     return evaluate(
         dataset or config.dataset,
-        in_process_sides(run_dir, config, max_new_tokens=max_new_tokens, batch_size=batch_size),
+        in_process_sides(config, artefacts, max_new_tokens=max_new_tokens, batch_size=batch_size),
         out_dir=run_dir,
         about={"run": run_dir.name, "base_model": config.model},
         limit=limit,
