@@ -129,7 +129,10 @@ def _unmark_layout(tokenizer: PreTrainedTokenizerBase, input_ids: list[int], mas
     """`mask` without the whitespace-only tokens at either edge of each marked span: the template's layout,
     which the generation prompt supplies before an answer and generation never reaches after its end of turn."""
     mask = list(mask)
-    blank = {t for t in set(input_ids) if not tokenizer.decode([t]).strip()}
+
+    def blank(i: int) -> bool:
+        return not tokenizer.decode([input_ids[i]]).strip()
+
     start = 0
     while start < len(mask):
         if not mask[start]:
@@ -139,9 +142,9 @@ def _unmark_layout(tokenizer: PreTrainedTokenizerBase, input_ids: list[int], mas
         while end < len(mask) and mask[end]:
             end += 1
         first, last = start, end - 1
-        while first <= last and input_ids[first] in blank:
+        while first <= last and blank(first):
             mask[first], first = 0, first + 1
-        while last >= first and input_ids[last] in blank:
+        while last >= first and blank(last):
             mask[last], last = 0, last - 1
         start = end
     return mask
