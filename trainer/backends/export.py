@@ -3,7 +3,8 @@
 `trainer fit --backend export` verifies the release as usual, then writes into the run directory:
 `dataset/train.jsonl` and `dataset/eval.jsonl` in TRL's conversational format (one
 `{"messages": [...]}` per line), `chat_template.jinja` (the template the bundled backend trains
-with: `trainer.chat_template.training_chat_template`), and `trl_config.json`: the run's settings as TRL `SFTConfig` and peft `LoraConfig` arguments.
+with: `trainer.chat_template.training_chat_template`), and `trl_config.json`: the run's settings as
+TRL `SFTConfig` and peft `LoraConfig` arguments.
 """
 from __future__ import annotations
 
