@@ -113,7 +113,8 @@ def test_eval_generates_with_the_runs_template(fitted, monkeypatch):
                    for s in report["samples"])
 
 
-def test_export_carries_the_same_template_and_trl_trains_its_end_of_turn(qwen, spec, pairs, tmp_path, monkeypatch):
+def test_export_carries_the_same_template_and_trl_trains_its_end_of_turn(qwen, spec, pairs, tmp_path, monkeypatch,
+                                                                          capsys):
     from trl.chat_template_utils import is_chat_template_stop_token_trained
 
     data = tmp_path / "data"
@@ -126,6 +127,13 @@ def test_export_carries_the_same_template_and_trl_trains_its_end_of_turn(qwen, s
     assert exported == template.text == tokenizer.chat_template
     assert json.loads((out / "run.json").read_text())["fit"]["chat_template"]["end_of_turn"] == QWEN_END
     assert is_chat_template_stop_token_trained(tokenizer, chat_template=exported)
+
+    # evaluation goes by what the backend reported it saved: an export holds no weights
+    assert main(["eval", "--model", str(out)]) == 2
+    assert "its backend saved no weights to evaluate (chat_template, dataset, trl_config)" in capsys.readouterr().err
+    (out / "run.json").unlink()
+    assert main(["eval", "--model", str(out)]) == 2
+    assert "the run has not finished (no run.json)" in capsys.readouterr().err
 
 
 def test_a_model_without_a_template_is_gemma_only(pairs, tmp_path, capsys, spec, monkeypatch):
