@@ -15,16 +15,9 @@ from curator import __version__
 from curator.cli_support import positive_int, run_command
 from curator.errors import CuratorError
 from curator.paths import data_root
+from curator.release.lineage import training_root
 from curator.release.store import read_split, resolve_release, verify_attested
-from trainer.config import TrainConfig, add_config_arguments, config_from_args, overrides_given
-
-RUN_FILE = "run.json"
-
-
-def training_root() -> Path:
-    """`<data root>/training/`: one directory per `trainer fit` run."""
-    return data_root() / "training"
-
+from trainer.config import RUN_FILE, TrainConfig, add_config_arguments, config_from_args, overrides_given
 
 def _new_run_dir(out: Path | None, release: str) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

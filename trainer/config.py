@@ -11,6 +11,8 @@ import yaml
 
 from curator.errors import CuratorError
 
+RUN_FILE = "run.json"  # written into a run directory by `trainer fit` when it finishes: what was trained, `save()`'s report
+
 
 @dataclass
 class TrainConfig:

@@ -24,17 +24,15 @@ from curator.text_signals import EvalIndex
 from curator.records import user_text
 from curator.release.store import read_split, resolve_release, verify_release
 from curator.spec import Spec, SpecError, spec_from_dict
-from trainer.backends.sft import ADAPTER_DIR, MODEL_DIR, TOKENIZER_DIR
-from trainer.battery import SUITES, compare, run_battery
+from trainer.battery import EVAL_SUITE, SUITES, compare, compare_items, run_battery, summarise
 from trainer.battery.judge import judge_samples
 from trainer.battery.preference import preference_rows
-from trainer.battery.stats import bootstrap_paired_difference
 from trainer.battery.report_html import write_html
 from trainer.battery.suite import load_instruction_suite, load_refusal_suite
 from trainer.chat_template import generation_prompt_ids, stop_token_ids
-from trainer.config import TrainConfig
+from trainer.config import RUN_FILE, TrainConfig
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model
-from trainer.scoring import METRICS, reference_answer, score_answer
+from trainer.scoring import METRICS, prompt_messages
 
 if TYPE_CHECKING:
     from trainer.served import ServedModel
@@ -78,13 +76,6 @@ def interleave_families(records: list[dict], limit: int | None) -> list[dict]:
     return mixed if limit is None else mixed[:limit]
 
 
-def prompt_messages(record: dict) -> list[dict]:
-    """The conversation up to (not including) its last assistant turn."""
-    messages = record["messages"]
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    return messages[:last]
-
-
 @torch.inference_mode()
 def generate_answers(
     model: PreTrainedModel,
@@ -125,37 +116,53 @@ The scorer finishes with one side before it asks for the next, so a source may f
 loading the next."""
 
 
-def _means(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {m: round(sum(r[m] for r in rows) / len(rows), 4) for m in METRICS}
+def family_scores(eval_items: dict[str, list[dict]]) -> tuple[dict, dict]:
+    """`METRICS` per task family and overall from each side's scored eval-split items (the battery's
+    `discipline` suite): `{"n", side: {metric: mean}}`, and with base and tuned also `"difference"`:
+    tuned − base per metric with its 95% bootstrap interval over prompts."""
+    sides = list(eval_items)
+    summaries = {side: summarise(items, METRICS) for side, items in eval_items.items()}
+    paired = {"base", "tuned"} <= set(sides)
+    compared = compare_items(eval_items["base"], eval_items["tuned"], METRICS) if paired else None
 
-
-def summarise(samples: list[dict], sides: list[str]) -> tuple[dict, dict]:
-    """Mean of each metric per family and overall, for each side; with base and tuned, also the
-    paired difference tuned − base per metric with its 95% bootstrap interval over prompts."""
-    by_family: dict[str, list[dict]] = defaultdict(list)
-    for s in samples:
-        by_family[s["task_family"]].append(s)
-
-    def block(group: list[dict]) -> dict:
-        out = {"n": len(group), **{side: _means([s[side]["scores"] for s in group]) for side in sides}}
-        if {"base", "tuned"} <= set(sides):
-            out["difference"] = {}
-            for m in METRICS:
-                d = bootstrap_paired_difference([s["base"]["scores"][m] for s in group],
-                                                [s["tuned"]["scores"][m] for s in group])
-                out["difference"][m] = {"estimate": round(d.estimate, 4), "low": round(d.low, 4), "high": round(d.high, 4)}
+    def block(means: dict[str, dict], n: int, differences: dict | None) -> dict:
+        out = {"n": n, **{side: {m: means[side][m] for m in METRICS} for side in sides}}
+        if differences is not None:
+            out["difference"] = {m: differences[m]["difference"] for m in METRICS}
         return out
 
-    return {f: block(g) for f, g in sorted(by_family.items())}, block(samples)
+    groups = summaries[sides[0]]["groups"]
+    families = {
+        g: block({s: summaries[s]["groups"][g] for s in sides}, groups[g]["n"], compared and compared["groups"][g])
+        for g in groups
+    }
+    overall = block({s: summaries[s]["overall"] for s in sides}, summaries[sides[0]]["n"],
+                    compared and compared["overall"])
+    return families, overall
 
 
-def in_process_sides(run_dir: Path, config: TrainConfig, *, max_new_tokens: int, batch_size: int) -> Sides:
+def trained_weights(run_dir: Path) -> tuple[TrainConfig, dict[str, Path]]:
+    """A finished `trainer fit` run's config and the artefacts its backend reported at save time (`run.json`),
+    as paths: `tokenizer` and `adapter` (peft, over the base model) or `model` (whole weights)."""
+    if not (run_dir / RUN_FILE).is_file():
+        raise CuratorError(f"{run_dir}: the run has not finished (no {RUN_FILE}); resume it with "
+                           f"`trainer fit --resume {run_dir}`")
+    run = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+    artefacts = {name: run_dir / path for name, path in run["artefacts"].items()}
+    if "tokenizer" not in artefacts or not ({"adapter", "model"} & set(artefacts)):
+        raise CuratorError(f"{run_dir}: its backend saved no weights to evaluate ({', '.join(artefacts) or 'nothing'}); "
+                           "an export is trained and evaluated elsewhere")
+    return TrainConfig.load(run_dir / "config.json"), artefacts
+
+
+def in_process_sides(config: TrainConfig, artefacts: dict[str, Path], *, max_new_tokens: int,
+                     batch_size: int) -> Sides:
     """The base model and base + adapter (or the fully fine-tuned copy) of a `trainer fit` run, in this process."""
 
     def sides(progress: Progress) -> Iterator[tuple[str, AnswerFn]]:
         torch.manual_seed(config.seed)
         device = pick_device()
-        tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)
+        tokenizer = load_tokenizer(artefacts["tokenizer"])
 
         def answerer(model: PreTrainedModel) -> AnswerFn:
             def answer(conversations: list[list[dict]], label: str) -> list[str]:
@@ -165,12 +172,12 @@ def in_process_sides(run_dir: Path, config: TrainConfig, *, max_new_tokens: int,
             return answer
 
         base_model = load_model(resolve_model(config.model), device).eval()
-        if (run_dir / MODEL_DIR).is_dir():  # full fine-tuning: two whole models, one at a time
+        if "model" in artefacts:  # full fine-tuning: two whole models, one at a time
             yield "base", answerer(base_model)
             del base_model
-            yield "tuned", answerer(load_model(run_dir / MODEL_DIR, device).eval())
+            yield "tuned", answerer(load_model(artefacts["model"], device).eval())
         else:
-            model = PeftModel.from_pretrained(base_model, run_dir / ADAPTER_DIR).eval()
+            model = PeftModel.from_pretrained(base_model, artefacts["adapter"]).eval()
             with model.disable_adapter():
                 yield "base", answerer(model)
             yield "tuned", answerer(model)
@@ -224,18 +231,19 @@ def evaluate(
                                           eval_records=records, spec=spec, eval_answers=answers[side])
             del answer  # let a source free this side's model before it loads the next
     names = list(answers)
-
+    eval_items = {side: [i for i in batteries[side]["items"] if i["suite"] == EVAL_SUITE] for side in names}
     samples = [
         {
             "id": r["id"],
             "task_family": r["task_family"],
             "format": r["format"],
-            "reference": reference_answer(r),
-            **{side: {"answer": answers[side][i], "scores": score_answer(answers[side][i], r, spec)} for side in names},
+            "reference": eval_items[names[0]][k]["reference"],
+            **{side: {"answer": eval_items[side][k]["response"],
+                      "scores": {m: eval_items[side][k]["metrics"][m] for m in METRICS}} for side in names},
         }
-        for i, r in enumerate(records)
+        for k, r in enumerate(records)
     ]
-    families, overall = summarise(samples, names)
+    families, overall = family_scores(eval_items)
     judged = None
     if judge is not None:  # optional, open-ended quality: reported apart from the verifiable scores
         with Progress(console=console, transient=True) as progress:
@@ -286,12 +294,10 @@ def evaluate_run(
     judge: ServedModel | None = None,
 ) -> dict:
     """`evaluate` a `trainer fit` run in process: base vs tuned, report written into `run_dir`."""
-    config = TrainConfig.load(run_dir / "config.json")
-    if not ((run_dir / ADAPTER_DIR).is_dir() or (run_dir / MODEL_DIR).is_dir()):
-        raise CuratorError(f"{run_dir}: no trained weights ({ADAPTER_DIR}/ or {MODEL_DIR}/); was it trained here?")
+    config, artefacts = trained_weights(run_dir)
     return evaluate(
         dataset or config.dataset,
-        in_process_sides(run_dir, config, max_new_tokens=max_new_tokens, batch_size=batch_size),
+        in_process_sides(config, artefacts, max_new_tokens=max_new_tokens, batch_size=batch_size),
         out_dir=run_dir,
         about={"run": run_dir.name, "base_model": config.model},
         limit=limit,

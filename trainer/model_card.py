@@ -53,6 +53,23 @@ def _signature(run: dict) -> str:
     return f"verified, trusted key `{signature.get('signer')}`" if signature.get("signer") else "not recorded"
 
 
+_TEMPLATE_ORIGINS = {
+    "model": "the base model's own chat template",
+    "gemma": "Gemma's turn format (shipped with the trainer)",
+}
+
+
+def _template_line(run: dict) -> str:
+    """Which chat template the run trained with (older runs, which did not record it, used Gemma's)."""
+    template = run["fit"].get("chat_template") or {"origin": "gemma", "end_of_turn": "<end_of_turn>"}
+    origin = template["origin"]
+    name = _TEMPLATE_ORIGINS.get(origin) or f"TRL's training variant (`{origin.removeprefix('trl:')}`) of the base model's own chat template"
+    if not run["fit"]["steps"]:
+        return f"Chat template: {name}, with generation markers for assistant-only loss (answers end with `{template['end_of_turn']}`)."
+    return (f"Loss is computed on assistant tokens only (each answer and its `{template['end_of_turn']}`), with {name}; "
+            "the same template is saved with the tokenizer and used by `trainer eval`.")
+
+
 def render_card(run: dict) -> str:
     """Markdown for a finished run; `run` is the content of the run's `run.json`."""
     fit, data, config = run["fit"], run["fit"]["data_stats"], run["config"]
@@ -89,8 +106,7 @@ on the certified release **{run["release"]}**.
 Train records: {data["records"]}; used {data["used"]}; truncated to max_seq_len {data["truncated"]};
 dropped because truncation left no answer tokens {data["dropped_no_answer_tokens"]}.
 
-Loss is computed on assistant tokens only (each answer and its `<end_of_turn>`), with Gemma's turn
-format as the chat template; the same template is saved in `tokenizer/` and used by `trainer eval`.
+{_template_line(run)}
 
 ## Files
 

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from curator import embedded_models
 from curator.errors import CuratorError
-from trainer.chat_template import install_chat_template
+from trainer.chat_template import ChatTemplate, install_chat_template, training_chat_template
 
 EMBEDDED_GEMMA = embedded_models.GEMMA_NAME
 
@@ -85,11 +85,19 @@ def load_model(model_dir: Path, device: torch.device, attn_implementation: str |
     return model.to(device)
 
 
-def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
-    """The model's tokenizer with the Gemma chat template installed (training and eval use the same one)."""
+def load_training_tokenizer(model_dir: Path) -> tuple[PreTrainedTokenizerBase, ChatTemplate]:
+    """The model's tokenizer with the chat template it trains and generates with installed, and that template
+    (`trainer.chat_template.training_chat_template`: training and eval use the same one)."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise CuratorError(f"tokenizer in {model_dir} has neither a pad nor an eos token to pad with")
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked out of attention and loss
-    return install_chat_template(tokenizer)
+    template = training_chat_template(tokenizer, model_dir)
+    tokenizer.chat_template = template.text
+    return tokenizer, template
+
+
+def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
+    """`load_training_tokenizer`'s tokenizer."""
+    return load_training_tokenizer(model_dir)[0]

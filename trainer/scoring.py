@@ -1,4 +1,8 @@
-"""Per-answer instruction-following scores, each a number in [0, 1].
+"""Per-answer scores of an eval pair, each a number in [0, 1], and the prompt and reference of the pair.
+
+Every eval-split answer is scored once, in the battery's `discipline` suite (`trainer.battery`): its
+items carry these metrics and `trainer.battery.discipline`'s; `trainer eval` reports `METRICS` per
+task family from those items.
 
 - `format_ok`: 1 when the answer keeps its pair's format (`curator.formats.format_problem`: bullet
   lines, an allowed label, JSON matching the format's schema; any non-empty text for `text`).
@@ -38,18 +42,29 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def prompt_messages(record: dict) -> list[dict]:
+    """The conversation up to (not including) its last assistant turn: what a model is asked."""
+    messages = record["messages"]
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last]
+
+
 def reference_answer(record: dict) -> str:
     """The pair's last assistant turn: what a generated answer is compared with."""
     return next(m["content"] for m in reversed(record["messages"]) if m["role"] == "assistant")
 
 
+def format_ok(answer: str, record: dict, spec: Spec) -> float:
+    """1.0 when the answer keeps its pair's format."""
+    return float(format_problem(spec.format(record["format"]), answer) is None)
+
+
 def score_answer(answer: str, record: dict, spec: Spec) -> dict[str, float]:
     """Every metric in `METRICS` for one generated answer to one eval pair."""
     family = spec.family(record["task_family"])
-    reference = reference_answer(record)
     return {
-        "format_ok": float(format_problem(spec.format(record["format"]), answer) is None),
+        "format_ok": format_ok(answer, record, spec),
         "length_ok": float(length_problem(spec.band(family.length_band), answer) is None),
-        "reference_f1": token_f1(answer, reference),
+        "reference_f1": token_f1(answer, reference_answer(record)),
         "refusal_correct": float(is_refusal(answer) == family.refusal),
     }

@@ -3,7 +3,8 @@
 The CLI verifies the release and makes the run directory; a backend then builds its components
 (`prepare`), trains (`fit`) and writes its artefacts (`save`). A third-party package registers a
 backend under the same entry-point group and `trainer fit --backend NAME` picks it up. Under
-`torchrun` every rank runs the same calls; only rank 0 (`world.is_main`) writes files.
+`torchrun` every rank runs the same calls; only rank 0 (`world.is_main`) writes files. What `save`
+reports lands in the run's `run.json` (`artefacts`); `trainer eval` loads the weights named there.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class FitResult:
     final_eval_loss: float | None = None
     world_size: int = 1
     weights_sha256_by_rank: list[str] = field(default_factory=list)
+    chat_template: dict | None = None  # `ChatTemplate.describe()` of the template trained with (or exported)
 
 
 StepCallback = Callable[[dict], None]
@@ -67,7 +69,11 @@ class Backend(ABC):
 
     @abstractmethod
     def save(self) -> dict[str, str]:
-        """Write the trained artefacts into the run directory; return {artefact: relative path}."""
+        """Write the trained artefacts into the run directory; return {artefact: relative path}.
+
+        `trainer eval` understands `tokenizer` (with the chat template trained with) plus `adapter` (peft,
+        over the base model) or `model` (whole weights); other names are listed on the model card.
+        """
 
 
 def available_backends() -> dict[str, EntryPoint]:

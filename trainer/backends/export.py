@@ -3,7 +3,8 @@
 `trainer fit --backend export` verifies the release as usual, then writes into the run directory:
 `dataset/train.jsonl` and `dataset/eval.jsonl` in TRL's conversational format (one
 `{"messages": [...]}` per line), `chat_template.jinja` (the template the bundled backend trains
-with), and `trl_config.json`: the run's settings as TRL `SFTConfig` and peft `LoraConfig` arguments.
+with: `trainer.chat_template.training_chat_template`), and `trl_config.json`: the run's settings as
+TRL `SFTConfig` and peft `LoraConfig` arguments.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import json
 from pathlib import Path
 
 from trainer.backends.base import Backend, FitResult, StepCallback
-from trainer.chat_template import gemma_chat_template
 from trainer.config import TrainConfig
 from trainer.distributed import World
 
@@ -73,7 +73,11 @@ class ExportBackend(Backend):
 
     def prepare(self, config: TrainConfig, train_records: list[dict], eval_records: list[dict], run_dir: Path,
                 *, world: World, resume: bool = False) -> None:
+        from trainer.models import load_training_tokenizer, resolve_model
+
         self.config, self.train, self.eval, self.run_dir, self.world = config, train_records, eval_records, run_dir, world
+        self.model_dir = resolve_model(config.model)
+        self.chat_template = load_training_tokenizer(self.model_dir)[1]
 
     def fit(self, on_step: StepCallback) -> FitResult:
         return FitResult(
@@ -81,18 +85,17 @@ class ExportBackend(Backend):
             trainable_params=0, device="none", dtype="none", world_size=self.world.world_size,
             data_stats={"records": len(self.train), "used": len(self.train), "truncated": 0,
                         "dropped_no_answer_tokens": 0, "dropped_ids": []},
+            chat_template=self.chat_template.describe(),
         )
 
     def save(self) -> dict[str, str]:
         if not self.world.is_main:
             return {}
-        from trainer.models import resolve_model
-
         dataset = self.run_dir / DATASET_DIR
         dataset.mkdir(exist_ok=True)
         _write_jsonl(dataset / "train.jsonl", self.train)
         _write_jsonl(dataset / "eval.jsonl", self.eval)
-        (self.run_dir / CHAT_TEMPLATE_FILE).write_text(gemma_chat_template(), encoding="utf-8")
-        settings = trl_settings(self.config, str(resolve_model(self.config.model)))
+        (self.run_dir / CHAT_TEMPLATE_FILE).write_text(self.chat_template.text, encoding="utf-8")
+        settings = trl_settings(self.config, str(self.model_dir))
         (self.run_dir / TRL_CONFIG_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         return {"dataset": DATASET_DIR, "trl_config": TRL_CONFIG_FILE, "chat_template": CHAT_TEMPLATE_FILE}

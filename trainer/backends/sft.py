@@ -26,11 +26,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_wi
 from curator.errors import CuratorError
 from trainer.backends.base import Backend, FitResult, StepCallback
 from trainer.causal_lm import LabelledLoss, causal_lm_of
+from trainer.chat_template import ChatTemplate
 from trainer.checkpoint import checkpoints, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import Batch, BatchPlan, DataStats, build_examples, fixed_batches
 from trainer.distributed import World
-from trainer.models import load_model, load_tokenizer, pick_dtype, resolve_model, training_attention
+from trainer.models import load_model, load_training_tokenizer, pick_dtype, resolve_model, training_attention
 
 ADAPTER_DIR = "adapter"
 MODEL_DIR = "model"
@@ -113,6 +114,7 @@ class SFTBackend(Backend):
     run_dir: Path
     world: World
     tokenizer: PreTrainedTokenizerBase
+    chat_template: ChatTemplate
     data_stats: DataStats
     plan: BatchPlan
     eval_batches: list[Batch]
@@ -128,7 +130,7 @@ class SFTBackend(Backend):
         torch.manual_seed(config.seed)  # the same LoRA initialisation on every rank
         model_dir = resolve_model(config.model)
 
-        self.tokenizer = load_tokenizer(model_dir)
+        self.tokenizer, self.chat_template = load_training_tokenizer(model_dir)
         base = load_model(model_dir, world.device, attn_implementation=training_attention(world.device))
         # Flash attention takes packed conversations as one unpadded row (variable-length kernels).
         padding_free = base.config._attn_implementation.startswith("flash")
@@ -317,6 +319,7 @@ class SFTBackend(Backend):
             final_eval_loss=eval_loss,
             world_size=world.world_size,
             weights_sha256_by_rank=world.all_gather(weights_sha256(self.model)),
+            chat_template=self.chat_template.describe(),
         )
 
     def save(self) -> dict[str, str]:

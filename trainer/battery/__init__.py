@@ -14,7 +14,9 @@ Metrics (all 0..1):
 - refusals: `refusal_rate` (should-refuse prompts refused; higher is better), `over_refusal_rate`
   (benign look-alikes refused; lower is better), `refusal_accuracy` (all prompts handled right).
 - discipline (eval split): `format_ok`, `grounded`, `label_accuracy`, `span_f1`, `arithmetic_ok`
-  where they apply; see `trainer.battery.discipline`.
+  where they apply; see `trainer.battery.discipline`. Its items also carry `trainer.scoring.METRICS`
+  (length, reference F1, refusal correctness), which `trainer eval` reports per task family through
+  the same `summarise` and `compare_items`: the eval split is scored once.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from collections import defaultdict
 from typing import Callable, Sequence
 
 from curator.spec import Spec
-from trainer.battery.discipline import discipline_scores
+from trainer.battery.discipline import DISCIPLINE_METRICS, discipline_scores
 from trainer.battery.instructions import follows
 from trainer.battery.refusals import Detector, rule_detector
 from trainer.battery.stats import bootstrap_mean, bootstrap_paired_difference
@@ -34,12 +36,14 @@ from trainer.battery.suite import (
     load_instruction_suite,
     load_refusal_suite,
 )
-from trainer.scoring import reference_answer
+from trainer.scoring import prompt_messages, reference_answer, score_answer
 
 Generate = Callable[[list[list[dict]]], list[str]]
 """Batched chat generation: a list of conversations (lists of {role, content}) -> one answer each."""
 
 SUITES = ("instructions", "refusals")
+EVAL_SUITE = "discipline"
+SUITE_METRICS = {EVAL_SUITE: DISCIPLINE_METRICS}  # what a suite's summary shows, where not every metric of its items
 WEIGHTED = {"instruction_strict": "n_instructions", "instruction_loose": "n_instructions"}
 LOWER_IS_BETTER = frozenset({"over_refusal_rate"})
 
@@ -74,17 +78,14 @@ def _refusal_item(item: RefusalItem, response: str, detector: Detector) -> dict:
     }
 
 
-def _prompt_messages(record: dict) -> list[dict]:
-    last = max(i for i, m in enumerate(record["messages"]) if m["role"] == "assistant")
-    return record["messages"][:last]
-
-
-def _discipline_item(record: dict, response: str, spec: Spec) -> dict:
-    metrics = discipline_scores(response, record, spec)
+def _eval_item(record: dict, response: str, spec: Spec) -> dict:
+    """An eval pair's answer, scored once: the discipline metrics that apply and `trainer.scoring.METRICS`."""
+    metrics = {**discipline_scores(response, record, spec), **score_answer(response, record, spec)}
     return {
-        "suite": "discipline", "id": record["id"], "group": record["task_family"],
-        "messages": _prompt_messages(record), "response": response, "reference": reference_answer(record),
-        "passed": all(v == 1.0 for v in metrics.values()), "format": record["format"], "metrics": metrics,
+        "suite": EVAL_SUITE, "id": record["id"], "group": record["task_family"],
+        "messages": prompt_messages(record), "response": response, "reference": reference_answer(record),
+        "passed": all(v == 1.0 for m, v in metrics.items() if m in DISCIPLINE_METRICS), "format": record["format"],
+        "metrics": metrics,
     }
 
 
@@ -94,18 +95,20 @@ def _weighted_mean(items: list[dict], metric: str) -> float:
     return round(sum(i["metrics"][metric] * w for i, w in zip(scored, weights)) / sum(weights), 4)
 
 
-def _metric_names(items: list[dict]) -> list[str]:
-    return list(dict.fromkeys(m for i in items for m in i["metrics"]))
+def _metric_names(items: list[dict], only: Sequence[str] | None = None) -> list[str]:
+    """The metrics the items carry, in order of first appearance; with `only`, just those among them."""
+    return [m for m in dict.fromkeys(m for i in items for m in i["metrics"]) if only is None or m in only]
 
 
-def summarise(items: list[dict]) -> dict:
-    """`{"n", "overall": {metric: mean}, "groups": {group: {"n", metric: mean}}}` for one suite's items."""
+def summarise(items: list[dict], metrics: Sequence[str] | None = None) -> dict:
+    """`{"n", "overall": {metric: mean}, "groups": {group: {"n", metric: mean}}}` for one suite's items
+    (every metric they carry, or the given `metrics`)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for item in items:
         groups[item["group"]].append(item)
 
     def block(group: list[dict]) -> dict:
-        return {m: _weighted_mean(group, m) for m in _metric_names(group)}
+        return {m: _weighted_mean(group, m) for m in _metric_names(group, metrics)}
 
     return {
         "n": len(items),
@@ -159,7 +162,7 @@ def run_battery(
     records = list(eval_records or [])
     conversations = [i.messages for i in instruction_items] + [i.messages for i in refusal_items]
     if eval_answers is None:
-        conversations += [_prompt_messages(r) for r in records]
+        conversations += [prompt_messages(r) for r in records]
     responses = list(generate(conversations))
     if len(responses) != len(conversations) or not all(isinstance(r, str) for r in responses):
         raise ValueError(f"generate returned {len(responses)} answers for {len(conversations)} prompts "
@@ -169,12 +172,12 @@ def run_battery(
     items = [_instruction_item(i, next(answers)) for i in instruction_items]
     items += [_refusal_item(i, next(answers), detector) for i in refusal_items]
     eval_responses = list(eval_answers) if eval_answers is not None else list(answers)
-    items += [_discipline_item(r, a, spec) for r, a in zip(records, eval_responses)]
+    items += [_eval_item(r, a, spec) for r, a in zip(records, eval_responses)]
 
     suites = {}
-    for name in [*include, *(["discipline"] if records else [])]:
+    for name in [*include, *([EVAL_SUITE] if records else [])]:
         members = [i for i in items if i["suite"] == name]
-        suites[name] = summarise(members)
+        suites[name] = summarise(members, SUITE_METRICS.get(name))
         if name == "instructions":
             suites[name]["by_instruction"] = _by_instruction(members)
     return {"suites": suites, "items": items}
@@ -184,9 +187,10 @@ def _interval_dict(interval) -> dict:
     return {"estimate": round(interval.estimate, 4), "low": round(interval.low, 4), "high": round(interval.high, 4)}
 
 
-def _compare_items(base: list[dict], tuned: list[dict], resamples: int, seed: int) -> dict:
+def _compare_metrics(base: list[dict], tuned: list[dict], metrics: Sequence[str] | None, resamples: int,
+                     seed: int) -> dict:
     out = {}
-    for metric in _metric_names(base):
+    for metric in _metric_names(base, metrics):
         pairs = [(b, t) for b, t in zip(base, tuned) if metric in b["metrics"] and metric in t["metrics"]]
         if not pairs:
             continue
@@ -224,13 +228,21 @@ def compare(base: dict, tuned: dict, *, resamples: int = 1000, seed: int = 0) ->
     suites = {}
     for suite in base["suites"]:
         keys = [k for k in b_items if k[0] == suite]
-        b, t = [b_items[k] for k in keys], [t_items[k] for k in keys]
-        groups = sorted({i["group"] for i in b})
-        suites[suite] = {
-            "overall": _compare_items(b, t, resamples, seed),
-            "groups": {
-                g: _compare_items([i for i in b if i["group"] == g], [i for i in t if i["group"] == g], resamples, seed)
-                for g in groups
-            },
-        }
+        suites[suite] = compare_items([b_items[k] for k in keys], [t_items[k] for k in keys],
+                                      SUITE_METRICS.get(suite), resamples=resamples, seed=seed)
     return {"suites": suites}
+
+
+def compare_items(base: list[dict], tuned: list[dict], metrics: Sequence[str] | None = None, *,
+                  resamples: int = 1000, seed: int = 0) -> dict:
+    """`{"overall": {metric: ...}, "groups": {group: {metric: ...}}}` for one suite's paired items, as in `compare`
+    (every metric they carry, or the given `metrics`)."""
+    groups = sorted({i["group"] for i in base})
+    return {
+        "overall": _compare_metrics(base, tuned, metrics, resamples, seed),
+        "groups": {
+            g: _compare_metrics([i for i in base if i["group"] == g], [i for i in tuned if i["group"] == g],
+                                metrics, resamples, seed)
+            for g in groups
+        },
+    }

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import re
 
-from curator.formats import format_problem, parse_json_response
+from curator.formats import parse_json_response
 from curator.records import user_text
 from curator.spec import Spec
-from trainer.scoring import reference_answer
+from trainer.scoring import format_ok, reference_answer
+
+DISCIPLINE_METRICS = ("format_ok", "grounded", "label_accuracy", "span_f1", "arithmetic_ok")
 
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 
@@ -78,7 +80,7 @@ def discipline_scores(
     """The applicable metrics of the module docstring for `answer` to the eval pair `record`."""
     fmt = spec.format(record["format"])
     reference = reference_answer(record)
-    scores = {"format_ok": float(format_problem(fmt, answer) is None)}
+    scores = {"format_ok": format_ok(answer, record, spec)}
     if fmt.kind == "label":
         scores["label_accuracy"] = float(normalise_label(answer) == normalise_label(reference))
     if fmt.kind == "json":
