@@ -6,11 +6,12 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import polars as pl
 
 from curator.errors import CuratorError
-from curator.gate.check import Check, Row, progress
+from curator.gate.check import Check, Rejection, Row, progress
 from curator.gate.checks.arithmetic import Arithmetic
 from curator.gate.checks.code_syntax import CodeSyntax
 from curator.gate.checks.content_defects import ContentDefects
@@ -57,17 +58,22 @@ def resolve_run_dir(name: str | Path) -> RunDir:
     raise CuratorError(f"{name}: not a run directory (no run.json there or under {runs_root()})")
 
 
-def read_rows(runs: list[RunDir]) -> list[Row]:
-    """Every pair of every run, in the order given, tagged with its run and line."""
-    rows: list[Row] = []
+def iter_rows(runs: list[RunDir]) -> Iterator[Row]:
+    """Every pair of every run, in the order given, tagged with its run and line (read as it is consumed)."""
+    order = 0
     for run in runs:
         line = 0
         try:
             for line, record in enumerate(progress(run.pairs(), f"reading {run.path.name}"), 1):
-                rows.append(Row(record=record, input=str(run.path), line=line, order=len(rows)))
+                yield Row(record=record, input=str(run.path), line=line, order=order)
+                order += 1
         except json.JSONDecodeError as e:
             raise CuratorError(f"{run.path / 'pairs.jsonl'}:{line + 1}: not valid JSON: {e.msg}") from None
-    return rows
+
+
+def read_rows(runs: list[RunDir]) -> list[Row]:
+    """Every pair of every run, in the order given, tagged with its run and line."""
+    return list(iter_rows(runs))
 
 
 def released_rows(root: Path) -> list[ReleasedRow]:
@@ -154,6 +160,38 @@ def _family(record: object) -> str:
     return family if isinstance(family, str) else UNKNOWN_FAMILY
 
 
+def ledger_entries(check: str, rejected: list[Rejection]) -> tuple[list[dict], Counter[str]]:
+    """The ledger entries of one check's rejections, and how many it removed per task family."""
+    entries, by_family = [], Counter()
+    for rej in rejected:
+        record = rej.row.record
+        by_family[_family(record)] += 1
+        entries.append({
+            "id": rej.row.id,
+            "check": check,
+            "reason": rej.reason,
+            "duplicate_of": rej.duplicate_of,
+            "kept_as": None,
+            "task_family": record.get("task_family") if isinstance(record, dict) else None,
+            "input": rej.row.origin,
+            "record": record,
+            "scores": dict(rej.row.scores),
+        })
+    return entries, by_family
+
+
+def check_report(check: str, removed: int, added: int, by_family: Counter[str], seconds: float, stats: dict) -> dict:
+    """A check's entry in the manifest: removed in total and per task family, rows added, seconds, stats."""
+    return {
+        "name": check,
+        "removed": removed,
+        "added": added,
+        "removed_by_family": dict(sorted(by_family.items())),
+        "seconds": round(seconds, 3),
+        "stats": stats,
+    }
+
+
 def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[dict], list[dict]]:
     """Kept rows, ledger entries and per-check reports (removed in total and per task family, stats,
     seconds); asserts every row lands in exactly one place."""
@@ -164,29 +202,10 @@ def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[di
         result = check.run(kept)
         seconds = time.perf_counter() - started
         assert len(result.kept) + len(result.rejected) == len(kept) + len(result.added), f"{check.name} lost rows"
-        by_family: Counter[str] = Counter()
-        for rej in result.rejected:
-            record = rej.row.record
-            by_family[_family(record)] += 1
-            ledger.append({
-                "id": rej.row.id,
-                "check": check.name,
-                "reason": rej.reason,
-                "duplicate_of": rej.duplicate_of,
-                "kept_as": None,
-                "task_family": record.get("task_family") if isinstance(record, dict) else None,
-                "input": rej.row.origin,
-                "record": record,
-                "scores": dict(rej.row.scores),
-            })
-        reports.append({
-            "name": check.name,
-            "removed": len(result.rejected),
-            "added": len(result.added),
-            "removed_by_family": dict(sorted(by_family.items())),
-            "seconds": round(seconds, 3),
-            "stats": result.stats,
-        })
+        entries, by_family = ledger_entries(check.name, result.rejected)
+        ledger.extend(entries)
+        reports.append(check_report(check.name, len(result.rejected), len(result.added), by_family, seconds,
+                                    result.stats))
         kept = result.kept
     assert len(kept) + len(ledger) == len(rows) + sum(r["added"] for r in reports), "gate rows do not add up"
     resolve_keepers(ledger, {r.id for r in kept})
@@ -245,15 +264,36 @@ def _input_summary(run: RunDir, rows_read: int, complete: bool) -> dict:
     }
 
 
+ENGINES = ("memory", "stream", "ray")  # how the checks run: see `curator.gate.stream`, `curator.gate.engines`
+
+
+@dataclass(frozen=True)
+class InputCounts:
+    """What the gate read: rows in all, per run directory and per task family."""
+
+    total: int
+    per_run: Counter[str]
+    by_family: Counter[str]
+
+    @classmethod
+    def of(cls, rows: list[Row]) -> InputCounts:
+        return cls(len(rows), Counter(r.input for r in rows), Counter(_family(r.record) for r in rows))
+
+
 def run_gate(
     run_dirs: list[str | Path], spec: Spec, root: Path | None = None, name: str | None = None, notes: str | None = None,
     review_ledger: Path | None = None,
     allow_partial: bool = False,
+    engine: str = "memory",
 ) -> GateReport:
     """Gate the pairs of `run_dirs` against `spec` and write the next release (optionally named) under `root`.
 
     Unfinished runs are refused unless `allow_partial` (recorded in the manifest). The releases lock is held
-    from reading earlier releases until the new one is in place, so two gates never certify the same rows."""
+    from reading earlier releases until the new one is in place, so two gates never certify the same rows.
+    `engine`: "memory" holds every row; "stream" reads the rows in batches and spills them to disk
+    (`curator.gate.stream`); "ray" runs the row-local work of "stream" on a Ray cluster; all give the same release."""
+    if engine not in ENGINES:
+        raise CuratorError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}")
     root = releases_root() if root is None else Path(root)
     runs = [resolve_run_dir(d) for d in run_dirs]
     seen = Counter(r.path.resolve() for r in runs)
@@ -261,32 +301,36 @@ def run_gate(
         raise CuratorError(f"run directory given more than once: {', '.join(twice)}")
     unfinished = refuse_unfinished(runs, allow_partial)
     clock = _Clock()
-    rows = read_rows(runs)
-    if not rows:
+    rows = read_rows(runs) if engine == "memory" else []
+    if engine == "memory" and not rows:
         raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
     clock.lap("read")
     with releases_lock(root):
-        return _gate_locked(runs, rows, spec, root, name, notes, unfinished, clock, review_ledger)
+        checks = build_checks(spec, root, review_ledger)
+        clock.lap("earlier_releases")
+        if engine == "memory":
+            kept_rows, ledger, check_reports = run_checks(checks, rows)
+            counts = InputCounts.of(rows)
+        else:
+            from curator.gate.stream import run_checks_streaming
+            kept_rows, ledger, check_reports, counts = run_checks_streaming(checks, runs, engine)
+        clock.lap("checks")
+        return _write(runs, counts, kept_rows, ledger, check_reports, spec, root, name, notes, unfinished, clock)
 
 
-def _gate_locked(runs: list[RunDir], rows: list[Row], spec: Spec, root: Path, name: str | None, notes: str | None,
-                 unfinished: dict[str, str], clock: _Clock,
-                 review_ledger: Path | None) -> GateReport:
-    checks = build_checks(spec, root, review_ledger)
-    clock.lap("earlier_releases")
-    kept_rows, ledger, check_reports = run_checks(checks, rows)
-    clock.lap("checks")
+def _write(runs: list[RunDir], counts: InputCounts, kept_rows: list[Row], ledger: list[dict], check_reports: list[dict],
+           spec: Spec, root: Path, name: str | None, notes: str | None, unfinished: dict[str, str],
+           clock: _Clock) -> GateReport:
+    """Split, expectations, manifest and the release, from the checks' outcome."""
     kept = [{**r.record, "scores": dict(r.scores)} for r in kept_rows]
     train, evals = split(kept, spec.gate.eval_fraction)
     assert len(train) + len(evals) == len(kept), "split lost rows"
     clock.lap("split")
-    verdicts = evaluate(spec, kept=kept, train=train, n_input=len(rows), n_rejected=len(ledger))
+    verdicts = evaluate(spec, kept=kept, train=train, n_input=counts.total, n_rejected=len(ledger))
     clock.lap("expectations")
     failed = [v["name"] for v in verdicts if not v["passed"]]
-    rows_per_run = Counter(r.input for r in rows)
-    input_by_family = Counter(_family(r.record) for r in rows)
     by_family: dict[str, dict[str, int]] = defaultdict(lambda: {"input": 0, "train": 0, "eval": 0})
-    for family, n in input_by_family.items():
+    for family, n in counts.by_family.items():
         by_family[family]["input"] = n
     for split_name, part in (("train", train), ("eval", evals)):
         for r in part:
@@ -297,7 +341,7 @@ def _gate_locked(runs: list[RunDir], rows: list[Row], spec: Spec, root: Path, na
         "checks": check_reports,
         "verdicts": verdicts,
         "counts": {
-            "input": len(rows),
+            "input": counts.total,
             "removed": {c["name"]: c["removed"] for c in check_reports},
             "rejected": len(ledger),
             "kept": len(kept),
@@ -305,7 +349,7 @@ def _gate_locked(runs: list[RunDir], rows: list[Row], spec: Spec, root: Path, na
             "eval": len(evals),
             "by_family": dict(sorted(by_family.items())),
         },
-        "inputs": [_input_summary(run, rows_per_run[str(run.path)], str(run.path) not in unfinished) for run in runs],
+        "inputs": [_input_summary(run, counts.per_run[str(run.path)], str(run.path) not in unfinished) for run in runs],
         "allow_partial": bool(unfinished),
         "teacher_models": sorted({m for r in kept if (m := r["provenance"].get("teacher_model"))}),
         "seconds": clock.laps,  # wall time per gate phase, before the release is written

@@ -181,6 +181,7 @@ class Arithmetic:
     """Reject responses with a wrong computation or a final answer that disagrees with the work."""
 
     name = "arithmetic"
+    row_local = True  # a row's verdict depends on that row alone (curator.gate.stream runs it per batch)
 
     def run(self, rows: list[Row]) -> CheckResult:
         kept, rejected = [], []

@@ -210,6 +210,7 @@ class CodeSyntax:
     """Reject responses whose code does not parse in its language."""
 
     name = "code_syntax"
+    row_local = True  # a row's verdict depends on that row alone (curator.gate.stream runs it per batch)
 
     def run(self, rows: list[Row]) -> CheckResult:
         kept, rejected = [], []

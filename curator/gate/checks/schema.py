@@ -18,6 +18,7 @@ class SchemaCheck:
     """
 
     name = "schema"
+    row_local = True  # a row's verdict depends on that row alone (curator.gate.stream runs it per batch)
 
     def __init__(self, spec: Spec):
         self.spec = spec
