@@ -255,9 +255,10 @@ def _timed(check: Check, rows: list[Row]):
 
 
 def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str = "stream",
-                         batch_rows: int = BATCH_ROWS) -> tuple[list[Row], list[dict], list[dict], InputCounts]:
+                         batch_rows: int | None = None) -> tuple[list[Row], list[dict], list[dict], InputCounts]:
     """What `pipeline.run_checks` returns for the rows of `runs` (kept rows, ledger, reports), and the input
-    counts, with the rows in batches and on disk between checks (see the module doc)."""
+    counts, with the rows in batches (`BATCH_ROWS` unless given) and on disk between checks (see the module doc)."""
+    batch_rows = batch_rows or BATCH_ROWS
     lead = 0
     while lead < len(checks) and is_row_local(checks[lead]):
         lead += 1
