@@ -286,8 +286,10 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str = 
                 kept = result.kept
             spill.write(kept)
             spilled.append(np.asarray([r.order for r in kept], dtype=np.int64))
-            for narrowing in narrowings.values():
+            for i, narrowing in narrowings.items():
+                started = time.perf_counter()
                 narrowing.observe(kept)
+                outcome.seconds[rest[i].name] += time.perf_counter() - started
         if not total:
             raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
         alive = np.zeros(total, dtype=bool)
