@@ -135,7 +135,13 @@ def _parsed(line: int, element: int | None, text: str) -> RawRow:
         return RawRow(line, element, None, f"invalid JSON at column {e.colno}: {e.msg}", text)
     except RecursionError:
         return RawRow(line, element, None, f"nested deeper than {MAX_DEPTH} levels", text)
-    return RawRow(line, element, value, inspect(value), text)
+    return RawRow(line, element, value, None if _plainly_fine(text) else inspect(value), text)
+
+
+def _plainly_fine(text: str) -> bool:
+    """True when the JSON text cannot hold what `inspect` looks for: a NUL or lone surrogate needs a \\u escape
+    (valid UTF-8 holds neither, and a raw NUL is invalid JSON), and 64 levels need 64 brackets."""
+    return "\\u" not in text and text.count("{") + text.count("[") < MAX_DEPTH
 
 
 def inspect(value: Any) -> str | None:
