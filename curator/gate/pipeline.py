@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import polars as pl
 
@@ -33,7 +35,7 @@ from curator.gate.checks.semantic_dedup import SemanticDedup
 from curator.gate.registry import CheckEntry, GateContext, build_from, plugin_checks
 from curator.gate.screening import Screening
 from curator.gate.expectations import evaluate
-from curator.gate.split import split
+from curator.gate.split import eval_positions
 from curator.paths import releases_root, runs_root
 from curator.release.store import SPLITS, release_versions, releases_lock, verify_release, write_release
 from curator.rundir import RunDir
@@ -264,6 +266,22 @@ def _input_summary(run: RunDir, rows_read: int, complete: bool) -> dict:
     }
 
 
+class KeptRecords(Protocol):
+    """The rows the checks kept, as release records (with their `scores`), in input order."""
+
+    def records(self) -> Iterator[dict]:
+        """The records, read afresh on each call (the release is written in passes over them)."""
+        ...
+
+
+@dataclass(frozen=True)
+class KeptInMemory:
+    rows: list[Row]
+
+    def records(self) -> Iterator[dict]:
+        return ({**r.record, "scores": dict(r.scores)} for r in self.rows)
+
+
 ENGINES = ("memory", "stream", "ray")  # how the checks run: see `curator.gate.stream`, `curator.gate.engines`
 
 
@@ -305,36 +323,41 @@ def run_gate(
     if engine == "memory" and not rows:
         raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
     clock.lap("read")
-    with releases_lock(root):
+    with releases_lock(root), tempfile.TemporaryDirectory(prefix="curator-gate-") as workdir:
         checks = build_checks(spec, root, review_ledger)
         clock.lap("earlier_releases")
         if engine == "memory":
             kept_rows, ledger, check_reports = run_checks(checks, rows)
-            counts = InputCounts.of(rows)
+            kept, counts = KeptInMemory(kept_rows), InputCounts.of(rows)
         else:
             from curator.gate.stream import run_checks_streaming
-            kept_rows, ledger, check_reports, counts = run_checks_streaming(checks, runs, engine)
+            kept, ledger, check_reports, counts = run_checks_streaming(checks, runs, engine, Path(workdir))
         clock.lap("checks")
-        return _write(runs, counts, kept_rows, ledger, check_reports, spec, root, name, notes, unfinished, clock)
+        return _write(runs, counts, kept, ledger, check_reports, spec, root, name, notes, unfinished, clock)
 
 
-def _write(runs: list[RunDir], counts: InputCounts, kept_rows: list[Row], ledger: list[dict], check_reports: list[dict],
+def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: list[dict], check_reports: list[dict],
            spec: Spec, root: Path, name: str | None, notes: str | None, unfinished: dict[str, str],
            clock: _Clock) -> GateReport:
-    """Split, expectations, manifest and the release, from the checks' outcome."""
-    kept = [{**r.record, "scores": dict(r.scores)} for r in kept_rows]
-    train, evals = split(kept, spec.gate.eval_fraction)
-    assert len(train) + len(evals) == len(kept), "split lost rows"
+    """Split, expectations, manifest and the release, from the checks' outcome, in passes over the kept
+    records (never all of them in memory)."""
+    families, ids, teacher_models = [], [], set()
+    for r in kept.records():
+        families.append(sys.intern(r["task_family"]))
+        ids.append(r["id"])
+        if model := r["provenance"].get("teacher_model"):
+            teacher_models.add(model)
+    to_eval = eval_positions(families, ids, spec.gate.eval_fraction)
     clock.lap("split")
-    verdicts = evaluate(spec, kept=kept, train=train, n_input=counts.total, n_rejected=len(ledger))
+    verdicts = evaluate(spec, kept=kept.records(), train=({"id": i} for n, i in enumerate(ids) if n not in to_eval),
+                        n_input=counts.total, n_rejected=len(ledger))
     clock.lap("expectations")
     failed = [v["name"] for v in verdicts if not v["passed"]]
     by_family: dict[str, dict[str, int]] = defaultdict(lambda: {"input": 0, "train": 0, "eval": 0})
     for family, n in counts.by_family.items():
         by_family[family]["input"] = n
-    for split_name, part in (("train", train), ("eval", evals)):
-        for r in part:
-            by_family[r["task_family"]][split_name] += 1
+    for n, family in enumerate(families):
+        by_family[family]["eval" if n in to_eval else "train"] += 1
     manifest = {
         "spec": {"name": spec.name, "path": spec.path, "sha256": spec.hash, "raw": spec.raw},
         "gate": asdict(spec.gate),
@@ -344,17 +367,19 @@ def _write(runs: list[RunDir], counts: InputCounts, kept_rows: list[Row], ledger
             "input": counts.total,
             "removed": {c["name"]: c["removed"] for c in check_reports},
             "rejected": len(ledger),
-            "kept": len(kept),
-            "train": len(train),
-            "eval": len(evals),
+            "kept": len(ids),
+            "train": len(ids) - len(to_eval),
+            "eval": len(to_eval),
             "by_family": dict(sorted(by_family.items())),
         },
         "inputs": [_input_summary(run, counts.per_run[str(run.path)], str(run.path) not in unfinished) for run in runs],
         "allow_partial": bool(unfinished),
-        "teacher_models": sorted({m for r in kept if (m := r["provenance"].get("teacher_model"))}),
+        "teacher_models": sorted(teacher_models),
         "seconds": clock.laps,  # wall time per gate phase, before the release is written
         "review": next((c["stats"]["review"] for c in check_reports if c["name"] == "human_review"), None),
     }
+    train = (r for n, r in enumerate(kept.records()) if n not in to_eval)
+    evals = (r for n, r in enumerate(kept.records()) if n in to_eval)
     path = write_release(train=train, eval=evals, rejected=ledger, manifest=manifest,
                          certified=not failed, failed_verdicts=failed, root=root, name=name, notes=notes)
     return GateReport(release=path, certified=not failed, manifest=manifest)

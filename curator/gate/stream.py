@@ -15,16 +15,17 @@ Checks come in three kinds:
   rows still in play, read back from the spill: the same verdicts, but it holds those rows while it runs.
 
 The leading row-local checks run while the run directories are read; the rows they keep go to a Parquet
-spill (`Spill`) in a temporary directory (`TMPDIR`), read back in batches by the later checks. What stays in
-memory across the whole run: a flag per row (still in play), the keys above, the scores checks gave, and
-the ledger of rejected rows. The kept rows are read back at the end for the split and the release writer.
+spill (`Spill`) in the gate's temporary directory (under `TMPDIR`), read back in batches by the later checks.
+What stays in memory across the whole run: a flag per row (still in play), the keys above, the scores checks
+gave, and the ledger of rejected rows. The kept rows stay on disk (`KeptOnDisk`): the split, the expectations
+and the release writer read them back in passes.
 """
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
@@ -44,7 +45,7 @@ from curator.gate.pipeline import InputCounts, _family, check_report, iter_rows,
 from curator.rundir import RunDir
 
 BATCH_ROWS = 8192
-SPILL_SCHEMA = pa.schema([("order", pa.int64()), ("input", pa.string()), ("line", pa.int64()),
+SPILL_SCHEMA = pa.schema([("order", pa.int64()), ("input", pa.string()), ("line", pa.int64()), ("id", pa.string()),
                           ("record", pa.string())])
 RECORD_CHANGERS = ("pii", "human_review")  # checks that may rewrite a record (keys computed before them go stale)
 
@@ -76,7 +77,7 @@ def merge_stats(total: dict, part: dict) -> dict:
 
 
 class Spill:
-    """Rows on disk as Parquet (order, input, line, record as JSON): appended in batches, read back in batches."""
+    """Rows on disk as Parquet (order, input, line, id, record as JSON): appended in batches, read back in batches."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -84,7 +85,7 @@ class Spill:
 
     def write(self, rows: list[Row]) -> None:
         assert self._writer is not None, "spill already closed"
-        columns = [[r.order for r in rows], [r.input for r in rows], [r.line for r in rows],
+        columns = [[r.order for r in rows], [r.input for r in rows], [r.line for r in rows], [r.id for r in rows],
                    [json.dumps(r.record, ensure_ascii=False) for r in rows]]
         self._writer.write_batch(pa.record_batch(columns, schema=SPILL_SCHEMA))
 
@@ -92,6 +93,12 @@ class Spill:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+    def ids(self, wanted: np.ndarray) -> set[str | None]:
+        """The ids of the rows whose `wanted[order]` is set (no record is parsed)."""
+        self.close()
+        table = pq.read_table(self.path, columns=["order", "id"])
+        return set(table.filter(pa.array(wanted[table.column("order").to_numpy()])).column("id").to_pylist())
 
     def rows(self, wanted: np.ndarray, scores: dict[int, dict]) -> Iterator[list[Row]]:
         """Batches of the rows whose `wanted[order]` is set, in input order, with the scores checks gave them."""
@@ -254,66 +261,80 @@ def _timed(check: Check, rows: list[Row]):
     return result, time.perf_counter() - started
 
 
-def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str = "stream",
-                         batch_rows: int | None = None) -> tuple[list[Row], list[dict], list[dict], InputCounts]:
+@dataclass(frozen=True)
+class KeptOnDisk:
+    """The rows the checks kept: the spilled rows still in play, read back as release records."""
+
+    spill: Spill
+    alive: np.ndarray
+    scores: dict[int, dict]
+
+    def records(self) -> Iterator[dict]:
+        for batch in self.spill.rows(self.alive, self.scores):
+            for row in batch:
+                yield {**row.record, "scores": row.scores}
+
+
+def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, workdir: Path,
+                         batch_rows: int | None = None) -> tuple[KeptOnDisk, list[dict], list[dict], InputCounts]:
     """What `pipeline.run_checks` returns for the rows of `runs` (kept rows, ledger, reports), and the input
-    counts, with the rows in batches (`BATCH_ROWS` unless given) and on disk between checks (see the module doc)."""
+    counts, with the rows in batches (`BATCH_ROWS` unless given) and spilled to `workdir` between checks (see
+    the module doc); the kept rows stay there, to be read back while `workdir` exists."""
     batch_rows = batch_rows or BATCH_ROWS
     lead = 0
     while lead < len(checks) and is_row_local(checks[lead]):
         lead += 1
     head, rest = checks[:lead], checks[lead:]
     outcome = _Outcome(checks)
-    with tempfile.TemporaryDirectory(prefix="curator-gate-") as tmp:
-        spill = Spill(Path(tmp) / "rows.parquet")
-        narrowings: dict[int, Narrowing] = {}
-        for i, check in enumerate(rest):
-            if type(check) in NARROWINGS and not any(c.name in RECORD_CHANGERS for c in rest[:i + 1]):
-                narrowings[i] = NARROWINGS[type(check)](check, Path(tmp))
-        total, per_run, by_family, spilled = 0, Counter(), Counter(), []
-        if engine == "ray":
-            from curator.gate.engines.ray_engine import first_pass
-            passes = first_pass(head, runs, batch_rows)
-        else:
-            passes = _first_pass(head, runs, batch_rows)
-        for batch, results in passes:
-            total += len(batch)
-            per_run.update(r.input for r in batch)
-            by_family.update(_family(r.record) for r in batch)
-            kept = batch
-            for check, (result, seconds) in zip(head, results):
-                outcome.record(check, kept, result, seconds)
-                kept = result.kept
-            spill.write(kept)
-            spilled.append(np.asarray([r.order for r in kept], dtype=np.int64))
-            for i, narrowing in narrowings.items():
-                started = time.perf_counter()
-                narrowing.observe(kept)
-                outcome.seconds[rest[i].name] += time.perf_counter() - started
-        if not total:
-            raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
-        alive = np.zeros(total, dtype=bool)
-        alive[np.concatenate(spilled)] = True
-        for i, check in enumerate(rest):
-            narrowing = narrowings.get(i)
-            if is_row_local(check):
-                for batch in spill.rows(alive, outcome.scores):
-                    result, seconds = _timed(check, batch)
-                    outcome.record(check, batch, result, seconds)
-                    alive[[rej.row.order for rej in result.rejected]] = False
-                continue
+    spill = Spill(workdir / "rows.parquet")
+    narrowings: dict[int, Narrowing] = {}
+    for i, check in enumerate(rest):
+        if type(check) in NARROWINGS and not any(c.name in RECORD_CHANGERS for c in rest[:i + 1]):
+            narrowings[i] = NARROWINGS[type(check)](check, workdir)
+    total, per_run, by_family, spilled = 0, Counter(), Counter(), []
+    if engine == "ray":
+        from curator.gate.engines.ray_engine import first_pass
+        passes = first_pass(head, runs, batch_rows)
+    else:
+        passes = _first_pass(head, runs, batch_rows)
+    for batch, results in passes:
+        total += len(batch)
+        per_run.update(r.input for r in batch)
+        by_family.update(_family(r.record) for r in batch)
+        survivors = batch
+        for check, (result, seconds) in zip(head, results):
+            outcome.record(check, survivors, result, seconds)
+            survivors = result.kept
+        spill.write(survivors)
+        spilled.append(np.asarray([r.order for r in survivors], dtype=np.int64))
+        for i, narrowing in narrowings.items():
             started = time.perf_counter()
-            wanted = narrowing.affected(alive) if narrowing else alive
-            rows = [row for batch in spill.rows(wanted, outcome.scores) for row in batch]
-            result = check.run(rows)
-            stats = narrowing.stats(result.stats, alive) if narrowing else None
-            outcome.record(check, rows, result, time.perf_counter() - started, stats)
-            alive[[rej.row.order for rej in result.rejected]] = False
-        kept_rows = [row for batch in spill.rows(alive, outcome.scores) for row in batch]
+            narrowing.observe(survivors)
+            outcome.seconds[rest[i].name] += time.perf_counter() - started
+    if not total:
+        raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
+    alive = np.zeros(total, dtype=bool)
+    alive[np.concatenate(spilled)] = True
+    for i, check in enumerate(rest):
+        narrowing = narrowings.get(i)
+        if is_row_local(check):
+            for batch in spill.rows(alive, outcome.scores):
+                result, seconds = _timed(check, batch)
+                outcome.record(check, batch, result, seconds)
+                alive[[rej.row.order for rej in result.rejected]] = False
+            continue
+        started = time.perf_counter()
+        wanted = narrowing.affected(alive) if narrowing else alive
+        rows = [row for batch in spill.rows(wanted, outcome.scores) for row in batch]
+        result = check.run(rows)
+        stats = narrowing.stats(result.stats, alive) if narrowing else None
+        outcome.record(check, rows, result, time.perf_counter() - started, stats)
+        alive[[rej.row.order for rej in result.rejected]] = False
     ledger = [entry for c in checks for entry in outcome.ledger[c.name]]
-    assert len(kept_rows) + len(ledger) == total, "gate rows do not add up"
-    resolve_keepers(ledger, {r.id for r in kept_rows})
-    return kept_rows, ledger, outcome.reports(checks), InputCounts(total, per_run, by_family)
+    kept = KeptOnDisk(spill, alive, outcome.scores)
+    assert int(alive.sum()) + len(ledger) == total, "gate rows do not add up"
+    resolve_keepers(ledger, spill.ids(alive))
+    return kept, ledger, outcome.reports(checks), InputCounts(total, per_run, by_family)
 
 
 def _first_pass(head: list[Check], runs: list[RunDir], batch_rows: int) -> Iterator[tuple[list[Row], list]]:
