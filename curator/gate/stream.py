@@ -8,8 +8,8 @@ Checks come in three kinds:
   their stats are merged (`merge_stats`).
 - narrowed whole-set checks (`NARROWINGS`: labels, exact_dedup, near_dedup): a row's verdict depends only
   on rows sharing a key with it (the normalised question of a label answer; the pair or prompt hash; a
-  MinHash LSH band). The keys are computed while the rows stream past (16 bytes a row per hash; the
-  signatures in a memory-mapped file), and the unchanged check then runs on the rows that share a key,
+  MinHash LSH band). The keys are computed while the rows stream past (16 bytes a row per hash, 8 per
+  LSH band), and the unchanged check then runs on the rows that share a key,
   read back from the spill: rows sharing no key are neither rejected nor chosen as keepers by it.
 - any other check (decontamination, relevance, semantic dedup, screening, selection, plug-ins) runs on all
   rows still in play, read back from the spill: the same verdicts, but it holds those rows while it runs.
@@ -39,7 +39,7 @@ from curator.gate.check import Check, Row
 from curator.gate.checks.exact_dedup import ExactDedup, pair_key, prompt_key
 from curator.gate.checks.label_consistency import LabelConsistency
 from curator.gate.checks.near_dedup import NearDedup
-from curator.gate.minhash import candidate_pairs, char_shingles, choose_bands, signatures, word_shingles
+from curator.gate.minhash import band_key, char_shingles, choose_bands, signatures, word_shingles
 from curator.gate.normalize import pair_text
 from curator.gate.pipeline import InputCounts, _family, check_report, iter_rows, ledger_entries, resolve_keepers
 from curator.rundir import RunDir
@@ -94,11 +94,14 @@ class Spill:
             self._writer.close()
             self._writer = None
 
-    def ids(self, wanted: np.ndarray) -> set[str | None]:
-        """The ids of the rows whose `wanted[order]` is set (no record is parsed)."""
+    def ids_among(self, wanted: np.ndarray, ids: set[str]) -> set[str]:
+        """Which of `ids` a row whose `wanted[order]` is set carries (no record is parsed)."""
         self.close()
-        table = pq.read_table(self.path, columns=["order", "id"])
-        return set(table.filter(pa.array(wanted[table.column("order").to_numpy()])).column("id").to_pylist())
+        found: set[str] = set()
+        for batch in pq.ParquetFile(self.path).iter_batches(BATCH_ROWS, columns=["order", "id"]):
+            mask = wanted[batch.column("order").to_numpy()]
+            found.update(i for i in batch.column("id").filter(pa.array(mask)).to_pylist() if i in ids)
+        return found
 
     def rows(self, wanted: np.ndarray, scores: dict[int, dict]) -> Iterator[list[Row]]:
         """Batches of the rows whose `wanted[order]` is set, in input order, with the scores checks gave them."""
@@ -158,7 +161,7 @@ class _Keys:
 class ExactKeys:
     """`ExactDedup` concerns rows sharing a normalised pair or prompt hash with another row."""
 
-    def __init__(self, check: ExactDedup, spill_dir: Path):
+    def __init__(self, check: ExactDedup):
         self.keys = _Keys(2)
 
     def observe(self, rows: list[Row]) -> None:
@@ -174,7 +177,7 @@ class ExactKeys:
 class LabelKeys:
     """`LabelConsistency` concerns label answers whose normalised question another label answer has too."""
 
-    def __init__(self, check: LabelConsistency, spill_dir: Path):
+    def __init__(self, check: LabelConsistency):
         self.check = check
         self.keys = _Keys(1)
 
@@ -190,35 +193,36 @@ class LabelKeys:
 
 
 class NearKeys:
-    """`NearDedup` concerns rows that are an LSH candidate (a shared band of the MinHash signature, in any
-    shingle kind) of another row: signatures are appended to one file per kind and memory-mapped back."""
+    """`NearDedup` concerns rows that are an LSH candidate of another row: that share a band key (the folded
+    values of one band of the MinHash signature, as `candidate_pairs` bands them) in any shingle kind. Only
+    the band keys are kept: 8 bytes a band (16 bands for 128 permutations at 0.8), not the signatures."""
 
-    def __init__(self, check: NearDedup, spill_dir: Path):
+    def __init__(self, check: NearDedup):
         self.config = check.config
+        self.keys = {kind: [] for kind, _, _ in self.config.kinds()}  # per kind: (rows, bands) uint64 blocks
         self.orders: list[np.ndarray] = []
-        self.files = {kind: spill_dir / f"signatures-{kind}.u32" for kind, _, _ in self.config.kinds()}
-        for path in self.files.values():
-            path.write_bytes(b"")
 
     def observe(self, rows: list[Row]) -> None:
         self.orders.append(np.asarray([r.order for r in rows], dtype=np.int64))
         texts = [pair_text(r.record) for r in rows]
-        for kind, n, _ in self.config.kinds():
+        for kind, n, threshold in self.config.kinds():
             shingles = word_shingles(texts, n) if kind == "word" else char_shingles(texts, n)
-            with open(self.files[kind], "ab") as f:
-                signatures(shingles, self.config.num_perm, self.config.seed).tofile(f)
+            sigs = signatures(shingles, self.config.num_perm, self.config.seed)
+            bands, per_band = choose_bands(self.config.num_perm, threshold)
+            self.keys[kind].append(np.stack([band_key(sigs, b, per_band) for b in range(bands)], axis=1)
+                                   if len(rows) else np.zeros((0, bands), dtype=np.uint64))
 
     def affected(self, alive: np.ndarray) -> np.ndarray:
         out = np.zeros(len(alive), dtype=bool)
         if not self.orders:
             return out
         orders = np.concatenate(self.orders)
-        live = np.flatnonzero(alive[orders])
-        for kind, _, threshold in self.config.kinds():
-            sigs = np.memmap(self.files[kind], dtype=np.uint32, mode="r").reshape(-1, self.config.num_perm)
-            bands, rows = choose_bands(self.config.num_perm, threshold)
-            pairs = candidate_pairs(np.asarray(sigs[live]), bands, rows)
-            out[orders[live[np.unique(pairs)]]] = True
+        live = alive[orders]
+        for blocks in self.keys.values():
+            keys = np.concatenate(blocks)[live]
+            for band in keys.T:
+                _, inverse, counts = np.unique(band, return_inverse=True, return_counts=True)
+                out[orders[live][counts[inverse] > 1]] = True
         return out
 
     def stats(self, stats: dict, alive: np.ndarray) -> dict:
@@ -290,7 +294,7 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
     narrowings: dict[int, Narrowing] = {}
     for i, check in enumerate(rest):
         if type(check) in NARROWINGS and not any(c.name in RECORD_CHANGERS for c in rest[:i + 1]):
-            narrowings[i] = NARROWINGS[type(check)](check, workdir)
+            narrowings[i] = NARROWINGS[type(check)](check)
     total, per_run, by_family, spilled = 0, Counter(), Counter(), []
     if engine == "ray":
         from curator.gate.engines.ray_engine import first_pass
@@ -333,7 +337,7 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
     ledger = [entry for c in checks for entry in outcome.ledger[c.name]]
     kept = KeptOnDisk(spill, alive, outcome.scores)
     assert int(alive.sum()) + len(ledger) == total, "gate rows do not add up"
-    resolve_keepers(ledger, spill.ids(alive))
+    resolve_keepers(ledger, spill.ids_among(alive, {e["duplicate_of"] for e in ledger if e["duplicate_of"]}))
     return kept, ledger, outcome.reports(checks), InputCounts(total, per_run, by_family)
 
 
