@@ -7,11 +7,17 @@ deeply, a lone surrogate or NUL in a string, an over-long line). A UTF-8 byte or
 """
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curator.errors import CuratorError
 
 BOM = b"\xef\xbb\xbf"
 MAX_DEPTH = 64  # containers inside containers; deeper rows are quarantined
@@ -35,8 +41,59 @@ class RawRow:
 
 
 def read_rows(path: Path) -> Iterator[RawRow]:
-    """Every row of a JSONL file or a JSON array file, in order, blank lines skipped."""
-    with open(path, "rb") as f:
+    """Every row of an import input (see the module doc), in order, blank lines skipped."""
+    if path.is_dir():
+        return _table_rows(_dataset_batches(path))
+    if path.suffix == ".parquet":
+        return _table_rows(pq.ParquetFile(path).iter_batches())
+    return _json_rows(path)
+
+
+def input_files(path: Path) -> list[Path]:
+    """The files an import input consists of (a `datasets` directory: its state and Arrow files), in order."""
+    if not path.is_dir():
+        return [path]
+    state = path / "state.json"
+    if not state.is_file():
+        hint = " (a DatasetDict: name one split's directory)" if (path / "dataset_dict.json").is_file() else ""
+        raise CuratorError(f"{path}: not a datasets directory saved with save_to_disk (no state.json){hint}")
+    try:
+        names = [entry["filename"] for entry in json.loads(state.read_text(encoding="utf-8"))["_data_files"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CuratorError(f"{state}: _data_files: not a datasets state file ({e})") from None
+    return [state, *(path / name for name in names)]
+
+
+def _dataset_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    for arrow_file in input_files(path)[1:]:
+        with pa.memory_map(str(arrow_file)) as source:
+            yield from pa.ipc.open_stream(source)
+
+
+def _json_native(kind: pa.DataType) -> bool:
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _json_native(kind.value_type)
+    if pa.types.is_struct(kind):
+        return all(_json_native(f.type) for f in kind)
+    return any(test(kind) for test in (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer,
+                                       pa.types.is_floating, pa.types.is_boolean, pa.types.is_null))
+
+
+def _table_rows(batches: Iterable[pa.RecordBatch]) -> Iterator[RawRow]:
+    n = 0
+    for batch in batches:
+        foreign = [f.name for f in batch.schema if not _json_native(f.type)]
+        for value in batch.to_pylist():
+            n += 1
+            for name in foreign:
+                if value[name] is not None:
+                    value[name] = str(value[name])
+            yield RawRow(n, None, value, inspect(value), "")
+
+
+def _json_rows(path: Path) -> Iterator[RawRow]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
         head = f.read(4096)
         start = head[len(BOM):] if head.startswith(BOM) else head
         is_array = start.lstrip()[:1] == b"["
@@ -78,7 +135,13 @@ def _parsed(line: int, element: int | None, text: str) -> RawRow:
         return RawRow(line, element, None, f"invalid JSON at column {e.colno}: {e.msg}", text)
     except RecursionError:
         return RawRow(line, element, None, f"nested deeper than {MAX_DEPTH} levels", text)
-    return RawRow(line, element, value, inspect(value), text)
+    return RawRow(line, element, value, None if _plainly_fine(text) else inspect(value), text)
+
+
+def _plainly_fine(text: str) -> bool:
+    """True when the JSON text cannot hold what `inspect` looks for: a NUL or lone surrogate needs a \\u escape
+    (valid UTF-8 holds neither, and a raw NUL is invalid JSON), and 64 levels need 64 brackets."""
+    return "\\u" not in text and text.count("{") + text.count("[") < MAX_DEPTH
 
 
 def inspect(value: Any) -> str | None:

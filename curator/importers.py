@@ -6,6 +6,8 @@ Formats:
   openai-chat  {"messages": [{"role", "content"}]} (the OpenAI fine-tuning layout)
   jsonl        pair records in this project's schema; missing provenance is filled in
 
+The input is a JSONL or JSON array file (gzip-compressed too, `.gz`), a Parquet file, or a Hugging Face
+`datasets` directory written by `save_to_disk` (a table row's line is its row number).
 A row's own `task_family`, `format`, `difficulty` fields win over the command-line defaults.
 A row that cannot be read (invalid UTF-8, invalid JSON, nesting deeper than 64, a lone surrogate or NUL,
 a wrong type) becomes a quarantine entry naming `file:line` (and the element of a JSON array file) and
@@ -22,8 +24,8 @@ from typing import Callable
 from rich.progress import Progress
 
 from curator.errors import CuratorError
-from curator.hashing import sha256_file
-from curator.import_reader import read_rows
+from curator.hashing import sha256_file, sha256_text
+from curator.import_reader import input_files, read_rows
 from curator.paths import runs_root
 from curator.records import build_messages, make_pair, now_iso, schema_errors
 from curator.rundir import RunDir, refuse_release_dir
@@ -100,10 +102,10 @@ def import_file(
     path = Path(path)
     if fmt not in READERS:
         raise CuratorError(f"unknown import format {fmt!r}; choose one of {sorted(READERS)}")
-    if not path.is_file():
+    if not path.exists():
         raise CuratorError(f"{path}: no such file")
     refuse_release_dir(out)
-    file_hash = sha256_file(path)
+    file_hash = input_sha256(path)
     run = RunDir(out)
     settings = {"path": str(path), "sha256": file_hash, "format": fmt, "source": source,
                 "task_family": task_family, "pair_format": format_name, "difficulty": difficulty}
@@ -145,6 +147,14 @@ def import_file(
     return counts
 
 
+def input_sha256(path: Path) -> str:
+    """sha256 of an import input: of the file, or of a `datasets` directory's files' hashes in order."""
+    files = input_files(path)
+    if files == [path]:
+        return sha256_file(path)
+    return sha256_text("\n".join(f"{f.name} {sha256_file(f)}" for f in files))
+
+
 _OPTIONAL_TEXT = ("task_family", "format", "difficulty", "length_band")
 
 
@@ -177,7 +187,7 @@ def _to_record(row, reader, origin, fmt, task_family, format_name, difficulty, s
 
 def _run(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    out = Path(args.out) if args.out else runs_root() / f"import-{path.stem}-{sha256_file(path)[:8] if path.is_file() else 'missing'}"
+    out = Path(args.out) if args.out else runs_root() / f"import-{path.stem}-{input_sha256(path)[:8] if path.exists() else 'missing'}"
     counts = import_file(
         path, args.format, out, task_family=args.task_family, format_name=args.pair_format,
         difficulty=args.difficulty, source=args.source,
@@ -195,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import", help="import human-written or public pairs into a run directory",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", help="JSONL file, or a JSON array file")
+    p.add_argument("file", help="JSONL or JSON array file (.gz too), Parquet file, or datasets save_to_disk directory")
     p.add_argument("--format", required=True, choices=sorted(READERS))
     p.add_argument("--out", help="run directory (default: data/runs/import-<name>-<sha8>)")
     p.add_argument("--task-family", default="general", help="task family for rows that name none")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import jsonschema
 
@@ -62,8 +62,19 @@ def pair_validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
+@lru_cache(maxsize=1)
+def pair_conforms() -> Callable[[Any], bool]:
+    """The pair schema compiled to a fast yes/no test (`curator.gate.compiled_schema`); agrees with jsonschema."""
+    from curator.gate.compiled_schema import compile_schema
+    return compile_schema(load_schema("pair"), pair_validator().format_checker)
+
+
 def schema_errors(record: Any) -> list[str]:
-    """Every way a record breaks the pair schema, as `path: message` strings (empty when valid)."""
+    """Every way a record breaks the pair schema, as `path: message` strings (empty when valid).
+
+    The compiled test answers first; jsonschema runs only for records it rejects, for the messages."""
+    if pair_conforms()(record):
+        return []
     out = []
     for e in pair_validator().iter_errors(record):
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path).lstrip(".")

@@ -20,6 +20,7 @@ from curator.gate.checks.exact_dedup import ExactDedup
 from curator.gate.pipeline import run_checks, run_gate
 from curator.gate.split import eval_count, split
 from curator.records import assistant_text, build_messages, make_pair, pair_id, user_text
+from curator.release import store
 from curator.release.store import read_split, verify_release
 from curator.rundir import RunDir
 from curator.spec import MinHashConfig, load_spec
@@ -453,16 +454,16 @@ def test_two_gate_runs_make_two_releases_and_never_overwrite(planted, spec, tmp_
 
 def test_a_build_that_fails_midway_leaves_nothing_behind(planted, spec, tmp_path, monkeypatch):
     root = tmp_path / "releases"
-    real_write = pl.DataFrame.write_parquet
+    real_write = store._write_parquet
     calls = []
 
-    def write_then_fail(self, path, *args, **kwargs):
+    def write_then_fail(path, *args, **kwargs):
         calls.append(path)
         if len(calls) == 2:
             raise OSError("disk full")
-        return real_write(self, path, *args, **kwargs)
+        return real_write(path, *args, **kwargs)
 
-    monkeypatch.setattr(pl.DataFrame, "write_parquet", write_then_fail)
+    monkeypatch.setattr(store, "_write_parquet", write_then_fail)
     with pytest.raises(OSError, match="disk full"):
         run_gate(planted["runs"], spec, root=root)
     assert len(calls) == 2

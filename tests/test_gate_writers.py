@@ -16,11 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from curator.cli import main as curator
 from curator.gate.pipeline import run_gate
+from curator.release import store
 from curator.release.store import read_split, release_versions
 from curator.rundir import RunDir
 from curator.spec import load_spec
@@ -144,14 +144,14 @@ def test_a_staging_dir_left_by_a_killed_gate_is_removed_by_the_next(tmp_path, sp
 
 def test_a_full_disk_exits_3_and_leaves_nothing(tmp_path, spec_path, monkeypatch, capsys):
     run = write_run(tmp_path / "runs" / "a", gsm8k_pairs(12))
-    real = pl.DataFrame.write_parquet
+    real = store._write_parquet
 
-    def full_after_first(self, path, *args, **kwargs):
+    def full_after_first(path, *args, **kwargs):
         if Path(path).name != "train.parquet":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(self, path, *args, **kwargs)
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(pl.DataFrame, "write_parquet", full_after_first)
+    monkeypatch.setattr(store, "_write_parquet", full_after_first)
     capsys.readouterr()
     assert curator(["gate", str(run), "--spec", str(spec_path)]) == 3
     err = capsys.readouterr().err

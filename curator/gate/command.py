@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from curator.gate.pipeline import GateReport, run_gate
+from curator.gate.pipeline import ENGINES, GateReport, run_gate
 from curator.release.check_stats import stats_summary
 from curator.spec import load_spec
 
@@ -68,7 +68,7 @@ def render(report: GateReport, console: Console) -> None:
 def _run(args: argparse.Namespace) -> int:
     report = run_gate(args.run_dirs, load_spec(args.spec), name=args.name, notes=args.notes,
                       review_ledger=args.review_ledger,
-                      allow_partial=args.allow_partial)
+                      allow_partial=args.allow_partial, engine=args.engine)
     render(report, Console())
     return 0 if report.certified else 1
 
@@ -84,4 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="review ledger from `curator review` to obey (default: the spec's gate.human_review.ledger)")
     p.add_argument("--allow-partial", action="store_true",
                    help="gate runs that did not finish (killed or interrupted); the manifest records it")
+    p.add_argument("--engine", choices=ENGINES, default="memory",
+                   help="memory: every row in memory (default); stream: rows in batches, spilled to disk (bounded "
+                        "memory for row checks and dedup); ray: the stream engine's row checks on a Ray cluster "
+                        "(RAY_ADDRESS, else a local one). All three give the same release")
     p.set_defaults(func=_run)

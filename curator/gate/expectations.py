@@ -1,6 +1,6 @@
 """Dataset-level expectations: verdicts on the release as a whole, derived from the spec, run by great-expectations.
 
-The kept rows become one pandas frame (one row per pair: id, family, format, difficulty, split, texts,
+The kept rows become one pandas frame (one row per pair: id, family, format, difficulty, split, text lengths,
 response word count per length band, 0/1 indicator columns) and one expectation suite runs on it in an
 ephemeral GX context (nothing written to disk, progress bars and analytics off). Each verdict is
 `{"name", "passed", "observed", "expected", "expectation"}` plus `"examples"` (up to 10 offending
@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from curator.errors import CuratorError
 from curator.formats import word_count
@@ -67,32 +68,39 @@ def _import_gx():
     return gx, gxe
 
 
-def frame(spec: Spec, kept: list[dict], train_ids: set[str]):
-    """The pandas frame the suite runs on: one row per kept pair."""
+def frame(spec: Spec, kept: Iterable[dict], train_ids: set[str]):
+    """The pandas frame the suite runs on: one row per kept pair, read in one pass over `kept`.
+
+    It holds no texts: `user` and `response` are the texts' lengths in characters (null where a text is
+    missing), the response's word count goes to its band's column, so the frame stays small for millions of rows.
+    """
     import pandas as pd
 
     refusal = {t.name for t in spec.task_families if t.refusal}
     band_of = {t.name: t.length_band for t in spec.task_families}
-    responses = [assistant_text(r) for r in kept]
-    columns: dict[str, list] = {
-        "id": [r.get("id") for r in kept],
-        "task_family": [r.get("task_family") for r in kept],
-        "format": [r.get("format") for r in kept],
-        "difficulty": [r.get("difficulty") for r in kept],
-        "user": [user_text(r) for r in kept],
-        "response": responses,
-        "shortest_message": [min((len(m["content"].strip()) for m in r["messages"]), default=0) for r in kept],
-    }
-    df = pd.DataFrame(columns, dtype=object)  # plain objects: no conversion of the texts to Arrow strings
+    columns: dict[str, list] = {name: [] for name in
+                                ("id", "task_family", "format", "difficulty", "user", "response", "shortest_message")}
+    words: list[float] = []
+    for r in kept:
+        response = assistant_text(r)
+        columns["id"].append(r.get("id"))
+        for name in ("task_family", "format", "difficulty"):
+            value = r.get(name)
+            columns[name].append(sys.intern(value) if isinstance(value, str) else value)
+        columns["user"].append(len(user_text(r)))
+        columns["response"].append(len(response))
+        columns["shortest_message"].append(min((len(m["content"].strip()) for m in r["messages"]), default=0))
+        words.append(word_count(response))
+    df = pd.DataFrame(columns, dtype=object)  # plain objects: no conversion of the strings to Arrow strings
     df["shortest_message"] = df["shortest_message"].astype(int)
     df["is_train"] = df["id"].isin(train_ids).astype(int)
     df["in_refusal_family"] = df["task_family"].isin(refusal).astype(float)
     for family in spec.task_families:
         df[f"family={family.name}"] = (df["task_family"] == family.name).astype(float)
-    words = pd.Series([word_count(t) for t in responses], index=df.index, dtype=float)
+    word_series = pd.Series(words, index=df.index, dtype=float)
     bands = df["task_family"].map(band_of)
     for band in spec.length_bands:
-        df[f"words:{band.name}"] = words.where(bands == band.name)  # NaN elsewhere: not checked
+        df[f"words:{band.name}"] = word_series.where(bands == band.name)  # NaN elsewhere: not checked
     return df
 
 
@@ -175,9 +183,10 @@ def run_suite(spec: Spec, df, config: ExpectationsConfig) -> list[dict]:
     return verdicts
 
 
-def evaluate(spec: Spec, *, kept: list[dict], train: list[dict], n_input: int, n_rejected: int,
+def evaluate(spec: Spec, *, kept: Iterable[dict], train: Iterable[dict], n_input: int, n_rejected: int,
              config: ExpectationsConfig | None = None) -> list[dict]:
-    """All verdicts for a release of `kept` rows (`train` is its train split) from `n_input` input rows."""
+    """All verdicts for a release of `kept` rows (`train` is its train split, only ids read) from `n_input`
+    input rows; `kept` is read once (it may be a generator)."""
     config = ExpectationsConfig.from_spec(spec) if config is None else config
     verdicts = run_suite(spec, frame(spec, kept, {r["id"] for r in train}), config)
     reject_share = n_rejected / n_input if n_input else 0.0

@@ -180,6 +180,14 @@ def choose_bands(num_perm: int, threshold: float) -> tuple[int, int]:
     return best
 
 
+def band_key(sigs: np.ndarray, band: int, rows: int) -> np.ndarray:
+    """Each signature's values in one band folded to one 64-bit key (equal bands, equal keys)."""
+    key = np.zeros(len(sigs), dtype=np.uint64)
+    for col in sigs[:, band * rows:(band + 1) * rows].T:
+        key = key * FOLD + col.astype(np.uint64)
+    return key
+
+
 def candidate_pairs(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """Sorted unique (i, j), i < j, of rows sharing all values of at least one band; shape (k, 2)."""
     n = len(sigs)
@@ -187,9 +195,7 @@ def candidate_pairs(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
         return np.zeros((0, 2), dtype=np.int64)
     codes = []
     for band in range(bands):
-        key = np.zeros(n, dtype=np.uint64)
-        for col in sigs[:, band * rows:(band + 1) * rows].T:
-            key = key * FOLD + col.astype(np.uint64)
+        key = band_key(sigs, band, rows)
         order = np.argsort(key, kind="stable")
         sorted_key = key[order]
         # run_end[p]: one past the last position of the run of equal keys that p belongs to

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator, Protocol
 
 from curator.errors import CuratorError
-from curator.gate.check import Check, GateContext, Row, progress
+from curator.gate.check import Check, GateContext, Rejection, Row, progress
 from curator.gate.checks.arithmetic import Arithmetic
 from curator.gate.checks.code_syntax import CodeSyntax
 from curator.gate.checks.content_defects import ContentDefects
@@ -31,7 +34,7 @@ from curator.gate.checks.self_consistency import SelfConsistency
 from curator.gate.checks.semantic_dedup import SemanticDedup
 from curator.gate.expectations import evaluate
 from curator.gate.registry import CheckEntry, build_from, plugin_checks, shipped_suites
-from curator.gate.split import split
+from curator.gate.split import eval_positions
 from curator.paths import releases_root, runs_root
 from curator.release.store import releases_lock, write_release
 from curator.rundir import RunDir
@@ -57,17 +60,22 @@ def resolve_run_dir(name: str | Path) -> RunDir:
     raise CuratorError(f"{name}: not a run directory (no run.json there or under {runs_root()})")
 
 
-def read_rows(runs: list[RunDir]) -> list[Row]:
-    """Every pair of every run, in the order given, tagged with its run and line."""
-    rows: list[Row] = []
+def iter_rows(runs: list[RunDir]) -> Iterator[Row]:
+    """Every pair of every run, in the order given, tagged with its run and line (read as it is consumed)."""
+    order = 0
     for run in runs:
         line = 0
         try:
             for line, record in enumerate(progress(run.pairs(), f"reading {run.path.name}"), 1):
-                rows.append(Row(record=record, input=str(run.path), line=line, order=len(rows)))
+                yield Row(record=record, input=str(run.path), line=line, order=order)
+                order += 1
         except json.JSONDecodeError as e:
             raise CuratorError(f"{run.path / 'pairs.jsonl'}:{line + 1}: not valid JSON: {e.msg}") from None
-    return rows
+
+
+def read_rows(runs: list[RunDir]) -> list[Row]:
+    """Every pair of every run, in the order given, tagged with its run and line."""
+    return list(iter_rows(runs))
 
 
 ROW_CHECKS: list[CheckEntry] = [
@@ -120,6 +128,38 @@ def _family(record: object) -> str:
     return family if isinstance(family, str) else UNKNOWN_FAMILY
 
 
+def ledger_entries(check: str, rejected: list[Rejection]) -> tuple[list[dict], Counter[str]]:
+    """The ledger entries of one check's rejections, and how many it removed per task family."""
+    entries, by_family = [], Counter()
+    for rej in rejected:
+        record = rej.row.record
+        by_family[_family(record)] += 1
+        entries.append({
+            "id": rej.row.id,
+            "check": check,
+            "reason": rej.reason,
+            "duplicate_of": rej.duplicate_of,
+            "kept_as": None,
+            "task_family": record.get("task_family") if isinstance(record, dict) else None,
+            "input": rej.row.origin,
+            "record": record,
+            "scores": dict(rej.row.scores),
+        })
+    return entries, by_family
+
+
+def check_report(check: str, removed: int, added: int, by_family: Counter[str], seconds: float, stats: dict) -> dict:
+    """A check's entry in the manifest: removed in total and per task family, rows added, seconds, stats."""
+    return {
+        "name": check,
+        "removed": removed,
+        "added": added,
+        "removed_by_family": dict(sorted(by_family.items())),
+        "seconds": round(seconds, 3),
+        "stats": stats,
+    }
+
+
 def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[dict], list[dict]]:
     """Kept rows, ledger entries and per-check reports (removed in total and per task family, stats,
     seconds); CuratorError unless every row lands in exactly one place."""
@@ -132,29 +172,10 @@ def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[di
         if len(result.kept) + len(result.rejected) != len(kept) + len(result.added):
             raise CuratorError(f"gate check {check.name}: {len(kept)} rows in (+{len(result.added)} added), "
                                f"{len(result.kept)} kept + {len(result.rejected)} rejected out; rows would be lost")
-        by_family: Counter[str] = Counter()
-        for rej in result.rejected:
-            record = rej.row.record
-            by_family[_family(record)] += 1
-            ledger.append({
-                "id": rej.row.id,
-                "check": check.name,
-                "reason": rej.reason,
-                "duplicate_of": rej.duplicate_of,
-                "kept_as": None,
-                "task_family": record.get("task_family") if isinstance(record, dict) else None,
-                "input": rej.row.origin,
-                "record": record,
-                "scores": dict(rej.row.scores),
-            })
-        reports.append({
-            "name": check.name,
-            "removed": len(result.rejected),
-            "added": len(result.added),
-            "removed_by_family": dict(sorted(by_family.items())),
-            "seconds": round(seconds, 3),
-            "stats": result.stats,
-        })
+        entries, by_family = ledger_entries(check.name, result.rejected)
+        ledger.extend(entries)
+        reports.append(check_report(check.name, len(result.rejected), len(result.added), by_family, seconds,
+                                    result.stats))
         kept = result.kept
     if len(kept) + len(ledger) != len(rows) + sum(r["added"] for r in reports):
         raise CuratorError(f"gate: {len(rows)} input rows do not add up to {len(kept)} kept + {len(ledger)} rejected")
@@ -214,15 +235,52 @@ def _input_summary(run: RunDir, rows_read: int, complete: bool) -> dict:
     }
 
 
+class KeptRecords(Protocol):
+    """The rows the checks kept, as release records (with their `scores`), in input order."""
+
+    def records(self) -> Iterator[dict]:
+        """The records, read afresh on each call (the release is written in passes over them)."""
+        ...
+
+
+@dataclass(frozen=True)
+class KeptInMemory:
+    rows: list[Row]
+
+    def records(self) -> Iterator[dict]:
+        return ({**r.record, "scores": dict(r.scores)} for r in self.rows)
+
+
+ENGINES = ("memory", "stream", "ray")  # how the checks run: see `curator.gate.stream`, `curator.gate.engines`
+
+
+@dataclass(frozen=True)
+class InputCounts:
+    """What the gate read: rows in all, per run directory and per task family."""
+
+    total: int
+    per_run: Counter[str]
+    by_family: Counter[str]
+
+    @classmethod
+    def of(cls, rows: list[Row]) -> InputCounts:
+        return cls(len(rows), Counter(r.input for r in rows), Counter(_family(r.record) for r in rows))
+
+
 def run_gate(
     run_dirs: list[str | Path], spec: Spec, root: Path | None = None, name: str | None = None, notes: str | None = None,
     review_ledger: Path | None = None,
     allow_partial: bool = False,
+    engine: str = "memory",
 ) -> GateReport:
     """Gate the pairs of `run_dirs` against `spec` and write the next release (optionally named) under `root`.
 
     Unfinished runs are refused unless `allow_partial` (recorded in the manifest). The releases lock is held
-    from reading earlier releases until the new one is in place, so two gates never certify the same rows."""
+    from reading earlier releases until the new one is in place, so two gates never certify the same rows.
+    `engine`: "memory" holds every row; "stream" reads the rows in batches and spills them to disk
+    (`curator.gate.stream`); "ray" runs the row-local work of "stream" on a Ray cluster; all give the same release."""
+    if engine not in ENGINES:
+        raise CuratorError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}")
     root = releases_root() if root is None else Path(root)
     runs = [resolve_run_dir(d) for d in run_dirs]
     seen = Counter(r.path.resolve() for r in runs)
@@ -230,58 +288,68 @@ def run_gate(
         raise CuratorError(f"run directory given more than once: {', '.join(twice)}")
     unfinished = refuse_unfinished(runs, allow_partial)
     clock = _Clock()
-    rows = read_rows(runs)
-    if not rows:
+    rows = read_rows(runs) if engine == "memory" else []
+    if engine == "memory" and not rows:
         raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
     clock.lap("read")
-    with releases_lock(root):
-        return _gate_locked(runs, rows, spec, root, name, notes, unfinished, clock, review_ledger)
+    with releases_lock(root), tempfile.TemporaryDirectory(prefix="curator-gate-") as workdir:
+        checks = build_checks(spec, root, review_ledger)
+        clock.lap("earlier_releases")
+        if engine == "memory":
+            kept_rows, ledger, check_reports = run_checks(checks, rows)
+            kept, counts = KeptInMemory(kept_rows), InputCounts.of(rows)
+        else:
+            from curator.gate.stream import run_checks_streaming
+            kept, ledger, check_reports, counts = run_checks_streaming(checks, runs, engine, Path(workdir))
+        clock.lap("checks")
+        return _write(runs, counts, kept, ledger, check_reports, spec, root, name, notes, unfinished, clock)
 
 
-def _gate_locked(runs: list[RunDir], rows: list[Row], spec: Spec, root: Path, name: str | None, notes: str | None,
-                 unfinished: dict[str, str], clock: _Clock,
-                 review_ledger: Path | None) -> GateReport:
-    checks = build_checks(spec, root, review_ledger)
-    clock.lap("earlier_releases")
-    kept_rows, ledger, check_reports = run_checks(checks, rows)
-    clock.lap("checks")
-    kept = [{**r.record, "scores": dict(r.scores)} for r in kept_rows]
-    train, evals = split(kept, spec.gate.eval_fraction)
-    if len(train) + len(evals) != len(kept):
-        raise CuratorError(f"gate: split {len(kept)} kept rows into {len(train)} train + {len(evals)} eval")
+def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: list[dict], check_reports: list[dict],
+           spec: Spec, root: Path, name: str | None, notes: str | None, unfinished: dict[str, str],
+           clock: _Clock) -> GateReport:
+    """Split, expectations, manifest and the release, from the checks' outcome, in passes over the kept
+    records (never all of them in memory)."""
+    families, ids, teacher_models = [], [], set()
+    for r in kept.records():
+        families.append(sys.intern(r["task_family"]))
+        ids.append(r["id"])
+        if model := r["provenance"].get("teacher_model"):
+            teacher_models.add(model)
+    to_eval = eval_positions(families, ids, spec.gate.eval_fraction)
     clock.lap("split")
-    verdicts = evaluate(spec, kept=kept, train=train, n_input=len(rows), n_rejected=len(ledger))
+    verdicts = evaluate(spec, kept=kept.records(), train=({"id": i} for n, i in enumerate(ids) if n not in to_eval),
+                        n_input=counts.total, n_rejected=len(ledger))
     clock.lap("expectations")
     failed = [v["name"] for v in verdicts if not v["passed"]]
-    rows_per_run = Counter(r.input for r in rows)
-    input_by_family = Counter(_family(r.record) for r in rows)
     by_family: dict[str, dict[str, int]] = defaultdict(lambda: {"input": 0, "train": 0, "eval": 0})
-    for family, n in input_by_family.items():
+    for family, n in counts.by_family.items():
         by_family[family]["input"] = n
-    for split_name, part in (("train", train), ("eval", evals)):
-        for r in part:
-            by_family[r["task_family"]][split_name] += 1
+    for n, family in enumerate(families):
+        by_family[family]["eval" if n in to_eval else "train"] += 1
     manifest = {
         "spec": {"name": spec.name, "path": spec.path, "sha256": spec.hash, "raw": spec.raw},
         "gate": asdict(spec.gate),
         "checks": check_reports,
         "verdicts": verdicts,
         "counts": {
-            "input": len(rows),
+            "input": counts.total,
             "removed": {c["name"]: c["removed"] for c in check_reports},
             "rejected": len(ledger),
-            "kept": len(kept),
-            "train": len(train),
-            "eval": len(evals),
+            "kept": len(ids),
+            "train": len(ids) - len(to_eval),
+            "eval": len(to_eval),
             "by_family": dict(sorted(by_family.items())),
         },
-        "inputs": [_input_summary(run, rows_per_run[str(run.path)], str(run.path) not in unfinished) for run in runs],
+        "inputs": [_input_summary(run, counts.per_run[str(run.path)], str(run.path) not in unfinished) for run in runs],
         "allow_partial": bool(unfinished),
-        "teacher_models": sorted({m for r in kept if (m := r["provenance"].get("teacher_model"))}),
+        "teacher_models": sorted(teacher_models),
         "text_signals": SIGNALS_VERSION,  # versions of the refusal detector, lexicon and language detector
         "seconds": clock.laps,  # wall time per gate phase, before the release is written
         "review": next((c["stats"]["review"] for c in check_reports if c["name"] == "human_review"), None),
     }
+    train = (r for n, r in enumerate(kept.records()) if n not in to_eval)
+    evals = (r for n, r in enumerate(kept.records()) if n in to_eval)
     path = write_release(train=train, eval=evals, rejected=ledger, manifest=manifest,
                          certified=not failed, failed_verdicts=failed, root=root, name=name, notes=notes)
     return GateReport(release=path, certified=not failed, manifest=manifest)

@@ -20,15 +20,21 @@ def eval_count(n: int, eval_fraction: float) -> int:
     return min(max(math.floor(eval_fraction * n + 0.5), 1), n - 1)
 
 
-def split(records: list[dict], eval_fraction: float) -> tuple[list[dict], list[dict]]:
-    """(train, eval) of `records`, stratified by task_family."""
+def eval_positions(families: list[str], ids: list[str], eval_fraction: float) -> set[int]:
+    """Positions (in input order) of the rows that go to eval, from each row's task family and id alone."""
     by_family: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(records):
-        by_family[r["task_family"]].append(i)
+    for i, family in enumerate(families):
+        by_family[family].append(i)
     to_eval: set[int] = set()
     for members in by_family.values():
-        ordered = sorted(members, key=lambda i: (sha256_text(records[i]["id"]), i))
+        ordered = sorted(members, key=lambda i: (sha256_text(ids[i]), i))
         to_eval.update(ordered[: eval_count(len(members), eval_fraction)])
+    return to_eval
+
+
+def split(records: list[dict], eval_fraction: float) -> tuple[list[dict], list[dict]]:
+    """(train, eval) of `records`, stratified by task_family."""
+    to_eval = eval_positions([r["task_family"] for r in records], [r["id"] for r in records], eval_fraction)
     train = [r for i, r in enumerate(records) if i not in to_eval]
     evals = [r for i, r in enumerate(records) if i in to_eval]
     return train, evals

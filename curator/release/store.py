@@ -24,9 +24,11 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from curator import __version__
 from curator.durable import fsync_dir
@@ -70,7 +72,7 @@ def resolve_release(name: str | Path, root: Path | None = None) -> Path:
     return root / f"release-v{m.group(1)}"
 
 
-def _frame(records: list[dict]) -> pl.DataFrame:
+def _frame(records: Iterable[dict]) -> pl.DataFrame:
     rows = [
         {
             "id": r["id"],
@@ -102,7 +104,7 @@ def _scores_json(scores: dict | None) -> str | None:
     return json.dumps(scores, sort_keys=True) if scores else None
 
 
-def _ledger_frame(rejected: list[dict]) -> pl.DataFrame:
+def _ledger_frame(rejected: Iterable[dict]) -> pl.DataFrame:
     schema = {
         "id": pl.String, "check": pl.String, "reason": pl.String, "duplicate_of": pl.String,
         "kept_as": pl.String, "task_family": pl.String, "input": pl.String, "record": pl.String,
@@ -197,11 +199,24 @@ def attestation(release: str, version: int, manifest: dict[str, Any], digests: d
     }
 
 
+WRITE_BATCH = 8192  # records converted and written at a time
+
+
+def _write_parquet(path: Path, records: Iterable[dict], to_frame: Callable[[Iterable[dict]], pl.DataFrame]) -> int:
+    """Write `records` to one Parquet file in batches (zstd, as polars writes); return the row count."""
+    it, rows = iter(records), 0
+    with pq.ParquetWriter(path, to_frame([]).to_arrow().schema, compression="zstd") as writer:
+        while batch := list(islice(it, WRITE_BATCH)):
+            writer.write_table(to_frame(batch).to_arrow())
+            rows += len(batch)
+    return rows
+
+
 def write_release(
     *,
-    train: list[dict],
-    eval: list[dict],
-    rejected: list[dict],
+    train: Iterable[dict],
+    eval: Iterable[dict],
+    rejected: Iterable[dict],
     manifest: dict[str, Any],
     certified: bool,
     failed_verdicts: list[str],
@@ -210,6 +225,8 @@ def write_release(
     notes: str | None = None,
 ) -> Path:
     """Write the next release-vN atomically, signed with the local key, and return its path.
+
+    The records may come from generators: they are read once and written in batches, never held whole.
 
     `manifest` carries what the caller knows (spec, gate config, verdicts, inputs); this function
     adds the version, the files with sha256, size and row counts, the tool version, and the
@@ -227,12 +244,12 @@ def write_release(
             shutil.rmtree(staging)
         try:
             staging.mkdir()
-            frames = {"train": _frame(train), "eval": _frame(eval), "rejected": _ledger_frame(rejected)}
+            parts = {"train": (train, _frame), "eval": (eval, _frame), "rejected": (rejected, _ledger_frame)}
             files = {}
-            for split, df in frames.items():
+            for split, (records, to_frame) in parts.items():
                 path = staging / f"{split}.parquet"
-                df.write_parquet(path)
-                files[path.name] = {"sha256": sha256_file(path), "rows": df.height, "bytes": path.stat().st_size}
+                rows = _write_parquet(path, records, to_frame)
+                files[path.name] = {"sha256": sha256_file(path), "rows": rows, "bytes": path.stat().st_size}
             full = {
                 **manifest,
                 "release": release,

@@ -182,6 +182,7 @@ class Arithmetic:
     """Reject responses with a wrong computation or a final answer that disagrees with the work."""
 
     name = "arithmetic"
+    row_local = True  # a row's verdict depends on that row alone (curator.gate.stream runs it per batch)
 
     @classmethod
     def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "Arithmetic":

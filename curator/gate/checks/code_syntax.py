@@ -211,6 +211,7 @@ class CodeSyntax:
     """Reject responses whose code does not parse in its language."""
 
     name = "code_syntax"
+    row_local = True  # a row's verdict depends on that row alone (curator.gate.stream runs it per batch)
 
     @classmethod
     def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "CodeSyntax":

@@ -185,6 +185,7 @@ def defects(record: dict, language: str | None) -> list[tuple[str, str]]:
 
 class ContentDefects:
     name = "content_defects"
+    row_local = True  # a row's verdict depends on that row alone (curator.gate.stream runs it per batch)
 
     def __init__(self, config: ContentDefectsConfig):
         self.config = config

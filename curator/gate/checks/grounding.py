@@ -65,6 +65,7 @@ class Grounding:
     """Reject extractions not found in the input, summaries not shorter, rewrites unchanged."""
 
     name = "grounding"
+    row_local = True  # a row's verdict depends on that row alone (curator.gate.stream runs it per batch)
 
     def __init__(self, config: GroundingConfig, families: tuple[str, ...]):
         self.kinds = {name: kind for name in families if (kind := _family_kind(name, config))}

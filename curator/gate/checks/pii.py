@@ -143,6 +143,7 @@ def redact(text: str, spans: list[tuple[str, int, int]]) -> str:
 
 class PIICheck:
     name = "pii"
+    row_local = True  # a row's verdict depends on that row alone (curator.gate.stream runs it per batch)
 
     def __init__(self, config: PIIConfig):
         self.config = config

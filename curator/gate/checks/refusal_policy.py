@@ -54,6 +54,7 @@ class RefusalPolicy:
     """Reject over-refusals, refusals of harmless requests, and answers the policy says to refuse."""
 
     name = "refusal_policy"
+    row_local = True  # a row's verdict depends on that row alone (curator.gate.stream runs it per batch)
 
     def __init__(self, refusal_families: frozenset[str], terms: tuple[str, ...]):
         self.refusal_families = refusal_families

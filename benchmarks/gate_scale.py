@@ -1,0 +1,214 @@
+"""Import and gate at scale: 0.5M, 1M, 2M rows built from the shared instruct mix, with planted duplicates.
+
+Per size, an Alpaca JSONL input is built from the mix's rows (not timed):
+
+- a fresh row: a mix row, its first copy as it is; every later copy has every 4th word of its instruction,
+  input and output replaced by a word drawn from the mix's vocabulary (every word 5-gram changes, so
+  copies are neither exact nor near duplicates of each other);
+- `--exact-rate` (5%): an exact duplicate of an earlier fresh row: instruction upper-cased, spaces
+  doubled, " !" appended (the same after normalisation);
+- `--near-rate` (5%): a near duplicate of an earlier fresh row of 60+ words: one word of the instruction
+  changed (word 5-gram Jaccard about 0.85-0.9, the same answer).
+
+Then, each in its own process (`os.wait4` gives its peak RSS): `curator import --format alpaca`, and
+`curator gate --engine stream` (the engine under test), with `--checks dedup` a spec switching off every
+check but schema, exact and near dedup, with `--checks default` the spec's defaults (consistency checks,
+relevance, screening). As the baseline in the same run, `--engine memory` gates the smallest size too
+(unless --no-baseline). Planted duplicates found: planted rows rejected by exact_dedup or near_dedup
+(ids as the importer makes them). The mix's own duplicates are not counted as planted.
+
+The last line is one JSON object (also written to benchmarks/results/gate_scale.json): `sizes` (rows,
+import_rows_per_s, gate_rows_per_s, import_peak_rss_gb, gate_peak_rss_gb, near_duplicate_recall,
+exact_duplicate_recall, seconds per check), `gate_time_exponent` (the slope of log gate seconds over log
+rows; null for one size) and `baseline` (the memory engine at the smallest size).
+
+    python benchmarks/gate_scale.py [--sizes 500000,1000000,2000000] [--checks dedup|default] [--data PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from curator.importers import READERS
+from curator.records import pair_id
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"
+RESULTS = Path(__file__).parent / "results"
+SOURCES = 200_000  # earlier fresh rows a duplicate is drawn from (the first ones)
+OFF = ("content_defects", "pii", "decontamination", "arithmetic", "code_syntax", "refusal_policy", "labels",
+       "grounding", "relevance", "screening")
+SPEC = """name: gate-scale
+description: The shared instruct mix, replicated, as one general family.
+difficulty_levels: [easy, medium, hard]
+length_bands:
+  - {name: any, min_words: 1, max_words: 100000}
+formats:
+  - {name: free_text, kind: text}
+refusal_policy: {max_share: 0.5}
+gate:
+  exact_dedup: true
+  minhash: {threshold: 0.8, num_perm: 128, ngram: 5, against_releases: false}
+  eval_fraction: 0.01
+  min_train_rows: 5
+  max_reject_share: 0.9
+%s
+task_families:
+  - {name: general, share: 1.0, description: Anything., formats: [free_text], length_band: any}
+"""
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _perturbed(row: dict, rng: random.Random, vocabulary: list[str]) -> dict:
+    out = dict(row)
+    for key in ("instruction", "input", "output"):
+        words = row[key].split(" ")
+        offset = rng.randrange(4)
+        out[key] = " ".join(rng.choice(vocabulary) if i % 4 == offset else w for i, w in enumerate(words))
+    return out
+
+
+def usable(row: dict) -> bool:
+    """Whether the importer and the schema check keep the row (non-empty instruction and output)."""
+    return bool(row["output"].strip() and row["instruction"].strip())
+
+
+def _pair_id(row: dict) -> str:
+    return pair_id(READERS["alpaca"](row))
+
+
+def build_input(base: list[dict], n: int, path: Path, exact_rate: float, near_rate: float, seed: int) -> dict:
+    """Write n rows to `path`; return the ids of the planted exact and near duplicates."""
+    rng = random.Random(seed)
+    vocabulary = sorted({w for r in base[:5000] for w in r["output"].split()})
+    fresh_ok: list[dict] = []
+    long_ok: list[dict] = []
+    planted = {"exact": [], "near": []}
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            draw = rng.random()
+            if draw < exact_rate and fresh_ok:
+                src = rng.choice(fresh_ok)
+                row = {**src, "instruction": "  ".join(src["instruction"].upper().split(" ")) + " !"}
+                planted["exact"].append(_pair_id(row))
+            elif draw < exact_rate + near_rate and long_ok:
+                src = rng.choice(long_ok)
+                words = src["instruction"].split(" ")
+                k = len(words) // 2
+                words[k] = words[k] + "q"
+                row = {**src, "instruction": " ".join(words)}
+                planted["near"].append(_pair_id(row))
+            else:
+                copy, src = divmod(i, len(base))
+                row = base[src] if copy == 0 else _perturbed(base[src], rng, vocabulary)
+                if usable(row) and len(fresh_ok) < SOURCES:
+                    fresh_ok.append(row)
+                if usable(row) and len(long_ok) < SOURCES and _words(row["instruction"]) >= 40 and _words(
+                        row["instruction"] + " " + row["output"]) >= 60:
+                    long_ok.append(row)
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return planted
+
+
+def measured(command: list[str], env: dict) -> tuple[float, float, int]:
+    """Run `command`; (wall seconds, peak RSS in GB, exit status)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    err = proc.stderr.read().decode("utf-8", "replace")
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        raise SystemExit(f"{' '.join(command)} failed ({code}):\n{err[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024 / 1024, code
+
+
+def gate(run: Path, spec: Path, engine: str, env: dict, planted: dict) -> dict:
+    data = Path(env["INSTRUCT_CURATOR_DATA"])
+    before = set((data / "releases").glob("release-v*")) if (data / "releases").exists() else set()
+    seconds, rss, code = measured([sys.executable, "-m", "curator.cli", "gate", str(run), "--spec", str(spec),
+                                   "--engine", engine], env)
+    release = (set((data / "releases").glob("release-v*")) - before).pop()
+    manifest = json.loads((release / "manifest.json").read_text())
+    ledger = pl.read_parquet(release / "rejected.parquet", columns=["id", "check"])
+    dedup = set(ledger.filter(pl.col("check").is_in(["exact_dedup", "near_dedup"]))["id"].to_list())
+    recall = {kind: (sum(i in dedup for i in ids) / len(ids) if ids else None) for kind, ids in planted.items()}
+    return {"seconds": round(seconds, 1), "peak_rss_gb": round(rss, 2), "certified": code == 0,
+            "kept": manifest["counts"]["kept"], "rejected": manifest["counts"]["rejected"],
+            "removed": manifest["counts"]["removed"], "phases": manifest["seconds"],
+            "check_seconds": {c["name"]: c["seconds"] for c in manifest["checks"]},
+            "near_duplicate_recall": recall["near"], "exact_duplicate_recall": recall["exact"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="500000,1000000,2000000")
+    ap.add_argument("--checks", choices=["dedup", "default"], default="dedup")
+    ap.add_argument("--engine", default="stream", choices=["stream", "ray", "memory"])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--exact-rate", type=float, default=0.05)
+    ap.add_argument("--near-rate", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the memory engine on the smallest size")
+    args = ap.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    base = [json.loads(line) for line in open(args.data, encoding="utf-8")]
+    results, baseline = [], None
+    with tempfile.TemporaryDirectory(prefix="gate-scale-") as tmp:
+        tmp = Path(tmp)
+        spec = tmp / "spec.yaml"
+        off = "\n".join(f"  {name}: {{enabled: false}}" for name in OFF) if args.checks == "dedup" else ""
+        spec.write_text(SPEC % off)
+        env = {**os.environ, "GX_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+               "INSTRUCT_CURATOR_DATA": str(tmp / "data")}
+        for n in sizes:
+            src = tmp / f"input-{n}.jsonl"
+            planted = build_input(base, n, src, args.exact_rate, args.near_rate, args.seed)
+            run = tmp / "data" / "runs" / f"scale-{n}"
+            import_s, import_rss, _ = measured([sys.executable, "-m", "curator.cli", "import", str(src), "--format",
+                                                "alpaca", "--out", str(run)], env)
+            src.unlink()
+            gated = gate(run, spec, args.engine, env, planted)
+            entry = {"rows": n, "import_seconds": round(import_s, 1), "import_rows_per_s": round(n / import_s),
+                     "import_peak_rss_gb": round(import_rss, 2), "gate_seconds": gated["seconds"],
+                     "gate_rows_per_s": round(n / gated["seconds"]), "gate_peak_rss_gb": gated["peak_rss_gb"],
+                     "near_duplicate_recall": gated["near_duplicate_recall"],
+                     "exact_duplicate_recall": gated["exact_duplicate_recall"],
+                     "planted": {k: len(v) for k, v in planted.items()}, **{k: gated[k] for k in
+                     ("kept", "rejected", "removed", "phases", "check_seconds", "certified")}}
+            print(json.dumps(entry), flush=True)
+            results.append(entry)
+            if baseline is None and not args.no_baseline and args.engine != "memory":
+                baseline = {"rows": n, "engine": "memory", **gate(run, spec, "memory", env, planted)}
+                baseline["gate_rows_per_s"] = round(n / baseline["seconds"])
+                print("baseline", json.dumps(baseline), flush=True)
+            for part in (tmp / "data" / "releases").glob("release-v*"):
+                subprocess.run(["chmod", "-R", "u+w", str(part)], check=True)
+                subprocess.run(["rm", "-rf", str(part)], check=True)
+            subprocess.run(["rm", "-rf", str(run)], check=True)
+    exponent = None
+    if len(results) > 1:
+        exponent = round(float(np.polyfit(np.log([r["rows"] for r in results]),
+                                          np.log([r["gate_seconds"] for r in results]), 1)[0]), 3)
+    summary = {"engine": args.engine, "checks": args.checks, "sizes": results, "gate_time_exponent": exponent,
+               "baseline": baseline}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"gate_scale{'' if args.checks == 'dedup' else '_' + args.checks}.json").write_text(
+        json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Engines that run the gate's checks beyond one process (Ray)."""

@@ -1,0 +1,355 @@
+"""The streaming gate (`curator gate --engine stream`): rows flow through the checks in batches and wait on
+disk between checks; the verdicts are those of `pipeline.run_checks`, row for row.
+
+Checks come in three kinds:
+
+- row-local (a class attribute `row_local = True`: schema, content_defects, pii, arithmetic, code_syntax,
+  refusal_policy, grounding): a row's verdict depends on that row alone, so they run batch by batch and
+  their stats are merged (`merge_stats`).
+- narrowed whole-set checks (`NARROWINGS`: labels, exact_dedup, near_dedup): a row's verdict depends only
+  on rows sharing a key with it (the normalised question of a label answer; the pair or prompt hash; a
+  MinHash LSH band). The keys are computed while the rows stream past (16 bytes a row per hash, 8 per
+  LSH band), and the unchanged check then runs on the rows that share a key,
+  read back from the spill: rows sharing no key are neither rejected nor chosen as keepers by it.
+- any other check (decontamination, relevance, semantic dedup, screening, selection, plug-ins) runs on all
+  rows still in play, read back from the spill: the same verdicts, but it holds those rows while it runs.
+
+The leading row-local checks run while the run directories are read; the rows they keep go to a Parquet
+spill (`Spill`) in the gate's temporary directory (under `TMPDIR`), read back in batches by the later checks.
+What stays in memory across the whole run: a flag per row (still in play), the keys above, the scores checks
+gave, and the ledger of rejected rows. The kept rows stay on disk (`KeptOnDisk`): the split, the expectations
+and the release writer read them back in passes.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curator.errors import CuratorError
+from curator.gate.check import Check, Row
+from curator.gate.checks.exact_dedup import ExactDedup, pair_key, prompt_key
+from curator.gate.checks.label_consistency import LabelConsistency
+from curator.gate.checks.near_dedup import NearDedup
+from curator.gate.minhash import band_key, char_shingles, choose_bands, signatures, word_shingles
+from curator.gate.normalize import pair_text
+from curator.gate.pipeline import InputCounts, _family, check_report, iter_rows, ledger_entries, resolve_keepers
+from curator.rundir import RunDir
+
+BATCH_ROWS = 8192
+SPILL_SCHEMA = pa.schema([("order", pa.int64()), ("input", pa.string()), ("line", pa.int64()), ("id", pa.string()),
+                          ("record", pa.string())])
+RECORD_CHANGERS = ("pii", "human_review")  # checks that may rewrite a record (keys computed before them go stale)
+
+
+def is_row_local(check: Check) -> bool:
+    return bool(getattr(check, "row_local", False))
+
+
+def batched(rows: Iterable[Row], size: int = BATCH_ROWS) -> Iterator[list[Row]]:
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def merge_stats(total: dict, part: dict) -> dict:
+    """The stats of two batches as one: counts added, mappings merged key by key, lists of findings (mappings)
+    joined; anything else (settings echoed in the stats: names, versions, thresholds) is taken from the first."""
+    out = dict(total)
+    for key, value in part.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict):
+            out[key] = merge_stats(out[key], value)
+        elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            out[key] = out[key] + value
+        elif isinstance(value, int) and not isinstance(value, bool) and not key.endswith("version"):
+            out[key] = out[key] + value
+    return out
+
+
+class Spill:
+    """Rows on disk as Parquet (order, input, line, id, record as JSON): appended in batches, read back in batches."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(path, SPILL_SCHEMA)
+
+    def write(self, rows: list[Row]) -> None:
+        assert self._writer is not None, "spill already closed"
+        columns = [[r.order for r in rows], [r.input for r in rows], [r.line for r in rows], [r.id for r in rows],
+                   [json.dumps(r.record, ensure_ascii=False) for r in rows]]
+        self._writer.write_batch(pa.record_batch(columns, schema=SPILL_SCHEMA))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def ids_among(self, wanted: np.ndarray, ids: set[str]) -> set[str]:
+        """Which of `ids` a row whose `wanted[order]` is set carries (no record is parsed)."""
+        self.close()
+        found: set[str] = set()
+        for batch in pq.ParquetFile(self.path).iter_batches(BATCH_ROWS, columns=["order", "id"]):
+            mask = wanted[batch.column("order").to_numpy()]
+            found.update(i for i in batch.column("id").filter(pa.array(mask)).to_pylist() if i in ids)
+        return found
+
+    def rows(self, wanted: np.ndarray, scores: dict[int, dict]) -> Iterator[list[Row]]:
+        """Batches of the rows whose `wanted[order]` is set, in input order, with the scores checks gave them."""
+        self.close()
+        for batch in pq.ParquetFile(self.path).iter_batches(BATCH_ROWS):
+            mask = wanted[batch.column("order").to_numpy()]
+            if not mask.any():
+                continue
+            part = batch.filter(pa.array(mask)).to_pydict()
+            yield [Row(record=json.loads(rec), input=inp, line=line, order=order, scores=dict(scores.get(order, {})))
+                   for order, inp, line, rec in zip(part["order"], part["input"], part["line"], part["record"])]
+
+
+class Narrowing(Protocol):
+    """Keys of a whole-set check, gathered as rows stream past: which rows can its verdicts concern?"""
+
+    def observe(self, rows: list[Row]) -> None: ...
+
+    def affected(self, alive: np.ndarray) -> np.ndarray:
+        """Flags by order: the rows still in play whose verdict may depend on another row."""
+        ...
+
+    def stats(self, stats: dict, alive: np.ndarray) -> dict:
+        """The check's stats on the affected rows, made those of a run on every row in play."""
+        ...
+
+
+class _Keys:
+    """16-byte keys per row, kept as numpy arrays (orders, and one or more key columns)."""
+
+    def __init__(self, columns: int):
+        self.orders: list[np.ndarray] = []
+        self.columns: list[list[np.ndarray]] = [[] for _ in range(columns)]
+
+    def add(self, orders: list[int], *keys: list[bytes]) -> None:
+        self.orders.append(np.asarray(orders, dtype=np.int64))
+        for column, values in zip(self.columns, keys):
+            column.append(np.frombuffer(b"".join(values), dtype="V16"))
+
+    def shared(self, alive: np.ndarray) -> np.ndarray:
+        """Flags by order: rows in play whose key, in any column, another row in play has too."""
+        out = np.zeros(len(alive), dtype=bool)
+        if not self.orders:
+            return out
+        orders = np.concatenate(self.orders)
+        live = alive[orders]
+        for column in self.columns:
+            keys = np.concatenate(column)[live]
+            _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+            out[orders[live][counts[inverse] > 1]] = True
+        return out
+
+    def live(self, alive: np.ndarray) -> int:
+        return int(alive[np.concatenate(self.orders)].sum()) if self.orders else 0
+
+
+class ExactKeys:
+    """`ExactDedup` concerns rows sharing a normalised pair or prompt hash with another row."""
+
+    def __init__(self, check: ExactDedup):
+        self.keys = _Keys(2)
+
+    def observe(self, rows: list[Row]) -> None:
+        self.keys.add([r.order for r in rows], [pair_key(r.record) for r in rows], [prompt_key(r.record) for r in rows])
+
+    def affected(self, alive: np.ndarray) -> np.ndarray:
+        return self.keys.shared(alive)
+
+    def stats(self, stats: dict, alive: np.ndarray) -> dict:
+        return {**stats, "checked": int(alive.sum())}
+
+
+class LabelKeys:
+    """`LabelConsistency` concerns label answers whose normalised question another label answer has too."""
+
+    def __init__(self, check: LabelConsistency):
+        self.check = check
+        self.keys = _Keys(1)
+
+    def observe(self, rows: list[Row]) -> None:
+        labelled = [r for r in rows if self.check.label_of(r.record) is not None]
+        self.keys.add([r.order for r in labelled], [prompt_key(r.record) for r in labelled])  # the normalised question
+
+    def affected(self, alive: np.ndarray) -> np.ndarray:
+        return self.keys.shared(alive)
+
+    def stats(self, stats: dict, alive: np.ndarray) -> dict:
+        return {**stats, "checked": int(alive.sum()), "label_rows": self.keys.live(alive)}
+
+
+class NearKeys:
+    """`NearDedup` concerns rows that are an LSH candidate of another row: that share a band key (the folded
+    values of one band of the MinHash signature, as `candidate_pairs` bands them) in any shingle kind. Only
+    the band keys are kept: 8 bytes a band (16 bands for 128 permutations at 0.8), not the signatures."""
+
+    def __init__(self, check: NearDedup):
+        self.config = check.config
+        self.keys = {kind: [] for kind, _, _ in self.config.kinds()}  # per kind: (rows, bands) uint64 blocks
+        self.orders: list[np.ndarray] = []
+
+    def observe(self, rows: list[Row]) -> None:
+        self.orders.append(np.asarray([r.order for r in rows], dtype=np.int64))
+        texts = [pair_text(r.record) for r in rows]
+        for kind, n, threshold in self.config.kinds():
+            shingles = word_shingles(texts, n) if kind == "word" else char_shingles(texts, n)
+            sigs = signatures(shingles, self.config.num_perm, self.config.seed)
+            bands, per_band = choose_bands(self.config.num_perm, threshold)
+            self.keys[kind].append(np.stack([band_key(sigs, b, per_band) for b in range(bands)], axis=1)
+                                   if len(rows) else np.zeros((0, bands), dtype=np.uint64))
+
+    def affected(self, alive: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(alive), dtype=bool)
+        if not self.orders:
+            return out
+        orders = np.concatenate(self.orders)
+        live = alive[orders]
+        for blocks in self.keys.values():
+            keys = np.concatenate(blocks)[live]
+            for band in keys.T:
+                _, inverse, counts = np.unique(band, return_inverse=True, return_counts=True)
+                out[orders[live][counts[inverse] > 1]] = True
+        return out
+
+    def stats(self, stats: dict, alive: np.ndarray) -> dict:
+        return {**stats, "checked": int(alive.sum())}
+
+
+NARROWINGS: dict[type, type] = {ExactDedup: ExactKeys, LabelConsistency: LabelKeys, NearDedup: NearKeys}
+
+
+class _Outcome:
+    """The ledger, reports and scores gathered check by check."""
+
+    def __init__(self, checks: list[Check]):
+        self.ledger: dict[str, list[dict]] = {c.name: [] for c in checks}
+        self.by_family: dict[str, Counter[str]] = defaultdict(Counter)
+        self.stats: dict[str, dict] = {}
+        self.seconds: Counter[str] = Counter()
+        self.scores: dict[int, dict] = {}
+
+    def record(self, check: Check, given: list[Row], result, seconds: float, stats: dict | None = None) -> None:
+        if result.added:
+            raise CuratorError(f"check {check.name} adds rows; the streaming gate cannot run it (use --engine memory)")
+        if len(result.kept) + len(result.rejected) != len(given):
+            raise CuratorError(f"gate check {check.name}: {len(given)} rows in, {len(result.kept)} kept + "
+                               f"{len(result.rejected)} rejected out; rows would be lost")
+        entries, by_family = ledger_entries(check.name, result.rejected)
+        self.ledger[check.name].extend(entries)
+        self.by_family[check.name].update(by_family)
+        part = result.stats if stats is None else stats
+        self.stats[check.name] = merge_stats(self.stats[check.name], part) if check.name in self.stats else part
+        self.seconds[check.name] += seconds
+        self.scores.update({r.order: dict(r.scores) for r in given if r.scores})
+
+    def reports(self, checks: list[Check]) -> list[dict]:
+        return [check_report(c.name, len(self.ledger[c.name]), 0, self.by_family[c.name], self.seconds[c.name],
+                             self.stats.get(c.name, {})) for c in checks]
+
+
+def _timed(check: Check, rows: list[Row]):
+    started = time.perf_counter()
+    result = check.run(rows)
+    return result, time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class KeptOnDisk:
+    """The rows the checks kept: the spilled rows still in play, read back as release records."""
+
+    spill: Spill
+    alive: np.ndarray
+    scores: dict[int, dict]
+
+    def records(self) -> Iterator[dict]:
+        for batch in self.spill.rows(self.alive, self.scores):
+            for row in batch:
+                yield {**row.record, "scores": row.scores}
+
+
+def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, workdir: Path,
+                         batch_rows: int | None = None) -> tuple[KeptOnDisk, list[dict], list[dict], InputCounts]:
+    """What `pipeline.run_checks` returns for the rows of `runs` (kept rows, ledger, reports), and the input
+    counts, with the rows in batches (`BATCH_ROWS` unless given) and spilled to `workdir` between checks (see
+    the module doc); the kept rows stay there, to be read back while `workdir` exists."""
+    batch_rows = batch_rows or BATCH_ROWS
+    lead = 0
+    while lead < len(checks) and is_row_local(checks[lead]):
+        lead += 1
+    head, rest = checks[:lead], checks[lead:]
+    outcome = _Outcome(checks)
+    spill = Spill(workdir / "rows.parquet")
+    narrowings: dict[int, Narrowing] = {}
+    for i, check in enumerate(rest):
+        if type(check) in NARROWINGS and not any(c.name in RECORD_CHANGERS for c in rest[:i + 1]):
+            narrowings[i] = NARROWINGS[type(check)](check)
+    total, per_run, by_family, spilled = 0, Counter(), Counter(), []
+    if engine == "ray":
+        from curator.gate.engines.ray_engine import first_pass
+        passes = first_pass(head, runs, batch_rows)
+    else:
+        passes = _first_pass(head, runs, batch_rows)
+    for batch, results in passes:
+        total += len(batch)
+        per_run.update(r.input for r in batch)
+        by_family.update(_family(r.record) for r in batch)
+        survivors = batch
+        for check, (result, seconds) in zip(head, results):
+            outcome.record(check, survivors, result, seconds)
+            survivors = result.kept
+        spill.write(survivors)
+        spilled.append(np.asarray([r.order for r in survivors], dtype=np.int64))
+        for i, narrowing in narrowings.items():
+            started = time.perf_counter()
+            narrowing.observe(survivors)
+            outcome.seconds[rest[i].name] += time.perf_counter() - started
+    if not total:
+        raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
+    alive = np.zeros(total, dtype=bool)
+    alive[np.concatenate(spilled)] = True
+    for i, check in enumerate(rest):
+        narrowing = narrowings.get(i)
+        if is_row_local(check):
+            for batch in spill.rows(alive, outcome.scores):
+                result, seconds = _timed(check, batch)
+                outcome.record(check, batch, result, seconds)
+                alive[[rej.row.order for rej in result.rejected]] = False
+            continue
+        started = time.perf_counter()
+        wanted = narrowing.affected(alive) if narrowing else alive
+        rows = [row for batch in spill.rows(wanted, outcome.scores) for row in batch]
+        result = check.run(rows)
+        stats = narrowing.stats(result.stats, alive) if narrowing else None
+        outcome.record(check, rows, result, time.perf_counter() - started, stats)
+        alive[[rej.row.order for rej in result.rejected]] = False
+    ledger = [entry for c in checks for entry in outcome.ledger[c.name]]
+    kept = KeptOnDisk(spill, alive, outcome.scores)
+    if int(alive.sum()) + len(ledger) != total:
+        raise CuratorError(f"gate: {total} input rows do not add up to {int(alive.sum())} kept + {len(ledger)} rejected")
+    resolve_keepers(ledger, spill.ids_among(alive, {e["duplicate_of"] for e in ledger if e["duplicate_of"]}))
+    return kept, ledger, outcome.reports(checks), InputCounts(total, per_run, by_family)
+
+
+def _first_pass(head: list[Check], runs: list[RunDir], batch_rows: int) -> Iterator[tuple[list[Row], list]]:
+    """Each batch of input rows with the results of the leading row-local checks, each on what the one before kept."""
+    for batch in batched(iter_rows(runs), batch_rows):
+        results, kept = [], batch
+        for check in head:
+            result, seconds = _timed(check, kept)
+            results.append((result, seconds))
+            kept = result.kept
+        yield batch, results
