@@ -18,3 +18,17 @@ import pytest  # noqa: E402
 def _isolated_data_root(tmp_path, monkeypatch):
     """Point the data root at a temporary directory unless a test sets its own."""
     monkeypatch.setenv("INSTRUCT_CURATOR_DATA", str(tmp_path / "data"))
+
+
+@pytest.fixture(scope="module")
+def spec():
+    """The starter spec (a module may define its own `spec`)."""
+    from tiny_model import starter_spec
+    return starter_spec()
+
+
+@pytest.fixture(scope="module")
+def pairs(spec):
+    """One pair per seed of `spec`."""
+    from tiny_model import seed_pairs
+    return seed_pairs(spec)

@@ -8,23 +8,13 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from tiny_model import MULTI_TURN, QWEN_SYSTEM, build_tiny_qwen2, seed_pairs, starter_spec, write_fixture_release
+from tiny_model import MULTI_TURN, QWEN_SYSTEM, build_tiny_qwen2, write_fixture_release
 from trainer.chat_template import IGNORE_INDEX, generation_prompt_ids, stop_token_ids, tokenize_conversation
 from trainer.cli import main
 from trainer.models import load_tokenizer, load_training_tokenizer
 
 QWEN_TURN = "<|im_start|>"
 QWEN_END = "<|im_end|>"
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return starter_spec()
-
-
-@pytest.fixture(scope="module")
-def pairs(spec):
-    return seed_pairs(spec)
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,11 @@ from pathlib import Path
 import pytest
 
 from curator.records import build_messages
-from tiny_model import build_tiny_model, seed_pairs, starter_spec, write_fixture_release
+from tiny_model import build_tiny_model, seed_pairs, write_fixture_release
 from trainer.cli import main
 from trainer.evaluate import interleave_families
 from trainer.model_card import EVAL_MARKER
 from trainer.scoring import METRICS, is_refusal, score_answer, token_f1
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return starter_spec()
 
 
 @pytest.fixture(scope="module")

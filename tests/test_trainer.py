@@ -12,20 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tiny_model import MULTI_TURN, build_tiny_model, seed_pairs, starter_spec, write_fixture_release
+from tiny_model import MULTI_TURN, build_tiny_model, write_fixture_release
 from trainer.chat_template import IGNORE_INDEX, generation_prompt_ids, tokenize_conversation
 from trainer.cli import main
 from trainer.models import load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return starter_spec()
-
-
-@pytest.fixture(scope="module")
-def pairs(spec):
-    return seed_pairs(spec)
 
 
 @pytest.fixture(scope="module")

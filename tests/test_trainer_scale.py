@@ -17,7 +17,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from tiny_model import build_tiny_model, seed_pairs, starter_spec, write_fixture_release
+from tiny_model import build_tiny_model, write_fixture_release
 from trainer.causal_lm import LabelledLoss, final_hidden_states
 from trainer.chat_template import IGNORE_INDEX
 from trainer.cli import main
@@ -26,16 +26,6 @@ from trainer.loss import labelled_cross_entropy
 from trainer.models import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return starter_spec()
-
-
-@pytest.fixture(scope="module")
-def pairs(spec):
-    return seed_pairs(spec)
 
 
 @pytest.fixture(scope="module")
