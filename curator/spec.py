@@ -85,6 +85,7 @@ class Seed:
     input: str = ""
     format: str | None = None
     difficulty: str | None = None
+    lookalike: bool = False  # in a refusal family: a benign request that sounds risky, answered normally
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class RefusalPolicy:
     example_refusal: str = ""
     max_share: float = 0.2
     lookalike_share: float = 0.0  # of a refusal family's slots: benign look-alikes answered normally
+    min_category_share: float = 0.0  # each refusal family (a category) must hold this share of refusals
+    min_lookalike_share: float = 0.0  # ... and this share of answered look-alikes
 
 
 STRATEGIES = ("self_instruct", "respond", "evol", "evol:deepen", "evol:widen")
@@ -244,6 +247,8 @@ class RelevanceConfig:
 class SelectionConfig:
     top_share: float | None = None  # keep this best-scored share of each curriculum cell
     top_n: int | None = None  # keep at most this many best-scored rows of each curriculum cell
+    max_tokens: int | None = None  # keep the best rows up to this many tokens, shared over families by their share
+    max_tokens_per_cell: int | None = None  # keep the best rows of each cell up to this many tokens
 
 
 @dataclass(frozen=True)
@@ -636,6 +641,8 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
             refuse=tuple(rp.get("refuse", ())), style=rp.get("style", ""),
             example_refusal=rp.get("example_refusal", ""), max_share=float(rp.get("max_share", 0.2)),
             lookalike_share=float(rp.get("lookalike_share", 0.0)),
+            min_category_share=float(rp.get("min_category_share", 0.0)),
+            min_lookalike_share=float(rp.get("min_lookalike_share", 0.0)),
         ),
         teacher=Teacher(**te),
         gate=GateConfig(**ga),

@@ -127,7 +127,7 @@ ROW_CHECKS: list[CheckEntry] = [
 ]
 DATASET_CHECKS: list[CheckEntry] = [  # after plug-ins: they judge the set that is left
     CheckEntry("screening", lambda spec: spec.gate.screening.enabled, lambda spec, ctx: Screening.from_spec(spec)),
-    CheckEntry("selection", lambda spec: spec.gate.selection.top_n is not None or spec.gate.selection.top_share is not None,
+    CheckEntry("selection", lambda spec: any(v is not None for v in vars(spec.gate.selection).values()),
                lambda spec, ctx: Selection.from_spec(spec)),
 ]
 
