@@ -9,6 +9,11 @@ values) for a failed per-row expectation; a release is certified iff all verdict
   min_train_rows          sum(is_train) >= gate.min_train_rows          ExpectColumnSumToBeBetween
   mix:<family>            mean(family == f) within target ± mix_tolerance ExpectColumnMeanToBeBetween
   refusal_share           mean(is_refusal) <= refusal_policy.max_share  ExpectColumnMeanToBeBetween
+  refusal_coverage:<f>    where the policy lists what to refuse, each refusal family f holds refusals
+                          (`curator.refusal_coverage`): at least one, and a share >= min_category_share
+                                                                        ExpectColumnSum/MeanToBeBetween
+  lookalike_coverage:<f>  answered benign look-alikes of f: share >= min_lookalike_share (when set)
+  refusal_coverage        (gate counts) fails when the policy lists what to refuse and no family is a refusal family
   unique_ids              id unique                                     ExpectColumnValuesToBeUnique
   not_null:<column>       id, task_family, format, difficulty, user, response  ExpectColumnValuesToNotBeNull
   known:<column>          task_family / format / difficulty in the spec's vocabulary  ExpectColumnValuesToBeInSet
@@ -16,7 +21,7 @@ values) for a failed per-row expectation; a release is certified iff all verdict
   length:<band>           response words of the band's families within [min, max] for at least
                           `length_mostly` of them                       ExpectColumnValuesToBeBetween
   max_reject_share        rejected / input rows <= gate.max_reject_share (from the gate's counts, not GX:
-                          rejected rows are not in the frame)
+                          rejected rows are not in the frame; rows selection left out count as neither)
 
 great_expectations is imported only here and only when a gate runs (the import takes seconds).
 """
@@ -30,6 +35,7 @@ from typing import Any
 from curator.errors import CuratorError
 from curator.formats import word_count
 from curator.records import assistant_text, user_text
+from curator.refusal_coverage import coverage_kind
 from curator.spec import Spec
 
 EPS = 1e-9  # shares are compared with this slack, so a share exactly on the tolerance passes
@@ -85,6 +91,11 @@ def frame(spec: Spec, kept: list[dict], train_ids: set[str]):
     df["shortest_message"] = df["shortest_message"].astype(int)
     df["is_train"] = df["id"].isin(train_ids).astype(int)
     df["is_refusal"] = df["task_family"].isin(refusal).astype(float)
+    kinds = pd.Series([coverage_kind(r, refusal) for r in kept], index=df.index, dtype=object)
+    for family in sorted(refusal):
+        in_family = df["task_family"] == family
+        df[f"refuses={family}"] = (in_family & (kinds == "refusal")).astype(float)
+        df[f"lookalike={family}"] = (in_family & (kinds == "lookalike")).astype(float)
     for family in spec.task_families:
         df[f"family={family.name}"] = (df["task_family"] == family.name).astype(float)
     words = pd.Series([word_count(t) for t in responses], index=df.index, dtype=float)
@@ -107,6 +118,7 @@ def _plan(spec: Spec, gxe, config: ExpectationsConfig) -> list[_Planned]:
     max_share = spec.refusal_policy.max_share
     plan.append(_Planned("refusal_share", f"<= {max_share}",
                          gxe.ExpectColumnMeanToBeBetween(column="is_refusal", max_value=max_share + EPS)))
+    plan += _coverage_plan(spec, gxe)
     plan.append(_Planned("unique_ids", "no repeated id", gxe.ExpectColumnValuesToBeUnique(column="id")))
     for column in ("id", "task_family", "format", "difficulty", "user", "response"):
         plan.append(_Planned(f"not_null:{column}", "no null", gxe.ExpectColumnValuesToNotBeNull(column=column)))
@@ -128,6 +140,27 @@ def _plan(spec: Spec, gxe, config: ExpectationsConfig) -> list[_Planned]:
                 f"length:{band.name}", f"{band.min_words}-{band.max_words} words{share}",
                 gxe.ExpectColumnValuesToBeBetween(column=f"words:{band.name}", min_value=band.min_words,
                                                   max_value=band.max_words, mostly=config.length_mostly)))
+    return plan
+
+
+def _coverage_plan(spec: Spec, gxe) -> list[_Planned]:
+    """Refusal coverage per refusal family, where the policy lists what to refuse."""
+    policy = spec.refusal_policy
+    if not policy.refuse:
+        return []
+    plan = []
+    for family in sorted(t.name for t in spec.task_families if t.refusal):
+        if policy.min_category_share > 0:
+            plan.append(_Planned(f"refusal_coverage:{family}", f"refusals >= {policy.min_category_share} of rows",
+                                 gxe.ExpectColumnMeanToBeBetween(column=f"refuses={family}",
+                                                                 min_value=policy.min_category_share - EPS)))
+        else:
+            plan.append(_Planned(f"refusal_coverage:{family}", ">= 1 refusal",
+                                 gxe.ExpectColumnSumToBeBetween(column=f"refuses={family}", min_value=1)))
+        if policy.min_lookalike_share > 0:
+            plan.append(_Planned(f"lookalike_coverage:{family}", f"answered look-alikes >= {policy.min_lookalike_share} of rows",
+                                 gxe.ExpectColumnMeanToBeBetween(column=f"lookalike={family}",
+                                                                 min_value=policy.min_lookalike_share - EPS)))
     return plan
 
 
@@ -182,4 +215,7 @@ def evaluate(spec: Spec, *, kept: list[dict], train: list[dict], n_input: int, n
     verdicts.insert(1, {"name": "max_reject_share", "passed": reject_share <= max_share + EPS,
                         "observed": round(reject_share, 4), "expected": f"<= {max_share}",
                         "expectation": "gate counts"})
+    if spec.refusal_policy.refuse and not any(t.refusal for t in spec.task_families):
+        verdicts.append({"name": "refusal_coverage", "passed": False, "observed": "no refusal family",
+                         "expected": "a refusal family for the policy's categories", "expectation": "gate counts"})
     return verdicts

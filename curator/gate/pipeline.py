@@ -280,7 +280,9 @@ def _gate_locked(runs: list[RunDir], rows: list[Row], spec: Spec, root: Path, na
     train, evals = split(kept, spec.gate.eval_fraction)
     assert len(train) + len(evals) == len(kept), "split lost rows"
     clock.lap("split")
-    verdicts = evaluate(spec, kept=kept, train=train, n_input=len(rows), n_rejected=len(ledger))
+    selected_out = sum(1 for e in ledger if e["check"] == "selection")  # a choice, not a defect: not a reject
+    verdicts = evaluate(spec, kept=kept, train=train, n_input=len(rows) - selected_out,
+                        n_rejected=len(ledger) - selected_out)
     clock.lap("expectations")
     failed = [v["name"] for v in verdicts if not v["passed"]]
     rows_per_run = Counter(r.input for r in rows)

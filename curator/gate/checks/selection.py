@@ -8,8 +8,9 @@ Cells are (task family, format, difficulty). Within a cell rows are ordered best
    template, many entities) come last. Without the `gate` extra the coverage order is `keep_rank`.
 
 What is kept: `top_n` rows of each cell; `top_share` of each cell (rounded up, at least one row);
-`max_tokens_per_cell` tokens of each cell; `max_tokens` tokens in all, split over task families by their
-share and over a family's cells equally. A row is kept while the cell's kept tokens stay within its budget
+`max_tokens_per_cell` tokens of each cell; `max_tokens` tokens in all, split over task families in
+proportion to share x mean tokens of the family's rows (so each family's share of the kept rows is its
+share in the spec, and the mix verdict holds) and over a family's cells equally. A row is kept while the cell's kept tokens stay within its budget
 (a row that would overflow is skipped, a shorter one after it may fit, until 50 in a row do not). Tokens are counted as words and
 punctuation marks of the user and assistant text (`approx_tokens`), close to a subword tokenizer's count
 for English prose. With several limits, each applies. The rest are rejected `selection:below_cut`.
@@ -94,10 +95,17 @@ class Selection:
             per_family: dict[str, list[str]] = defaultdict(list)
             for cell, members in cells.items():
                 per_family[rows[members[0]].record.get("task_family")].append(cell)
+            # a family's tokens in proportion to share x mean row tokens, so its share of the kept rows is its share
+            weight = {}
             for family, family_cells in per_family.items():
+                members = [i for cell in family_cells for i in cells[cell]]
+                mean_tokens = sum(approx_tokens(rows[i].record) for i in members) / len(members)
                 share = self.family_shares.get(family, 0.0) if self.family_shares else 1.0 / len(per_family)
+                weight[family] = share * mean_tokens
+            total = sum(weight.values()) or 1.0
+            for family, family_cells in per_family.items():
                 for cell in family_cells:
-                    budgets[cell] = min(budgets[cell], self.config.max_tokens * share / len(family_cells))
+                    budgets[cell] = min(budgets[cell], self.config.max_tokens * weight[family] / total / len(family_cells))
         return budgets
 
     def _coverage_order(self, unscored: list[int], rows: list[Row]) -> Iterator[int]:
