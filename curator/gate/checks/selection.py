@@ -4,8 +4,8 @@ Cells are (task family, format, difficulty). Within a cell rows are ordered best
 1. rows with a quality score (judge, else reward model), best score first (`keep_rank`);
 2. then the unscored rows, those that passed more verifiers first (`scores["verified"]`: arithmetic
    recomputed, code parsed), and among equals by coverage of embedding space: farthest-point (greedy
-   k-center) order on the model2vec embeddings of their user text, so near-identical prompts (one T0
-   template, many entities) come last. Without the `gate` extra the coverage order is `keep_rank`.
+   k-center) order on the model2vec embeddings of their user text, starting from the best by `keep_rank`,
+   so near-identical prompts (one T0 template, many entities) come last. Without the `gate` extra the coverage order is `keep_rank`.
 
 What is kept: `top_n` rows of each cell; `top_share` of each cell (rounded up, at least one row);
 `max_tokens_per_cell` tokens of each cell; `max_tokens` tokens in all, split over task families in
@@ -44,13 +44,13 @@ def approx_tokens(record: dict) -> int:
 
 
 def farthest_first(vectors: np.ndarray) -> Iterator[int]:
-    """Indices of unit `vectors` in greedy k-center order: each next one is the farthest (least cosine)
-    from all chosen so far; the first is the one nearest the mean."""
+    """Indices of unit `vectors` in greedy k-center order: the first, then each next one the farthest (least
+    cosine) from all chosen so far."""
     if len(vectors) == 0:
         return
     nearest = np.full(len(vectors), -np.inf, dtype=np.float32)  # best cosine to any chosen vector
     chosen = np.zeros(len(vectors), dtype=bool)
-    pick = int(np.argmax(vectors @ vectors.mean(axis=0)))
+    pick = 0
     for _ in range(len(vectors)):
         yield pick
         chosen[pick] = True
