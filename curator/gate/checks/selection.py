@@ -5,15 +5,17 @@ Cells are (task family, format, difficulty). Within a cell rows are ordered best
 2. then the unscored rows, those that passed more verifiers first (`scores["verified"]`: arithmetic
    recomputed, code parsed), and among equals by coverage of embedding space: farthest-point (greedy
    k-center) order on the model2vec embeddings of their user text, starting from the best by `keep_rank`,
-   so near-identical prompts (one T0 template, many entities) come last. Without the `gate` extra the coverage order is `keep_rank`.
+   so near-identical prompts (one T0 template, many entities) come last. Without the `gate` extra the
+   coverage order is `keep_rank`.
 
 What is kept: `top_n` rows of each cell; `top_share` of each cell (rounded up, at least one row);
 `max_tokens_per_cell` tokens of each cell; `max_tokens` tokens in all, split over task families in
 proportion to share x mean tokens of the family's rows (so each family's share of the kept rows is its
-share in the spec, and the mix verdict holds) and over a family's cells equally. A row is kept while the cell's kept tokens stay within its budget
-(a row that would overflow is skipped, a shorter one after it may fit, until 50 in a row do not). Tokens are counted as words and
-punctuation marks of the user and assistant text (`approx_tokens`), close to a subword tokenizer's count
-for English prose. With several limits, each applies. The rest are rejected `selection:below_cut`.
+share in the spec, and the mix verdict holds) and over a family's cells equally. A row is kept while the
+cell's kept tokens stay within its budget (a row that would overflow is skipped, a shorter one after it
+may fit, until 50 in a row do not). Tokens are counted as words and punctuation marks of the user and
+assistant text (`approx_tokens`), close to a subword tokenizer's count for English prose. With several
+limits, each applies. The rest are rejected `selection:below_cut`.
 """
 from __future__ import annotations
 
@@ -105,7 +107,8 @@ class Selection:
             total = sum(weight.values()) or 1.0
             for family, family_cells in per_family.items():
                 for cell in family_cells:
-                    budgets[cell] = min(budgets[cell], self.config.max_tokens * weight[family] / total / len(family_cells))
+                    part = self.config.max_tokens * weight[family] / total / len(family_cells)
+                    budgets[cell] = min(budgets[cell], part)
         return budgets
 
     def _coverage_order(self, unscored: list[int], rows: list[Row]) -> Iterator[int]:
