@@ -217,6 +217,19 @@ def trained_tokens(model: Path) -> int:
     return int(sum(r.get("tokens", 0) for r in rows))
 
 
+def markdown_table(arms: dict) -> str:
+    """Per arm: each metric as tuned (base) and the difference to base with its 95% interval."""
+    def cell(m: dict) -> str:
+        tuned, base, d = m["tuned"], m["base"], m["difference_to_base"]
+        return (f"{tuned['estimate']:.2f} ({base['estimate']:.2f}); "
+                f"{d['estimate']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]")
+    names = [*METRICS, "repetition_share"]
+    lines = ["| arm | release | train tokens | " + " | ".join(names) + " |", "|---" * (len(names) + 3) + "|"]
+    for arm, a in arms.items():
+        lines.append(f"| {arm} | {a['release']} | {a['train_tokens']:,} | " + " | ".join(cell(a[n]) for n in names) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool", type=Path, default=REPO.parent / "shared" / "data" / "instruct_mix.jsonl")
@@ -258,6 +271,7 @@ def main() -> None:
     }
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown_table(result["arms"]))
     print(json.dumps(result))
 
 
