@@ -223,10 +223,16 @@ def markdown_table(arms: dict) -> str:
         tuned, base, d = m["tuned"], m["base"], m["difference_to_base"]
         return (f"{tuned['estimate']:.2f} ({base['estimate']:.2f}); "
                 f"{d['estimate']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]")
+    def versus_raw(m: dict) -> str:
+        d = m.get("difference_to_raw")
+        return "-" if d is None else f"{d['estimate']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+
     names = [*METRICS, "repetition_share"]
-    lines = ["| arm | release | train tokens | " + " | ".join(names) + " |", "|---" * (len(names) + 3) + "|"]
+    lines = ["| arm | release | train tokens | " + " | ".join(names) + " | prompt_strict vs raw |",
+             "|---" * (len(names) + 4) + "|"]
     for arm, a in arms.items():
-        lines.append(f"| {arm} | {a['release']} | {a['train_tokens']:,} | " + " | ".join(cell(a[n]) for n in names) + " |")
+        lines.append(f"| {arm} | {a['release']} | {a['train_tokens']:,} | " + " | ".join(cell(a[n]) for n in names)
+                     + f" | {versus_raw(a['instruction_prompt_strict'])} |")
     return "\n".join(lines)
 
 
