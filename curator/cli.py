@@ -9,7 +9,7 @@ from curator.cli_support import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from curator import importers, keys_command
+    from curator import importers, keys_command, seeds
     from curator.gate import command as gate_command
     from curator.generate import command as generate_command
     from curator.release import command as release_command
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     generate_command.register(sub)
     importers.register(sub)
+    seeds.register(sub)
     gate_command.register(sub)
     release_command.register(sub)
     review_command.register(sub)

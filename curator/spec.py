@@ -118,6 +118,7 @@ class Seed:
     input: str
     format: str | None
     difficulty: str | None
+    lookalike: bool  # in a refusal family: a benign request that sounds risky, answered normally
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,8 @@ class RefusalPolicy:
     example_refusal: str
     max_share: float
     lookalike_share: float  # of a refusal family's slots: benign look-alikes answered normally
+    min_category_share: float  # each refusal family (a category) must hold this share of refusals
+    min_lookalike_share: float  # ... and this share of answered look-alikes
 
 
 STRATEGIES = ("self_instruct", "respond", "evol", "evol:deepen", "evol:widen")
@@ -302,6 +305,8 @@ class RelevanceConfig:
 class SelectionConfig:
     top_share: float | None  # keep this best-scored share of each curriculum cell
     top_n: int | None  # keep at most this many best-scored rows of each curriculum cell
+    max_tokens: int | None  # keep the best rows up to this many tokens, shared over families by their share
+    max_tokens_per_cell: int | None  # keep the best rows of each cell up to this many tokens
 
 
 @dataclass(frozen=True)
@@ -676,7 +681,9 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
         formats=formats,
         task_families=families,
         response_standards=_typed(ResponseStandards, doc.get("response_standards") or {}),
-        refusal_policy=_typed(RefusalPolicy, rp, **{k: float(rp[k]) for k in ("max_share", "lookalike_share") if k in rp}),
+        refusal_policy=_typed(RefusalPolicy, rp, **{k: float(rp[k]) for k in
+                                                    ("max_share", "lookalike_share", "min_category_share",
+                                                     "min_lookalike_share") if k in rp}),
         teacher=_typed(Teacher, te, sampling=_typed(Sampling, te.get("sampling") or {})),
         gate=GateConfig(**ga),
         path=str(path),

@@ -1,8 +1,8 @@
 """`curator show / releases / verify / lineage / diff` on real releases gated from real instruct-mix text.
 
 `build_world` (also used by the report and export tests) writes two run directories and gates them:
-release-v1 holds 16 long gsm8k word problems only, so its qa share fails the mix and it is not certified (and is
-therefore no reference for the prior-release dedup); release-v2 gates both runs: the first again plus
+release-v1 holds 16 long gsm8k word problems only, so its qa share fails the mix and it holds no refusal: it is not
+certified (and is therefore no reference for the prior-release dedup); release-v2 gates both runs: the first again plus
 sentiment labels, entity extraction, refusals, and planted faults (an exact duplicate, a near
 duplicate, a longer answer to a v1 prompt that replaces it, an empty answer, an unknown family).
 """
@@ -241,7 +241,7 @@ def test_show_an_uncertified_release_names_its_failed_verdicts(use_world, capsys
     capsys.readouterr()
     assert main(["show", "release-v1"]) == 0
     out = capsys.readouterr().out
-    assert "NOT certified (failed: mix:qa)" in out
+    assert "NOT certified (failed: mix:qa, refusal_coverage:refuse)" in out
 
 
 # ------------------------------------------------------------------ verify

@@ -20,7 +20,8 @@ def _what(run: dict) -> str:
 def _loss_line(fit: dict) -> str:
     if fit["first_loss"] is None:
         return "not trained here"
-    line = f"first {fit['first_loss']:.4f}, final {fit['final_loss']:.4f}"
+    final = "n/a (resumed at its last step)" if fit["final_loss"] is None else f"{fit['final_loss']:.4f}"
+    line = f"first {fit['first_loss']:.4f}, final {final}"
     if fit.get("final_eval_loss") is not None:
         line += f"; eval loss {fit['final_eval_loss']:.4f}"
     return line

@@ -77,6 +77,11 @@ def quality(row: Row) -> float | None:
     return next((row.scores[k] for k in QUALITY_SCORES if k in row.scores), None)
 
 
+def mark_verified(row: Row) -> None:
+    """Count one more verifier that checked the row and found it right (`scores["verified"]`, ranks selection)."""
+    row.scores["verified"] = row.scores.get("verified", 0) + 1
+
+
 def keep_rank(row: Row) -> tuple[float, int, int]:
     """The keep rule for duplicates: the best quality score wins (unscored rows after scored ones);
     then the longest response; on a tie, the earliest input row.

@@ -11,6 +11,11 @@ values) for a failed per-row expectation; a release is certified iff all verdict
   refusal_family_share    mean(in_refusal_family) <= refusal_policy.max_share  ExpectColumnMeanToBeBetween
                           (the share of rows in families the spec marks `refusal`, not of refusals: those
                           are the screening check's figures; releases before this name call it `refusal_share`)
+  refusal_coverage:<f>    where the policy lists what to refuse, each refusal family f holds refusals
+                          (`curator.refusal_coverage`): at least one, and a share >= min_category_share
+                                                                        ExpectColumnSum/MeanToBeBetween
+  lookalike_coverage:<f>  answered benign look-alikes of f: share >= min_lookalike_share (when set)
+  refusal_coverage        (gate counts) fails when the policy lists what to refuse and no family is a refusal family
   unique_ids              id unique                                     ExpectColumnValuesToBeUnique
   not_null:<column>       id, task_family, format, difficulty, user, response  ExpectColumnValuesToNotBeNull
   known:<column>          task_family / format / difficulty in the spec's vocabulary  ExpectColumnValuesToBeInSet
@@ -18,7 +23,7 @@ values) for a failed per-row expectation; a release is certified iff all verdict
   length:<band>           response words of the band's families within [min, max] for at least
                           `length_mostly` of them                       ExpectColumnValuesToBeBetween
   max_reject_share        rejected / input rows <= gate.max_reject_share (from the gate's counts, not GX:
-                          rejected rows are not in the frame)
+                          rejected rows are not in the frame; rows selection left out count as neither)
 
 great_expectations is imported only here and only when a gate runs (the import takes seconds).
 """
@@ -33,6 +38,7 @@ from typing import Any, Iterable
 from curator.errors import CuratorError
 from curator.formats import word_count
 from curator.records import assistant_text, user_text
+from curator.refusal_coverage import coverage_kind
 from curator.spec import Spec
 
 EPS = 1e-9  # shares are compared with this slack, so a share exactly on the tolerance passes
@@ -76,13 +82,15 @@ def frame(spec: Spec, kept: Iterable[dict], train_ids: set[str]):
     """
     import pandas as pd
 
-    refusal = {t.name for t in spec.task_families if t.refusal}
+    refusal = frozenset(t.name for t in spec.task_families if t.refusal)
     band_of = {t.name: t.length_band for t in spec.task_families}
     columns: dict[str, list] = {name: [] for name in
                                 ("id", "task_family", "format", "difficulty", "user", "response", "shortest_message")}
     words: list[float] = []
+    coverage: list[str | None] = []  # refusal / answered look-alike / neither (`curator.refusal_coverage`)
     for r in kept:
         response = assistant_text(r)
+        coverage.append(coverage_kind(r, refusal))
         columns["id"].append(r.get("id"))
         for name in ("task_family", "format", "difficulty"):
             value = r.get(name)
@@ -95,6 +103,11 @@ def frame(spec: Spec, kept: Iterable[dict], train_ids: set[str]):
     df["shortest_message"] = df["shortest_message"].astype(int)
     df["is_train"] = df["id"].isin(train_ids).astype(int)
     df["in_refusal_family"] = df["task_family"].isin(refusal).astype(float)
+    kinds = pd.Series(coverage, index=df.index, dtype=object)
+    for family in sorted(refusal):
+        in_family = df["task_family"] == family
+        df[f"refuses={family}"] = (in_family & (kinds == "refusal")).astype(float)
+        df[f"lookalike={family}"] = (in_family & (kinds == "lookalike")).astype(float)
     for family in spec.task_families:
         df[f"family={family.name}"] = (df["task_family"] == family.name).astype(float)
     word_series = pd.Series(words, index=df.index, dtype=float)
@@ -117,6 +130,7 @@ def _plan(spec: Spec, gxe, config: ExpectationsConfig) -> list[_Planned]:
     max_share = spec.refusal_policy.max_share
     plan.append(_Planned("refusal_family_share", f"<= {max_share}",
                          gxe.ExpectColumnMeanToBeBetween(column="in_refusal_family", max_value=max_share + EPS)))
+    plan += _coverage_plan(spec, gxe)
     plan.append(_Planned("unique_ids", "no repeated id", gxe.ExpectColumnValuesToBeUnique(column="id")))
     for column in ("id", "task_family", "format", "difficulty", "user", "response"):
         plan.append(_Planned(f"not_null:{column}", "no null", gxe.ExpectColumnValuesToNotBeNull(column=column)))
@@ -138,6 +152,27 @@ def _plan(spec: Spec, gxe, config: ExpectationsConfig) -> list[_Planned]:
                 f"length:{band.name}", f"{band.min_words}-{band.max_words} words{share}",
                 gxe.ExpectColumnValuesToBeBetween(column=f"words:{band.name}", min_value=band.min_words,
                                                   max_value=band.max_words, mostly=config.length_mostly)))
+    return plan
+
+
+def _coverage_plan(spec: Spec, gxe) -> list[_Planned]:
+    """Refusal coverage per refusal family, where the policy lists what to refuse."""
+    policy = spec.refusal_policy
+    if not policy.refuse:
+        return []
+    plan = []
+    for family in sorted(t.name for t in spec.task_families if t.refusal):
+        if policy.min_category_share > 0:
+            plan.append(_Planned(f"refusal_coverage:{family}", f"refusals >= {policy.min_category_share} of rows",
+                                 gxe.ExpectColumnMeanToBeBetween(column=f"refuses={family}",
+                                                                 min_value=policy.min_category_share - EPS)))
+        else:
+            plan.append(_Planned(f"refusal_coverage:{family}", ">= 1 refusal",
+                                 gxe.ExpectColumnSumToBeBetween(column=f"refuses={family}", min_value=1)))
+        if policy.min_lookalike_share > 0:
+            plan.append(_Planned(f"lookalike_coverage:{family}", f"answered look-alikes >= {policy.min_lookalike_share} of rows",
+                                 gxe.ExpectColumnMeanToBeBetween(column=f"lookalike={family}",
+                                                                 min_value=policy.min_lookalike_share - EPS)))
     return plan
 
 
@@ -194,4 +229,7 @@ def evaluate(spec: Spec, *, kept: Iterable[dict], train: Iterable[dict], n_input
     verdicts.insert(1, {"name": "max_reject_share", "passed": reject_share <= max_share + EPS,
                         "observed": round(reject_share, 4), "expected": f"<= {max_share}",
                         "expectation": "gate counts"})
+    if spec.refusal_policy.refuse and not any(t.refusal for t in spec.task_families):
+        verdicts.append({"name": "refusal_coverage", "passed": False, "observed": "no refusal family",
+                         "expected": "a refusal family for the policy's categories", "expectation": "gate counts"})
     return verdicts

@@ -101,8 +101,7 @@ ROW_CHECKS: list[CheckEntry] = [
 ]
 DATASET_CHECKS: list[CheckEntry] = [  # after plug-ins: they judge the set that is left
     CheckEntry(lambda spec: spec.gate.screening.enabled, Screening),
-    CheckEntry(lambda spec: spec.gate.selection.top_n is not None or spec.gate.selection.top_share is not None,
-               Selection),
+    CheckEntry(lambda spec: any(v is not None for v in vars(spec.gate.selection).values()), Selection),
 ]
 
 
@@ -318,8 +317,9 @@ def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: l
             teacher_models.add(model)
     to_eval = eval_positions(families, ids, spec.gate.eval_fraction)
     clock.lap("split")
+    selected_out = sum(1 for e in ledger if e["check"] == "selection")  # a choice, not a defect: not a reject
     verdicts = evaluate(spec, kept=kept.records(), train=({"id": i} for n, i in enumerate(ids) if n not in to_eval),
-                        n_input=counts.total, n_rejected=len(ledger))
+                        n_input=counts.total - selected_out, n_rejected=len(ledger) - selected_out)
     clock.lap("expectations")
     failed = [v["name"] for v in verdicts if not v["passed"]]
     by_family: dict[str, dict[str, int]] = defaultdict(lambda: {"input": 0, "train": 0, "eval": 0})

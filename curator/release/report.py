@@ -45,6 +45,7 @@ from curator.records import QUALITY_SCORES, assistant_text, user_text
 from curator.release import plots
 from curator.release.check_stats import stats_summary
 from curator.release.store import SPLITS, Release
+from curator.refusal_coverage import refusal_coverage
 
 GENDER_GROUPS = ("male", "female")
 EXAMPLES_PER_GROUP = 2
@@ -96,6 +97,7 @@ class Figures:
     rejected_examples: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
     rejected_counts: Counter = field(default_factory=Counter)
     scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # judge / reward -> kept / rejected -> values
+    refusal_coverage: dict[str, dict[str, int]] = field(default_factory=dict)  # refusal family -> refusals, lookalikes
 
 
 def _reason_kind(reason: str) -> str:
@@ -191,6 +193,7 @@ def compute_figures(release: Release, embed: bool = True, embed_sample: int = 20
         rejected_examples=dict(rejected_examples),
         rejected_counts=rejected_counts,
         scores=_quality_scores(records, release.rejected),
+        refusal_coverage=refusal_coverage(records, [f["name"] for f in spec_families if f.get("refusal")]),
     )
     if embed:
         figures.embedding, figures.embedding_note = _embedding_map(release, families, embed_sample)
@@ -429,6 +432,28 @@ def _screening_md(f: Figures, policy: dict) -> str:
             f"{', '.join(f.refusal_families) or 'none'}, allowed share {policy.get('max_share', '-')}.")
 
 
+def refusal_summary(f: Figures, spec: dict) -> str:
+    """In plain words, what the release teaches about refusing: per refusal family, refusals and look-alikes."""
+    descriptions = {t["name"]: t.get("description", t["name"]) for t in spec.get("task_families", [])}
+    covered = {fam: c for fam, c in f.refusal_coverage.items() if c["refusals"]}
+    if not covered:
+        return ("This release holds no refusal examples. A model trained on it learns to answer every request, "
+                "harmful ones included: it will not refuse anything, whatever the spec's refusal policy says.")
+    lines = ["A model trained on it learns to decline requests about:"]
+    for fam, c in covered.items():
+        lookalikes = (f"; {c['lookalikes']} harmless look-alikes are answered, so it learns where the line is"
+                      if c["lookalikes"] else "; no look-alikes are answered, so it may also refuse harmless requests "
+                                              "that sound like these")
+        lines.append(f"- {descriptions.get(fam, fam)} ({c['refusals']} refusal examples{lookalikes}).")
+    missing = [fam for fam, c in f.refusal_coverage.items() if not c["refusals"]]
+    if missing:
+        lines.append("It has no refusal examples for " + ", ".join(descriptions.get(m, m) for m in missing)
+                     + ": such requests will likely be answered.")
+    lines.append("Anything else is answered: requests outside these categories were never refused in training, "
+                 "however harmful.")
+    return "\n".join(lines)
+
+
 def datasheet(release: Release, f: Figures | None = None) -> str:
     """Markdown datasheet (Datasheets for Datasets headings, which map onto a Hugging Face dataset card)."""
     f = f or compute_figures(release, embed=False)
@@ -524,6 +549,10 @@ evaluation on the held-out `eval` split. Export with `curator export {release.na
 - Anything that relies on the responses being factually right without checking: {f"the synthetic ones were written by {teachers}, " if teachers else ""}and the gate checks form, duplicates and mix, not truth.
 - Teaching refusals outside the spec's policy. The policy refuses:
 {refuse}
+
+## What a model trained on it will and will not refuse
+
+{refusal_summary(f, raw)}
 
 ## Bias, risks and limitations
 

@@ -25,7 +25,7 @@ import operator
 import re
 from collections import Counter
 
-from curator.gate.check import CheckResult, GateContext, Rejection, Row
+from curator.gate.check import CheckResult, GateContext, Rejection, Row, mark_verified
 from curator.records import assistant_text
 from curator.spec import Spec
 
@@ -202,6 +202,8 @@ class Arithmetic:
                 more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
                 rejected.append(Rejection(row, f"arithmetic:{kind}: {errors[0]}{more}"))
             else:
+                if checked:
+                    mark_verified(row)
                 kept.append(row)
         stats = {"checked": len(rows), "responses_with_computations": responses_with,
                  "computations": computations, "found": dict(kinds), "removed": len(rejected)}

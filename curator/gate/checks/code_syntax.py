@@ -30,7 +30,7 @@ from typing import Callable
 
 import yaml
 
-from curator.gate.check import CheckResult, GateContext, Rejection, Row
+from curator.gate.check import CheckResult, GateContext, Rejection, Row, mark_verified
 from curator.records import assistant_text, user_text
 from curator.spec import Spec
 
@@ -223,7 +223,7 @@ class CodeSyntax:
         skipped: Counter[str] = Counter()
         failed: Counter[str] = Counter()
         for row in rows:
-            problem = None
+            problem, verified = None, False
             for language, code in code_blocks(assistant_text(row.record), user_text(row.record)):
                 if language not in PARSERS:
                     skipped[language or "unknown"] += 1
@@ -234,12 +234,15 @@ class CodeSyntax:
                     skipped[f"{language} (transcript)"] += 1
                     continue
                 parsed[language] += 1
+                verified = True
                 if error and problem is None:
                     failed[language] += 1
                     problem = f"code_syntax:{language}: does not parse: {error}"
             if problem:
                 rejected.append(Rejection(row, problem))
             else:
+                if verified:
+                    mark_verified(row)
                 kept.append(row)
         stats = {"checked": len(rows), "parsed": dict(parsed), "failed": dict(failed), "skipped": dict(skipped),
                  "removed": len(rejected)}

@@ -5,9 +5,8 @@ from collections import Counter
 
 from curator.formats import format_problem, length_problem
 from curator.gate.check import CheckResult, GateContext, Rejection, Row, progress
-from curator.gate.compiled_schema import compile_schema
-from curator.records import assistant_text, pair_id, pair_validator, schema_errors
-from curator.spec import Spec, load_schema
+from curator.records import assistant_text, pair_id, schema_errors
+from curator.spec import Spec
 
 
 class SchemaCheck:
