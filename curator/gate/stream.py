@@ -38,7 +38,7 @@ from curator.errors import CuratorError
 from curator.gate.check import Check, Row
 from curator.gate.checks.exact_dedup import ExactDedup, pair_key, prompt_key
 from curator.gate.checks.label_consistency import LabelConsistency
-from curator.gate.checks.near_dedup import NearDedup
+from curator.gate.checks.near_dedup import MINHASH_SEED, NearDedup
 from curator.gate.minhash import band_key, char_shingles, choose_bands, signatures, word_shingles
 from curator.gate.normalize import pair_text
 from curator.gate.pipeline import InputCounts, _family, check_report, iter_rows, ledger_entries, resolve_keepers
@@ -207,7 +207,7 @@ class NearKeys:
         texts = [pair_text(r.record) for r in rows]
         for kind, n, threshold in self.config.kinds():
             shingles = word_shingles(texts, n) if kind == "word" else char_shingles(texts, n)
-            sigs = signatures(shingles, self.config.num_perm, self.config.seed)
+            sigs = signatures(shingles, self.config.num_perm, MINHASH_SEED)
             bands, per_band = choose_bands(self.config.num_perm, threshold)
             self.keys[kind].append(np.stack([band_key(sigs, b, per_band) for b in range(bands)], axis=1)
                                    if len(rows) else np.zeros((0, bands), dtype=np.uint64))
