@@ -133,6 +133,7 @@ def test_streaming_gate_gives_the_in_memory_release_on_planted_rows(spec, tmp_pa
     runs = write_runs(tmp_path / "runs", planted_records())
     memory = run_gate(runs, spec, root=tmp_path / "memory")
     monkeypatch.setattr(stream, "BATCH_ROWS", 37)  # many batches, cut anywhere
+    monkeypatch.setattr(stream, "CHUNK_ROWS", 5)  # dedup groups checked a few at a time
     assert main(["gate", *map(str, runs), "--spec", spec.path, "--engine", "stream"]) in (0, 1)
     streamed = next((tmp_path / "data" / "releases").glob("release-v*"))
     release = assert_same_release(memory.release, streamed)
@@ -165,6 +166,7 @@ def test_streaming_gate_keeps_the_same_rows_of_the_shared_mix(spec, tmp_path, mo
     run = _mix_run(tmp_path, 6000)
     memory = run_gate([run], spec, root=tmp_path / "memory")
     monkeypatch.setattr(stream, "BATCH_ROWS", 1000)
+    monkeypatch.setattr(stream, "CHUNK_ROWS", 500)
     streamed = run_gate([run], spec, root=tmp_path / "stream", engine="stream")
     release = assert_same_release(memory.release, streamed.release)
     assert release["counts"]["rejected"] > 100  # the slice has real duplicates and empty outputs

@@ -7,8 +7,11 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
+from itertools import compress
 from pathlib import Path
 from typing import Iterator, Protocol
+
+import numpy as np
 
 from curator.errors import CuratorError
 from curator.gate.check import Check, GateContext, Rejection, Row, progress
@@ -238,8 +241,9 @@ def _input_summary(run: RunDir, rows_read: int, complete: bool) -> dict:
 class KeptRecords(Protocol):
     """The rows the checks kept, as release records (with their `scores`), in input order."""
 
-    def records(self) -> Iterator[dict]:
-        """The records, read afresh on each call (the release is written in passes over them)."""
+    def records(self, only: np.ndarray | None = None) -> Iterator[dict]:
+        """The records (those whose position among the kept rows `only` flags, when given), read afresh on each
+        call: the release is written in passes over them, and a pass skips what it does not need unread."""
         ...
 
 
@@ -247,8 +251,9 @@ class KeptRecords(Protocol):
 class KeptInMemory:
     rows: list[Row]
 
-    def records(self) -> Iterator[dict]:
-        return ({**r.record, "scores": dict(r.scores)} for r in self.rows)
+    def records(self, only: np.ndarray | None = None) -> Iterator[dict]:
+        rows = self.rows if only is None else compress(self.rows, only)
+        return ({**r.record, "scores": dict(r.scores)} for r in rows)
 
 
 ENGINES = ("memory", "stream", "ray")  # how the checks run: see `curator.gate.stream`, `curator.gate.engines`
@@ -348,8 +353,8 @@ def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: l
         "seconds": clock.laps,  # wall time per gate phase, before the release is written
         "review": next((c["stats"]["review"] for c in check_reports if c["name"] == "human_review"), None),
     }
-    train = (r for n, r in enumerate(kept.records()) if n not in to_eval)
-    evals = (r for n, r in enumerate(kept.records()) if n in to_eval)
-    path = write_release(train=train, eval=evals, rejected=ledger, manifest=manifest,
+    is_eval = np.zeros(len(ids), dtype=bool)
+    is_eval[list(to_eval)] = True
+    path = write_release(train=kept.records(~is_eval), eval=kept.records(is_eval), rejected=ledger, manifest=manifest,
                          certified=not failed, failed_verdicts=failed, root=root, name=name, notes=notes)
     return GateReport(release=path, certified=not failed, manifest=manifest)
