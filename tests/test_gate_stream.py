@@ -57,7 +57,8 @@ def planted_records(n: int = 400, seed: int = 7) -> list[dict]:
     an empty answer and an unknown family."""
     rng = random.Random(seed)
     base = [make_pair(build_messages(f"Describe {_sentence(rng, 30)}.", "", _sentence(rng, 40)),
-                      task_family="general", format="free_text", difficulty="medium", source="synthetic")
+                      task_family="general", format="free_text", difficulty="medium", source="synthetic",
+                      teacher_model="gemma-3-270m")
             for _ in range(n)]
     out = list(base)
     for r in rng.sample(base, 40):  # exact duplicates after normalisation
@@ -119,12 +120,13 @@ def _release(path: Path) -> dict:
         "checks": checks,
         "counts": manifest["counts"],
         "verdicts": manifest["verdicts"],
+        "teacher_models": manifest["teacher_models"],
     }
 
 
 def assert_same_release(a: Path, b: Path) -> dict:
     left, right = _release(a), _release(b)
-    for part in ("train", "eval", "rejected", "checks", "counts", "verdicts"):
+    for part in ("train", "eval", "rejected", "checks", "counts", "verdicts", "teacher_models"):
         assert left[part] == right[part], part
     return left
 

@@ -246,6 +246,10 @@ class KeptRecords(Protocol):
         call: the release is written in passes over them, and a pass skips what it does not need unread."""
         ...
 
+    def split_fields(self) -> Iterator[tuple[str, str, str | None]]:
+        """Each record's id, task family and teacher model, in order (what the split and the manifest need)."""
+        ...
+
 
 @dataclass(frozen=True)
 class KeptInMemory:
@@ -254,6 +258,9 @@ class KeptInMemory:
     def records(self, only: np.ndarray | None = None) -> Iterator[dict]:
         rows = self.rows if only is None else compress(self.rows, only)
         return ({**r.record, "scores": dict(r.scores)} for r in rows)
+
+    def split_fields(self) -> Iterator[tuple[str, str, str | None]]:
+        return ((r.record["id"], r.record["task_family"], r.record["provenance"].get("teacher_model")) for r in self.rows)
 
 
 ENGINES = ("memory", "stream", "ray")  # how the checks run: see `curator.gate.stream`, `curator.gate.engines`
@@ -316,10 +323,10 @@ def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: l
     """Split, expectations, manifest and the release, from the checks' outcome, in passes over the kept
     records (never all of them in memory)."""
     families, ids, teacher_models = [], [], set()
-    for r in kept.records():
-        families.append(sys.intern(r["task_family"]))
-        ids.append(r["id"])
-        if model := r["provenance"].get("teacher_model"):
+    for pair, family, model in kept.split_fields():
+        families.append(sys.intern(family))
+        ids.append(pair)
+        if model:
             teacher_models.add(model)
     to_eval = eval_positions(families, ids, spec.gate.eval_fraction)
     clock.lap("split")

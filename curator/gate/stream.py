@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.sparse import coo_array
@@ -119,14 +120,19 @@ class Spill:
             part.close()
         return list(parts.values())
 
+    def batches(self, wanted: np.ndarray, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The rows whose `wanted[order]` is set, in input order, as Arrow batches (of `columns`, or all)."""
+        self.close()
+        read = None if columns is None else ["order", *columns]
+        for batch in pq.ParquetFile(self.path).iter_batches(BATCH_ROWS, columns=read):
+            mask = wanted[batch.column("order").to_numpy()]
+            if mask.any():
+                yield batch.filter(pa.array(mask))
+
     def rows(self, wanted: np.ndarray, scores: dict[int, dict]) -> Iterator[list[Row]]:
         """Batches of the rows whose `wanted[order]` is set, in input order, with the scores checks gave them."""
-        self.close()
-        for batch in pq.ParquetFile(self.path).iter_batches(BATCH_ROWS):
-            mask = wanted[batch.column("order").to_numpy()]
-            if not mask.any():
-                continue
-            part = batch.filter(pa.array(mask)).to_pydict()
+        for batch in self.batches(wanted):
+            part = batch.to_pydict()
             yield [Row(record=loads(rec), input=inp, line=line, order=order, scores=dict(scores.get(order, {})))
                    for order, inp, line, rec in zip(part["order"], part["input"], part["line"], part["record"])]
 
@@ -328,6 +334,13 @@ class KeptOnDisk:
         for batch in self.spill.rows(wanted, self.scores):
             for row in batch:
                 yield {**row.record, "scores": row.scores}
+
+    def split_fields(self) -> Iterator[tuple[str, str, str | None]]:
+        for batch in self.spill.batches(self.alive, ["id", "record"]):  # fields read from the JSON text, in Rust
+            record = pl.col("record").str
+            yield from pl.from_arrow(batch).select("id", record.json_path_match("$.task_family").alias("family"),
+                                                   record.json_path_match("$.provenance.teacher_model").alias("model"),
+                                                   ).iter_rows()
 
 
 def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, workdir: Path,
