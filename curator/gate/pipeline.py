@@ -317,7 +317,15 @@ def run_gate(
         return _write(runs, counts, kept, ledger, check_reports, spec, root, name, notes, unfinished, clock)
 
 
-def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: list[dict], check_reports: list[dict],
+class Ledger(Protocol):
+    """The ledger entries (as `ledger_entries` makes them, `kept_as` set), counted, and read in order once."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[dict]: ...
+
+
+def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: Ledger, check_reports: list[dict],
            spec: Spec, root: Path, name: str | None, notes: str | None, unfinished: dict[str, str],
            clock: _Clock) -> GateReport:
     """Split, expectations, manifest and the release, from the checks' outcome, in passes over the kept

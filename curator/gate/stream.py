@@ -51,7 +51,8 @@ from curator.rundir import RunDir
 BATCH_ROWS = 8192
 SPILL_SCHEMA = pa.schema([("order", pa.int64()), ("input", pa.string()), ("line", pa.int64()), ("id", pa.string()),
                           ("record", pa.string())])
-CHUNK_ROWS = 65_536  # rows a narrowed whole-set check is given at a time (whole key groups)
+EARLY_SPILL = "rejected-early.parquet"  # rows the leading checks rejected, for the ledger
+CHUNK_ROWS = 16_384  # rows a narrowed whole-set check is given at a time (whole key groups)
 RECORD_CHANGERS = ("pii", "human_review")  # checks that may rewrite a record (keys computed before them go stale)
 
 
@@ -277,10 +278,13 @@ NARROWINGS: dict[type, type] = {ExactDedup: ExactKeys, LabelConsistency: LabelKe
 
 
 class _Outcome:
-    """The ledger, reports and scores gathered check by check."""
+    """The ledger, reports and scores gathered check by check. Ledger entries are held without their records:
+    a row rejected by a leading check goes to the `early` spill, any other is in the row spill already."""
 
-    def __init__(self, checks: list[Check]):
+    def __init__(self, checks: list[Check], lead: int, rows: Spill, early: Spill):
         self.ledger: dict[str, list[tuple[int, dict]]] = {c.name: [] for c in checks}  # (order, entry)
+        self.early = early
+        self.source = {c.name: early if i < lead else rows for i, c in enumerate(checks)}  # where records are
         self.by_family: dict[str, Counter[str]] = defaultdict(Counter)
         self.stats: dict[str, dict] = {}
         self.seconds: Counter[str] = Counter()
@@ -293,6 +297,10 @@ class _Outcome:
             raise CuratorError(f"gate check {check.name}: {len(given)} rows in, {len(result.kept)} kept + "
                                f"{len(result.rejected)} rejected out; rows would be lost")
         entries, by_family = ledger_entries(check.name, result.rejected)
+        if result.rejected and self.source[check.name] is self.early:
+            self.source[check.name].write([rej.row for rej in result.rejected])
+        for entry in entries:
+            entry["record"] = None  # read back when the ledger is (`LedgerOnDisk`)
         self.ledger[check.name].extend(zip((rej.row.order for rej in result.rejected), entries))
         self.by_family[check.name].update(by_family)
         part = result.stats if stats is None else stats
@@ -305,6 +313,7 @@ class _Outcome:
         self.ledger[check.name].sort(key=lambda item: item[0])
 
     def entries(self, checks: list[Check]) -> list[dict]:
+        """The ledger entries, without records."""
         return [entry for c in checks for _, entry in self.ledger[c.name]]
 
     def reports(self, checks: list[Check]) -> list[dict]:
@@ -316,6 +325,33 @@ def _timed(check: Check, rows: list[Row]):
     started = time.perf_counter()
     result = check.run(rows)
     return result, time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class LedgerOnDisk:
+    """The ledger in check order, each entry with its record read back from the spill that holds it."""
+
+    outcome: _Outcome
+    checks: list[Check]
+    total: int
+
+    def __len__(self) -> int:
+        return sum(len(self.outcome.ledger[c.name]) for c in self.checks)
+
+    def __iter__(self) -> Iterator[dict]:
+        for check in self.checks:
+            items = self.outcome.ledger[check.name]
+            orders = np.fromiter((order for order, _ in items), dtype=np.int64, count=len(items))
+            wanted = np.zeros(self.total, dtype=bool)
+            wanted[orders] = True
+            rows = (row for batch in self.outcome.source[check.name].rows(wanted, {}) for row in batch)
+            if np.all(orders[1:] > orders[:-1]):  # in input order, as the spill: read alongside
+                records = (row.record for row in rows)
+            else:  # a whole-set check listed its rejections in its own order
+                by_order = {row.order: row.record for row in rows}
+                records = (by_order[order] for order in orders.tolist())
+            for (_, entry), record in zip(items, records):
+                yield {**entry, "record": record}
 
 
 @dataclass(frozen=True)
@@ -344,7 +380,7 @@ class KeptOnDisk:
 
 
 def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, workdir: Path,
-                         batch_rows: int | None = None) -> tuple[KeptOnDisk, list[dict], list[dict], InputCounts]:
+                         batch_rows: int | None = None) -> tuple[KeptOnDisk, LedgerOnDisk, list[dict], InputCounts]:
     """What `pipeline.run_checks` returns for the rows of `runs` (kept rows, ledger, reports), and the input
     counts, with the rows in batches (`BATCH_ROWS` unless given) and spilled to `workdir` between checks (see
     the module doc); the kept rows stay there, to be read back while `workdir` exists."""
@@ -353,8 +389,8 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
     while lead < len(checks) and is_row_local(checks[lead]):
         lead += 1
     head, rest = checks[:lead], checks[lead:]
-    outcome = _Outcome(checks)
     spill = Spill(workdir / "rows.parquet")
+    outcome = _Outcome(checks, lead, spill, Spill(workdir / EARLY_SPILL))
     narrowings: dict[int, Narrowing] = {}
     for i, check in enumerate(rest):
         if type(check) in NARROWINGS and not any(c.name in RECORD_CHANGERS for c in rest[:i + 1]):
@@ -410,12 +446,12 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
         outcome.in_input_order(check)
         outcome.stats[check.name] = narrowing.stats(outcome.stats[check.name], in_play)
         outcome.seconds[check.name] += time.perf_counter() - started
-    ledger = outcome.entries(checks)
+    entries = outcome.entries(checks)
     kept = KeptOnDisk(spill, alive, outcome.scores)
-    if int(alive.sum()) + len(ledger) != total:
-        raise CuratorError(f"gate: {total} input rows do not add up to {int(alive.sum())} kept + {len(ledger)} rejected")
-    resolve_keepers(ledger, spill.ids_among(alive, {e["duplicate_of"] for e in ledger if e["duplicate_of"]}))
-    return kept, ledger, outcome.reports(checks), InputCounts(total, per_run, by_family)
+    if int(alive.sum()) + len(entries) != total:
+        raise CuratorError(f"gate: {total} input rows do not add up to {int(alive.sum())} kept + {len(entries)} rejected")
+    resolve_keepers(entries, spill.ids_among(alive, {e["duplicate_of"] for e in entries if e["duplicate_of"]}))
+    return kept, LedgerOnDisk(outcome, checks, total), outcome.reports(checks), InputCounts(total, per_run, by_family)
 
 
 def _first_pass(head: list[Check], runs: list[RunDir], batch_rows: int) -> Iterator[tuple[list[Row], list]]:
