@@ -9,16 +9,18 @@ Checks come in three kinds:
 - narrowed whole-set checks (`NARROWINGS`: labels, exact_dedup, near_dedup): a row's verdict depends only
   on rows sharing a key with it (the normalised question of a label answer; the pair or prompt hash; a
   MinHash LSH band). The keys are computed while the rows stream past (16 bytes a row per hash, 8 per
-  LSH band), and the unchanged check then runs on the rows that share a key,
-  read back from the spill: rows sharing no key are neither rejected nor chosen as keepers by it.
+  LSH band), and the unchanged check then runs on the rows that share a key, read back from the spill
+  group by group (rows linked through shared keys), in buckets of about `CHUNK_ROWS`: rows sharing no key
+  are neither rejected nor chosen as keepers by it.
 - any other check (decontamination, relevance, semantic dedup, screening, selection, plug-ins) runs on all
   rows still in play, read back from the spill: the same verdicts, but it holds those rows while it runs.
 
 The leading row-local checks run while the run directories are read; the rows they keep go to a Parquet
 spill (`Spill`) in the gate's temporary directory (under `TMPDIR`), read back in batches by the later checks.
 What stays in memory across the whole run: a flag per row (still in play), the keys above, the scores checks
-gave, and the ledger of rejected rows. The kept rows stay on disk (`KeptOnDisk`): the split, the expectations
-and the release writer read them back in passes.
+gave, and the ledger entries without their records (`LedgerOnDisk` reads those back from the spills). The
+kept rows stay on disk (`KeptOnDisk`): the split, the expectations and the release writer read them back in
+passes.
 """
 from __future__ import annotations
 
