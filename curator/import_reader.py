@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curator.errors import CuratorError
+from curator.jsonl import loads
 
 BOM = b"\xef\xbb\xbf"
 MAX_DEPTH = 64  # containers inside containers; deeper rows are quarantined
@@ -130,7 +131,7 @@ def _jsonl_rows(f: BinaryIO) -> Iterator[RawRow]:
 
 def _parsed(line: int, element: int | None, text: str) -> RawRow:
     try:
-        value = json.loads(text)
+        value = loads(text)
     except json.JSONDecodeError as e:
         return RawRow(line, element, None, f"invalid JSON at column {e.colno}: {e.msg}", text)
     except RecursionError:

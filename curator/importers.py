@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import Callable
 
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 
 from curator.errors import CuratorError
 from curator.hashing import sha256_file, sha256_text
 from curator.import_reader import input_files, read_rows
 from curator.paths import runs_root
 from curator.records import build_messages, make_pair, now_iso, schema_errors
-from curator.rundir import RunDir, refuse_release_dir
+from curator.rundir import PAIRS, QUARANTINE, RunAppender, RunDir, RunLine, refuse_release_dir
 
+WRITE_GROUP = 4096  # lines written, flushed and fsynced together
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
@@ -122,29 +125,45 @@ def import_file(
         meta = {"kind": "import", "created_at": now_iso(), "input": settings}
     meta["status"] = "running"
     run.create(meta)  # cuts a torn last line left by a kill
-    done = sum(1 for _ in run.pairs()) + sum(1 for _ in run.quarantined())
+    done = run.line_count(PAIRS) + run.line_count(QUARANTINE)
     reader = READERS[fmt]
-    read = 0
+    read, lines = 0, []
     with Progress(transient=True) as progress, run.appender() as writer:
         task = progress.add_task(f"importing {path.name}", total=None)
         for row in read_rows(path):
             read += 1
             if read <= done:
                 continue
+            if not lines:
+                stamp = now_iso()  # one creation time per group of lines
             origin = f"{path}:{row.line}"
             reason, record = row.error, None
             if reason is None:
-                reason, record = _to_record(row.value, reader, origin, fmt, task_family, format_name, difficulty, source)
+                reason, record = _to_record(row.value, reader, origin, fmt, task_family, format_name, difficulty,
+                                            source, stamp)
             if record is not None:
-                writer.add_pair(record)
+                lines.append(RunLine.pair(record))
             else:
                 element = "" if row.element is None or reason.startswith("element ") else f"element {row.element}: "
-                writer.add_quarantine(f"{origin}: {element}{reason}", row.raw if row.value is None else row.value, origin=origin)
-            progress.advance(task)
-    counts = {"read": read, "accepted": sum(1 for _ in run.pairs()), "quarantined": sum(1 for _ in run.quarantined())}
+                lines.append(RunLine.quarantine(f"{origin}: {element}{reason}", row.raw if row.value is None
+                                                else row.value, origin=origin))
+            if len(lines) == WRITE_GROUP:
+                _flush(writer, lines, progress, task)
+        _flush(writer, lines, progress, task)
+    counts = {"read": read, "accepted": run.line_count(PAIRS), "quarantined": run.line_count(QUARANTINE)}
     meta.update(status="complete", counts=counts, finished_at=now_iso())
     run.write_meta(meta)
     return counts
+
+
+def _flush(writer: RunAppender, lines: list[RunLine], progress: Progress, task: TaskID) -> None:
+    """Write a group of lines, then fsync. Each run of lines for one file is flushed before the next file's,
+    so after a kill the lines on disk in both files are the first rows of the input, and a rerun resumes there."""
+    for _, same_file in groupby(lines, key=attrgetter("file")):
+        writer.write(*same_file)
+    writer.sync()
+    progress.advance(task, len(lines))
+    lines.clear()
 
 
 def input_sha256(path: Path) -> str:
@@ -158,7 +177,8 @@ def input_sha256(path: Path) -> str:
 _OPTIONAL_TEXT = ("task_family", "format", "difficulty", "length_band")
 
 
-def _to_record(row, reader, origin, fmt, task_family, format_name, difficulty, source) -> tuple[str | None, dict | None]:
+def _to_record(row, reader, origin, fmt, task_family, format_name, difficulty, source,
+               created_at) -> tuple[str | None, dict | None]:
     if not isinstance(row, dict):
         return f"expected a JSON object, got {type(row).__name__}", None
     try:
@@ -176,6 +196,7 @@ def _to_record(row, reader, origin, fmt, task_family, format_name, difficulty, s
         source=source,
         strategy=f"import:{fmt}",
         origin=origin,
+        created_at=created_at,
     )
     if fmt == "jsonl" and isinstance(row.get("provenance"), dict):
         record["provenance"] = {**record["provenance"], **row["provenance"]}

@@ -1,11 +1,13 @@
 """The pair record: chat messages, curriculum cell and provenance (schema: `curator/schemas/pair.schema.json`)."""
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Callable
 
 import jsonschema
+import orjson
 
 from curator.hashing import sha256_json
 from curator.spec import load_schema
@@ -15,8 +17,14 @@ QUALITY_SCORES = ("judge", "reward")  # per-row scores (`scores` column) that ra
 
 
 def pair_id(messages: list[dict]) -> str:
-    """Content-derived id: the same conversation always gets the same id."""
-    return sha256_json([{"role": m["role"], "content": m["content"]} for m in messages])[:16]
+    """Content-derived id: the same conversation always gets the same id (sha256 of the canonical JSON)."""
+    turns = [{"content": m["content"], "role": m["role"]} for m in messages]
+    if all(isinstance(t["content"], str) and isinstance(t["role"], str) for t in turns):
+        try:  # for strings alone orjson writes `canonical_json`'s text byte for byte, faster
+            return hashlib.sha256(orjson.dumps(turns, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        except orjson.JSONEncodeError:  # a lone surrogate
+            pass
+    return sha256_json(turns)[:16]
 
 
 def now_iso() -> str:
@@ -40,10 +48,12 @@ def make_pair(
     difficulty: str,
     source: str,
     length_band: str | None = None,
+    created_at: str | None = None,
     **provenance: Any,
 ) -> dict:
-    """A pair record with its id and provenance; unknown provenance keys are rejected by the schema."""
-    prov = {"source": source, "created_at": now_iso()}
+    """A pair record with its id and provenance (created now unless `created_at` is given); unknown provenance
+    keys are rejected by the schema."""
+    prov = {"source": source, "created_at": created_at or now_iso()}
     prov.update(provenance)
     return {
         "id": pair_id(messages),

@@ -8,9 +8,10 @@ Layout of `data/runs/<name>/`:
 
 Files are append-only. Each line is handed to the OS (written and flushed) as it comes, so a killed process
 (kill -9 included) keeps every line it finished, and readers skip a torn last line. fsync only matters for a power loss:
-`RunDir.add_*` fsync each line; a `RunAppender` (what `curator generate` writes with) leaves fsync to `sync()`,
-which its owner calls once per group of lines. Every input row of an import, or slot of a plan, lands in
-exactly one of pairs / quarantine / failed, so the counts add up.
+`RunDir.add_*` fsync each line; a `RunAppender` (what `curator generate` and `curator import` write with) leaves
+fsync to `sync()`, which its owner calls once per group of lines (import also hands a group to the OS at once).
+Every input row of an import, or slot of a plan, lands in exactly one of pairs / quarantine / failed, so the
+counts add up.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Any, BinaryIO, Iterator
 
 from curator.errors import CuratorError
 from curator.hashing import sha256_file
+from curator.jsonl import loads
 from curator.paths import releases_root, runs_root
 
 PAIRS, QUARANTINE, FAILED = RUN_FILES = ("pairs.jsonl", "quarantine.jsonl", "failed.jsonl")
@@ -36,7 +38,7 @@ def read_jsonl(path: Path) -> Iterator[dict]:
             if not line.endswith("\n"):
                 return  # torn write at the end of the file
             if line.strip():
-                yield json.loads(line)
+                yield loads(line)
 
 
 class RunDir:
@@ -117,6 +119,15 @@ class RunDir:
 
     def failed(self) -> Iterator[dict]:
         return read_jsonl(self.path / FAILED)
+
+    def line_count(self, name: str) -> int:
+        """Records in one run file, as `read_jsonl` yields them (blank lines and a torn last line not counted),
+        without parsing them."""
+        path = self.path / name
+        if not path.exists():
+            return 0
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.endswith(b"\n") and line.strip())
 
     def counts(self) -> dict[str, int]:
         """Rows per outcome; a failed plan slot that a rerun later filled counts only once, where it ended."""

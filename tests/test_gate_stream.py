@@ -57,7 +57,8 @@ def planted_records(n: int = 400, seed: int = 7) -> list[dict]:
     an empty answer and an unknown family."""
     rng = random.Random(seed)
     base = [make_pair(build_messages(f"Describe {_sentence(rng, 30)}.", "", _sentence(rng, 40)),
-                      task_family="general", format="free_text", difficulty="medium", source="synthetic")
+                      task_family="general", format="free_text", difficulty="medium", source="synthetic",
+                      teacher_model="gemma-3-270m")
             for _ in range(n)]
     out = list(base)
     for r in rng.sample(base, 40):  # exact duplicates after normalisation
@@ -119,12 +120,13 @@ def _release(path: Path) -> dict:
         "checks": checks,
         "counts": manifest["counts"],
         "verdicts": manifest["verdicts"],
+        "teacher_models": manifest["teacher_models"],
     }
 
 
 def assert_same_release(a: Path, b: Path) -> dict:
     left, right = _release(a), _release(b)
-    for part in ("train", "eval", "rejected", "checks", "counts", "verdicts"):
+    for part in ("train", "eval", "rejected", "checks", "counts", "verdicts", "teacher_models"):
         assert left[part] == right[part], part
     return left
 
@@ -133,6 +135,7 @@ def test_streaming_gate_gives_the_in_memory_release_on_planted_rows(spec, tmp_pa
     runs = write_runs(tmp_path / "runs", planted_records())
     memory = run_gate(runs, spec, root=tmp_path / "memory")
     monkeypatch.setattr(stream, "BATCH_ROWS", 37)  # many batches, cut anywhere
+    monkeypatch.setattr(stream, "CHUNK_ROWS", 5)  # dedup groups checked a few at a time
     assert main(["gate", *map(str, runs), "--spec", spec.path, "--engine", "stream"]) in (0, 1)
     streamed = next((tmp_path / "data" / "releases").glob("release-v*"))
     release = assert_same_release(memory.release, streamed)
@@ -165,6 +168,7 @@ def test_streaming_gate_keeps_the_same_rows_of_the_shared_mix(spec, tmp_path, mo
     run = _mix_run(tmp_path, 6000)
     memory = run_gate([run], spec, root=tmp_path / "memory")
     monkeypatch.setattr(stream, "BATCH_ROWS", 1000)
+    monkeypatch.setattr(stream, "CHUNK_ROWS", 500)
     streamed = run_gate([run], spec, root=tmp_path / "stream", engine="stream")
     release = assert_same_release(memory.release, streamed.release)
     assert release["counts"]["rejected"] > 100  # the slice has real duplicates and empty outputs

@@ -7,8 +7,11 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
+from itertools import compress
 from pathlib import Path
 from typing import Iterator, Protocol
+
+import numpy as np
 
 from curator.errors import CuratorError
 from curator.gate.check import Check, GateContext, Rejection, Row, progress
@@ -237,8 +240,13 @@ def _input_summary(run: RunDir, rows_read: int, complete: bool) -> dict:
 class KeptRecords(Protocol):
     """The rows the checks kept, as release records (with their `scores`), in input order."""
 
-    def records(self) -> Iterator[dict]:
-        """The records, read afresh on each call (the release is written in passes over them)."""
+    def records(self, only: np.ndarray | None = None) -> Iterator[dict]:
+        """The records (those whose position among the kept rows `only` flags, when given), read afresh on each
+        call: the release is written in passes over them, and a pass skips what it does not need unread."""
+        ...
+
+    def split_fields(self) -> Iterator[tuple[str, str, str | None]]:
+        """Each record's id, task family and teacher model, in order (what the split and the manifest need)."""
         ...
 
 
@@ -246,8 +254,12 @@ class KeptRecords(Protocol):
 class KeptInMemory:
     rows: list[Row]
 
-    def records(self) -> Iterator[dict]:
-        return ({**r.record, "scores": dict(r.scores)} for r in self.rows)
+    def records(self, only: np.ndarray | None = None) -> Iterator[dict]:
+        rows = self.rows if only is None else compress(self.rows, only)
+        return ({**r.record, "scores": dict(r.scores)} for r in rows)
+
+    def split_fields(self) -> Iterator[tuple[str, str, str | None]]:
+        return ((r.record["id"], r.record["task_family"], r.record["provenance"].get("teacher_model")) for r in self.rows)
 
 
 ENGINES = ("memory", "stream", "ray")  # how the checks run: see `curator.gate.stream`, `curator.gate.engines`
@@ -304,16 +316,24 @@ def run_gate(
         return _write(runs, counts, kept, ledger, check_reports, spec, root, name, notes, unfinished, clock)
 
 
-def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: list[dict], check_reports: list[dict],
+class Ledger(Protocol):
+    """The ledger entries (as `ledger_entries` makes them, `kept_as` set), counted, and read in order once."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[dict]: ...
+
+
+def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: Ledger, check_reports: list[dict],
            spec: Spec, root: Path, name: str | None, notes: str | None, unfinished: dict[str, str],
            clock: _Clock) -> GateReport:
     """Split, expectations, manifest and the release, from the checks' outcome, in passes over the kept
     records (never all of them in memory)."""
     families, ids, teacher_models = [], [], set()
-    for r in kept.records():
-        families.append(sys.intern(r["task_family"]))
-        ids.append(r["id"])
-        if model := r["provenance"].get("teacher_model"):
+    for pair, family, model in kept.split_fields():
+        families.append(sys.intern(family))
+        ids.append(pair)
+        if model:
             teacher_models.add(model)
     to_eval = eval_positions(families, ids, spec.gate.eval_fraction)
     clock.lap("split")
@@ -348,8 +368,8 @@ def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: l
         "seconds": clock.laps,  # wall time per gate phase, before the release is written
         "review": next((c["stats"]["review"] for c in check_reports if c["name"] == "human_review"), None),
     }
-    train = (r for n, r in enumerate(kept.records()) if n not in to_eval)
-    evals = (r for n, r in enumerate(kept.records()) if n in to_eval)
-    path = write_release(train=train, eval=evals, rejected=ledger, manifest=manifest,
+    is_eval = np.zeros(len(ids), dtype=bool)
+    is_eval[list(to_eval)] = True
+    path = write_release(train=kept.records(~is_eval), eval=kept.records(is_eval), rejected=ledger, manifest=manifest,
                          certified=not failed, failed_verdicts=failed, root=root, name=name, notes=notes)
     return GateReport(release=path, certified=not failed, manifest=manifest)
