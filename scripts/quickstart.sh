@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install, then run the main job end to end on the embedded defaults:
-# generate (gemma-3-270m on llama.cpp) → gate → certified release → LoRA fit on gemma-3-270m → base-vs-tuned eval.
+# generate (gemma-3-270m on llama.cpp) + the spec's seed pairs → gate → certified release → LoRA fit on gemma-3-270m → base-vs-tuned eval.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,7 +14,10 @@ run_dir="data/runs/quickstart-$(sha256sum "$SPEC" | cut -c1-8)"
 curator generate "$SPEC" --out "$run_dir"
 # exit 1: a release was written but not certified (on a rerun every pair is already in the earlier
 # release, so the new one holds nothing new); training takes the newest certified release
-curator gate "$run_dir" --spec "$SPEC" || [ $? -eq 1 ]
+# the spec's hand-written seed pairs enter as a run of their own: among them the refusals that refusal coverage needs
+seeds_dir="data/runs/seeds-$(sha256sum "$SPEC" | cut -c1-8)"
+curator seeds --spec "$SPEC" --out "$seeds_dir"
+curator gate "$run_dir" "$seeds_dir" --spec "$SPEC" || [ $? -eq 1 ]
 curator releases
 release=$(python - <<'PY'
 from curator.paths import releases_root
