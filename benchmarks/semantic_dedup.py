@@ -36,9 +36,8 @@ import numpy as np  # noqa: E402
 
 from gate_throughput import import_rows, write_spec  # noqa: E402
 from curator.gate.check import Row  # noqa: E402
-from curator.gate.checks.semantic_dedup import (  # noqa: E402
-    SemanticDedup, exact_pairs, minilm_embedder, model2vec_embedder, without_boilerplate,
-)
+from curator.gate.checks.semantic_dedup import SemanticDedup, exact_pairs, without_boilerplate  # noqa: E402
+from curator.gate.embeddings import minilm_embedder, model2vec_embedder  # noqa: E402
 from curator.gate.pipeline import build_checks  # noqa: E402
 from curator.records import user_text  # noqa: E402
 from curator.spec import SemanticDedupConfig, load_spec  # noqa: E402

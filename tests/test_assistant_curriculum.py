@@ -11,7 +11,7 @@ import pytest
 from curator.cli import main as curator_main
 from curator.gate.check import Row
 from curator.gate.checks.selection import Selection, approx_tokens
-from curator.gate.checks.semantic_dedup import model2vec_embedder
+from curator.gate.embeddings import model2vec_embedder
 from curator.gate.expectations import evaluate
 from curator.records import build_messages, make_pair
 from curator.refusal_coverage import refusal_coverage

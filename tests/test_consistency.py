@@ -231,7 +231,7 @@ def relevance_rows() -> list[Row]:
 
 
 def test_relevance_rejects_answers_to_other_questions():
-    from curator.gate.checks.semantic_dedup import model2vec_embedder
+    from curator.gate.embeddings import model2vec_embedder
 
     rows = relevance_rows()
     swapped = {4: 14, 10: 37, 22: 1}  # row -> row whose answer it gets (unrelated topics)

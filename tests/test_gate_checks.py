@@ -311,7 +311,7 @@ PARAPHRASES = [
 
 @pytest.fixture(scope="module")
 def minilm():
-    from curator.gate.checks.semantic_dedup import minilm_embedder
+    from curator.gate.embeddings import minilm_embedder
     return minilm_embedder()
 
 

