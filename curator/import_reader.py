@@ -144,7 +144,7 @@ def _jsonl_rows(f: BinaryIO) -> Iterator[RawRow | RawLine]:
             while (more := f.readline(MAX_LINE_BYTES + 1)) and not more.endswith(b"\n"):
                 pass
             yield RawRow(n, None, None, f"line longer than {MAX_LINE_BYTES} bytes", data[:200].decode("utf-8", "backslashreplace"))
-        elif not data.isspace():
+        elif data.strip():
             yield n, data
 
 

@@ -143,10 +143,15 @@ def built_pair_conforms(record: dict) -> bool:
     timestamp and provenance; left are empty texts, too few turns, a missing user or assistant turn, and the
     source (agrees with `schema_errors`; a test runs both)."""
     messages = record["messages"]
-    roles = {m["role"] for m in messages}
-    return (len(messages) >= 2 and "user" in roles and "assistant" in roles and all(m["content"] for m in messages)
-            and all(isinstance(record[k], str) and record[k] for k in ("task_family", "format", "difficulty"))
-            and record["provenance"]["source"] in SOURCES)
+    roles = set()
+    for m in messages:
+        if not m["content"]:
+            return False
+        roles.add(m["role"])
+    for key in CELL:
+        if not (isinstance(record[key], str) and record[key]):
+            return False
+    return len(messages) >= 2 and "user" in roles and "assistant" in roles and record["provenance"]["source"] in SOURCES
 
 
 CELL = ("task_family", "format", "difficulty")

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections import deque
+from itertools import chain, islice
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -26,11 +27,14 @@ def cpu_count() -> int:
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """`map(fn, items)`, with `fn` run in `workers` forked processes (in this process where there is one worker
-    or processes cannot be forked safely, off Linux); at most two items a worker are in flight."""
-    if workers <= 1 or not sys.platform.startswith("linux"):
-        yield from map(fn, items)
+    """`map(fn, items)`, with `fn` run in `workers` forked processes; at most two items a worker are in flight.
+    It runs in this process where there is one worker or one item, or off Linux (where forking is not safe)."""
+    items = iter(items)
+    head = list(islice(items, 2))
+    if workers <= 1 or len(head) < 2 or not sys.platform.startswith("linux"):
+        yield from map(fn, chain(head, items))
         return
+    items = chain(head, items)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                initializer=_worker_start, initargs=(os.getpid(),))
     pending: deque[Future[R]] = deque()
