@@ -128,11 +128,11 @@ def build_input(base: list[dict], n: int, path: Path, exact_rate: float, near_ra
     return planted
 
 
-def measured(command: list[str], env: dict) -> tuple[float, float, int, float]:
+def measured(command: list[str], env: dict, cwd: Path | None = None) -> tuple[float, float, int, float]:
     """Run `command`; (wall seconds, peak RSS in GB, exit status, CPU seconds). The peak RSS is the largest of the
     process and its children (import's worker processes); the CPU seconds are theirs together."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     err = proc.stderr.read().decode("utf-8", "replace")
@@ -237,8 +237,9 @@ def import_only(args: argparse.Namespace) -> None:
                 if name == "baseline" and tree is None:
                     continue
                 run = tmp / "data" / "runs" / f"{name}-{n}"
+                tree = tree or ROOT  # `python -m` finds the package in its working directory first
                 seconds, rss, _, cpu = measured([sys.executable, "-m", "curator.cli", "import", str(src), "--format",
-                                                 "alpaca", "--out", str(run)], {**env, "PYTHONPATH": str(tree or ROOT)})
+                                                 "alpaca", "--out", str(run)], {**env, "PYTHONPATH": str(tree)}, tree)
                 counts = json.loads((run / "run.json").read_text())["counts"]
                 entry[name] = {"seconds": round(seconds, 1), "rows_per_s": round(n / seconds),
                                "cpu_seconds": round(cpu, 1), "peak_rss_gb": round(rss, 2), **counts}

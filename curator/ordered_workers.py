@@ -12,8 +12,8 @@ import os
 import signal
 import sys
 from collections import deque
-from itertools import chain, islice
 from concurrent.futures import Future, ProcessPoolExecutor
+from itertools import chain, islice
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")

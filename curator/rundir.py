@@ -154,8 +154,8 @@ def refuse_release_dir(out: Path) -> None:
 
 
 class RunLine(NamedTuple):
-    """One record for one of the run files, encoded as its JSONL line (what a generation worker process hands to
-    the process that writes the run directory)."""
+    """One record for one of the run files, encoded as its JSONL line (what a worker process of generate or import
+    hands to the process that writes the run directory; import joins a run of lines for one file into one)."""
 
     file: str
     data: bytes

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from curator.cli import main
 from curator.importers import WORKERS
 from curator.rundir import RunDir
@@ -140,6 +142,33 @@ def test_an_import_killed_with_minus_9_resumes_exactly(tmp_path, capsys):
     strip = lambda p: {k: v for k, v in p["provenance"].items() if k != "created_at"}  # noqa: E731
     assert [(p["id"], strip(p)) for p in RunDir(cut).pairs()] == [(p["id"], strip(p)) for p in RunDir(whole).pairs()]
     assert [q["origin"] for q in RunDir(cut).quarantined()] == [q["origin"] for q in RunDir(whole).quarantined()]
+
+
+def test_a_worker_killed_mid_import_is_one_line_and_the_import_resumes(tmp_path):
+    """A worker process of a real `curator import` killed with -9: the import stops with one line naming it (exit 2),
+    and the same command completes the run, every row accounted for once."""
+    if WORKERS < 2:
+        pytest.skip("one CPU: import runs without worker processes")
+    src = tmp_path / "mix.jsonl"
+    with open(mix_path(), "rb") as f:
+        src.write_bytes(b"".join(f.readline() for _ in range(30000)))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "curator.cli", "import", str(src), "--format", "alpaca",
+                             "--out", str(out)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 120
+    while not (workers := _children(proc.pid)):
+        assert proc.poll() is None and time.monotonic() < deadline, "import finished before a worker could be killed"
+        time.sleep(0.01)
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert err.strip().startswith("curator: error: ") and "a worker process died" in err and err.strip().count("\n") == 0
+    assert _import(src, out) == 0
+    counts = RunDir(out).read_meta()["counts"]
+    assert counts["read"] == 30000 == counts["accepted"] + counts["quarantined"]
+    origins = [p["provenance"]["origin"] for p in RunDir(out).pairs()] + [q["origin"] for q in RunDir(out).quarantined()]
+    assert len(set(origins)) == len(origins) == 30000
 
 
 def test_a_full_disk_is_one_line_exit_3_and_the_import_resumes(tmp_path, capsys):
