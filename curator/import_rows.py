@@ -72,7 +72,8 @@ READERS: dict[str, Callable[[dict], list[dict]]] = {
 }
 
 
-_OPTIONAL_TEXT = ("task_family", "format", "difficulty", "length_band")
+CELL = ("task_family", "format", "difficulty")  # a pair's curriculum cell
+_OPTIONAL_TEXT = (*CELL, "length_band")
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,6 @@ def built_pair_conforms(record: dict) -> bool:
             return False
     return len(messages) >= 2 and "user" in roles and "assistant" in roles and record["provenance"]["source"] in SOURCES
 
-
-CELL = ("task_family", "format", "difficulty")
 
 
 def built_pair_errors(record: dict) -> list[str]:
