@@ -31,7 +31,8 @@ _SPACE = re.compile(r"\s*")
 
 class RawRow(NamedTuple):
     """One input row: where it is (`line`, and `element` in an array file), the parsed value or None, the reason
-    it cannot be used or None, and its text as read (for the quarantine)."""
+    it cannot be used or None, and its text as read where that is needed (for the quarantine of a row that did not
+    parse; an array element's always)."""
 
     line: int
     element: int | None
