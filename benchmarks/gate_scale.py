@@ -22,7 +22,12 @@ import_rows_per_s, gate_rows_per_s, import_peak_rss_gb, gate_peak_rss_gb, near_d
 exact_duplicate_recall, seconds per check), `gate_time_exponent` (the slope of log gate seconds over log
 rows; null for one size) and `baseline` (the memory engine at the smallest size).
 
+`--import-only` measures import alone (no gate; results in benchmarks/results/import_scale.json), with
+`--import-baseline DIR` also importing each input with the code checked out in DIR (for instance
+`git worktree add /tmp/before <commit>`), right after, as the baseline in the same run.
+
     python benchmarks/gate_scale.py [--sizes 500000,1000000,2000000] [--checks dedup|default] [--data PATH]
+    python benchmarks/gate_scale.py --import-only --sizes 500000,1000000 [--import-baseline DIR]
 """
 from __future__ import annotations
 
@@ -42,7 +47,8 @@ import polars as pl
 from curator.importers import READERS
 from curator.records import pair_id
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "instruct_mix.jsonl"
 RESULTS = Path(__file__).parent / "results"
 SOURCES = 200_000  # earlier fresh rows a duplicate is drawn from (the first ones)
 OFF = ("content_defects", "pii", "decontamination", "arithmetic", "code_syntax", "refusal_policy", "labels",
@@ -122,23 +128,24 @@ def build_input(base: list[dict], n: int, path: Path, exact_rate: float, near_ra
     return planted
 
 
-def measured(command: list[str], env: dict) -> tuple[float, float, int]:
-    """Run `command`; (wall seconds, peak RSS in GB, exit status)."""
+def measured(command: list[str], env: dict, cwd: Path | None = None) -> tuple[float, float, int, float]:
+    """Run `command`; (wall seconds, peak RSS in GB, exit status, CPU seconds). The peak RSS is the largest of the
+    process and its children (import's worker processes); the CPU seconds are theirs together."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     err = proc.stderr.read().decode("utf-8", "replace")
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 1):
         raise SystemExit(f"{' '.join(command)} failed ({code}):\n{err[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024 / 1024, code
+    return seconds, usage.ru_maxrss / 1024 / 1024, code, usage.ru_utime + usage.ru_stime
 
 
 def gate(run: Path, spec: Path, engine: str, env: dict, planted: dict) -> dict:
     data = Path(env["INSTRUCT_CURATOR_DATA"])
     before = set((data / "releases").glob("release-v*")) if (data / "releases").exists() else set()
-    seconds, rss, code = measured([sys.executable, "-m", "curator.cli", "gate", str(run), "--spec", str(spec),
+    seconds, rss, code, _ = measured([sys.executable, "-m", "curator.cli", "gate", str(run), "--spec", str(spec),
                                    "--engine", engine], env)
     release = (set((data / "releases").glob("release-v*")) - before).pop()
     manifest = json.loads((release / "manifest.json").read_text())
@@ -162,7 +169,11 @@ def main() -> None:
     ap.add_argument("--near-rate", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-baseline", action="store_true", help="skip the memory engine on the smallest size")
+    ap.add_argument("--import-only", action="store_true", help="measure import alone, no gate")
+    ap.add_argument("--import-baseline", type=Path, help="with --import-only: a checkout of the code to compare with")
     args = ap.parse_args()
+    if args.import_only:
+        return import_only(args)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     base = [json.loads(line) for line in open(args.data, encoding="utf-8")]
     results, baseline = [], None
@@ -177,7 +188,7 @@ def main() -> None:
             src = tmp / f"input-{n}.jsonl"
             planted = build_input(base, n, src, args.exact_rate, args.near_rate, args.seed)
             run = tmp / "data" / "runs" / f"scale-{n}"
-            import_s, import_rss, _ = measured([sys.executable, "-m", "curator.cli", "import", str(src), "--format",
+            import_s, import_rss, _, _ = measured([sys.executable, "-m", "curator.cli", "import", str(src), "--format",
                                                 "alpaca", "--out", str(run)], env)
             src.unlink()
             gated = gate(run, spec, args.engine, env, planted)
@@ -207,6 +218,38 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"gate_scale{'' if args.checks == 'dedup' else '_' + args.checks}.json").write_text(
         json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+
+
+def import_only(args: argparse.Namespace) -> None:
+    """Per size: `curator import` of the built input, and of the same input with the baseline checkout."""
+    base = [json.loads(line) for line in open(args.data, encoding="utf-8")]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="import-scale-") as tmp:
+        tmp = Path(tmp)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "INSTRUCT_CURATOR_DATA": str(tmp / "data")}
+        trees = {"import": None, "baseline": args.import_baseline}
+        for n in sorted(int(s) for s in args.sizes.split(",")):
+            src = tmp / f"input-{n}.jsonl"
+            build_input(base, n, src, args.exact_rate, args.near_rate, args.seed)
+            entry = {"rows": n, "load_before": round(os.getloadavg()[0], 2)}
+            for name, tree in trees.items():
+                if name == "baseline" and tree is None:
+                    continue
+                run = tmp / "data" / "runs" / f"{name}-{n}"
+                tree = tree or ROOT  # `python -m` finds the package in its working directory first
+                seconds, rss, _, cpu = measured([sys.executable, "-m", "curator.cli", "import", str(src), "--format",
+                                                 "alpaca", "--out", str(run)], {**env, "PYTHONPATH": str(tree)}, tree)
+                counts = json.loads((run / "run.json").read_text())["counts"]
+                entry[name] = {"seconds": round(seconds, 1), "rows_per_s": round(n / seconds),
+                               "cpu_seconds": round(cpu, 1), "peak_rss_gb": round(rss, 2), **counts}
+                subprocess.run(["rm", "-rf", str(run)], check=True)
+            print(json.dumps(entry), flush=True)
+            results.append(entry)
+            src.unlink()
+    summary = {"sizes": results, "cpus": len(os.sched_getaffinity(0))}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "import_scale.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
 
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, NamedTuple
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import orjson
 
 from curator.errors import CuratorError
-from curator.jsonl import loads
+
+if TYPE_CHECKING:  # pyarrow is imported only to read Parquet and datasets inputs
+    import pyarrow as pa
 
 BOM = b"\xef\xbb\xbf"
 MAX_DEPTH = 64  # containers inside containers; deeper rows are quarantined
@@ -29,10 +29,10 @@ _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 _SPACE = re.compile(r"\s*")
 
 
-@dataclass(frozen=True)
-class RawRow:
+class RawRow(NamedTuple):
     """One input row: where it is (`line`, and `element` in an array file), the parsed value or None, the reason
-    it cannot be used or None, and its text as read (for the quarantine)."""
+    it cannot be used or None, and its text as read where that is needed (for the quarantine of a row that did not
+    parse; an array element's always)."""
 
     line: int
     element: int | None
@@ -41,11 +41,36 @@ class RawRow:
     raw: str
 
 
-def read_rows(path: Path) -> Iterator[RawRow]:
-    """Every row of an import input (see the module doc), in order, blank lines skipped."""
+RawLine = tuple[int, bytes]  # a JSONL line not yet parsed: its number and bytes (a plain tuple pickles fast)
+
+
+def parse_line(line: int, data: bytes) -> RawRow:
+    """The row a JSONL line (its bytes, newline included) holds. orjson parses (and checks the UTF-8); what it
+    refuses goes to `json`, so results and errors are the standard library's."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        try:
+            text = data.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            return RawRow(line, None, None, f"invalid UTF-8 at byte {e.start}",
+                          data.rstrip(b"\r\n").decode("utf-8", "backslashreplace"))
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            return RawRow(line, None, None, f"invalid JSON at column {e.colno}: {e.msg}", text)
+        except RecursionError:
+            return RawRow(line, None, None, f"nested deeper than {MAX_DEPTH} levels", text)
+    return RawRow(line, None, value, None if _plainly_fine(data) else inspect(value), "")
+
+
+def read_rows(path: Path) -> Iterator[RawRow | RawLine]:
+    """Every row of an import input (see the module doc), in order, blank lines skipped; a JSONL file's lines
+    come unparsed, as `RawLine`s (for `parse_line`), so that worker processes can parse them."""
     if path.is_dir():
         return _table_rows(_dataset_batches(path))
     if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
         return _table_rows(pq.ParquetFile(path).iter_batches())
     return _json_rows(path)
 
@@ -66,12 +91,14 @@ def input_files(path: Path) -> list[Path]:
 
 
 def _dataset_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    import pyarrow as pa
     for arrow_file in input_files(path)[1:]:
         with pa.memory_map(str(arrow_file)) as source:
             yield from pa.ipc.open_stream(source)
 
 
 def _json_native(kind: pa.DataType) -> bool:
+    import pyarrow as pa
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         return _json_native(kind.value_type)
     if pa.types.is_struct(kind):
@@ -92,7 +119,7 @@ def _table_rows(batches: Iterable[pa.RecordBatch]) -> Iterator[RawRow]:
             yield RawRow(n, None, value, inspect(value), "")
 
 
-def _json_rows(path: Path) -> Iterator[RawRow]:
+def _json_rows(path: Path) -> Iterator[RawRow | RawLine]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         head = f.read(4096)
@@ -105,7 +132,7 @@ def _json_rows(path: Path) -> Iterator[RawRow]:
             yield from _jsonl_rows(f)
 
 
-def _jsonl_rows(f: BinaryIO) -> Iterator[RawRow]:
+def _jsonl_rows(f: BinaryIO) -> Iterator[RawRow | RawLine]:
     n = 0
     while True:
         data = f.readline(MAX_LINE_BYTES + 1)
@@ -118,31 +145,14 @@ def _jsonl_rows(f: BinaryIO) -> Iterator[RawRow]:
             while (more := f.readline(MAX_LINE_BYTES + 1)) and not more.endswith(b"\n"):
                 pass
             yield RawRow(n, None, None, f"line longer than {MAX_LINE_BYTES} bytes", data[:200].decode("utf-8", "backslashreplace"))
-            continue
-        if not data.strip():
-            continue
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            yield RawRow(n, None, None, f"invalid UTF-8 at byte {e.start}", data.rstrip(b"\r\n").decode("utf-8", "backslashreplace"))
-            continue
-        yield _parsed(n, None, text.rstrip("\r\n"))
+        elif data.strip():
+            yield n, data
 
 
-def _parsed(line: int, element: int | None, text: str) -> RawRow:
-    try:
-        value = loads(text)
-    except json.JSONDecodeError as e:
-        return RawRow(line, element, None, f"invalid JSON at column {e.colno}: {e.msg}", text)
-    except RecursionError:
-        return RawRow(line, element, None, f"nested deeper than {MAX_DEPTH} levels", text)
-    return RawRow(line, element, value, None if _plainly_fine(text) else inspect(value), text)
-
-
-def _plainly_fine(text: str) -> bool:
+def _plainly_fine(data: bytes) -> bool:
     """True when the JSON text cannot hold what `inspect` looks for: a NUL or lone surrogate needs a \\u escape
     (valid UTF-8 holds neither, and a raw NUL is invalid JSON), and 64 levels need 64 brackets."""
-    return "\\u" not in text and text.count("{") + text.count("[") < MAX_DEPTH
+    return b"\\u" not in data and data.count(b"{") + data.count(b"[") < MAX_DEPTH
 
 
 def inspect(value: Any) -> str | None:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, NamedTuple
+
+import orjson
 
 from curator.errors import CuratorError
 from curator.hashing import sha256_file
@@ -152,10 +153,9 @@ def refuse_release_dir(out: Path) -> None:
         raise CuratorError(f"{out}: inside a release directory; run files go under {runs_root()} or another --out")
 
 
-@dataclass(frozen=True)
-class RunLine:
-    """One record for one of the run files, encoded as its JSONL line (what a generation worker process hands to
-    the process that writes the run directory)."""
+class RunLine(NamedTuple):
+    """One record for one of the run files, encoded as its JSONL line (what a worker process of generate or import
+    hands to the process that writes the run directory; import joins a run of lines for one file into one)."""
 
     file: str
     data: bytes
@@ -168,6 +168,15 @@ class RunLine:
     @classmethod
     def pair(cls, record: dict) -> "RunLine":
         return cls.of(PAIRS, record)
+
+    @classmethod
+    def text_pair(cls, record: dict) -> "RunLine":
+        """A pair record holding only strings and None (in dicts and lists), as import builds them: written
+        compactly by orjson, about ten times faster than `pair` (which keeps NaN and huge numbers as json does)."""
+        try:
+            return cls(PAIRS, orjson.dumps(record) + b"\n")
+        except orjson.JSONEncodeError:  # a lone surrogate
+            return cls.pair(record)
 
     @classmethod
     def quarantine(cls, reason: str, raw: Any, origin: str | None = None, plan_slot: str | None = None) -> "RunLine":

@@ -10,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from curator.cli import main
+from curator.importers import WORKERS
 from curator.rundir import RunDir
 from shared_data import mix_path
 
@@ -85,12 +88,33 @@ def test_a_json_array_file_names_the_bad_element_and_keeps_the_others(tmp_path):
     assert len(list(RunDir(tmp_path / "bom").pairs())) == 1
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, from /proc."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_an_import_killed_with_minus_9_resumes_exactly(tmp_path, capsys):
-    """A real `curator import` of 6,000 real rows killed mid-way, then the same command: the run equals one
-    imported without interruption, and read = accepted + quarantined."""
+    """A real `curator import` of 30,000 real rows killed mid-way, then the same command: the run equals one
+    imported without interruption, read = accepted + quarantined, and the killed import's worker processes are
+    gone with it."""
     src = tmp_path / "mix.jsonl"
     with open(mix_path(), "rb") as f:
-        src.write_bytes(b"".join(f.readline() for _ in range(6000)))
+        src.write_bytes(b"".join(f.readline() for _ in range(30000)))
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert _import(src, whole) == 0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -99,19 +123,52 @@ def test_an_import_killed_with_minus_9_resumes_exactly(tmp_path, capsys):
     deadline = time.monotonic() + 120
     while not (cut / "pairs.jsonl").exists() or (cut / "pairs.jsonl").stat().st_size < 200_000:
         assert proc.poll() is None and time.monotonic() < deadline, "import finished before it could be killed"
-        time.sleep(0.05)
+        time.sleep(0.01)
+    workers = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert len(workers) == (WORKERS if WORKERS > 1 else 0)
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers):
+        assert time.monotonic() < deadline, "a worker process outlived the killed import"
+        time.sleep(0.05)
     assert RunDir(cut).read_meta()["status"] == "running"
-    assert 0 < sum(1 for _ in RunDir(cut).pairs()) < 5900
+    assert 0 < sum(1 for _ in RunDir(cut).pairs()) < 29000
     assert _import(src, cut) == 0
     meta = RunDir(cut).read_meta()
     assert meta["status"] == "complete" and len(meta["resumed_at"]) == 1
     assert meta["counts"] == RunDir(whole).read_meta()["counts"]
-    assert meta["counts"]["read"] == 6000 == meta["counts"]["accepted"] + meta["counts"]["quarantined"]
+    assert meta["counts"]["read"] == 30000 == meta["counts"]["accepted"] + meta["counts"]["quarantined"]
     strip = lambda p: {k: v for k, v in p["provenance"].items() if k != "created_at"}  # noqa: E731
     assert [(p["id"], strip(p)) for p in RunDir(cut).pairs()] == [(p["id"], strip(p)) for p in RunDir(whole).pairs()]
     assert [q["origin"] for q in RunDir(cut).quarantined()] == [q["origin"] for q in RunDir(whole).quarantined()]
+
+
+def test_a_worker_killed_mid_import_is_one_line_and_the_import_resumes(tmp_path):
+    """A worker process of a real `curator import` killed with -9: the import stops with one line naming it (exit 2),
+    and the same command completes the run, every row accounted for once."""
+    if WORKERS < 2:
+        pytest.skip("one CPU: import runs without worker processes")
+    src = tmp_path / "mix.jsonl"
+    with open(mix_path(), "rb") as f:
+        src.write_bytes(b"".join(f.readline() for _ in range(30000)))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "curator.cli", "import", str(src), "--format", "alpaca",
+                             "--out", str(out)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 120
+    while not (workers := _children(proc.pid)):
+        assert proc.poll() is None and time.monotonic() < deadline, "import finished before a worker could be killed"
+        time.sleep(0.01)
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert err.strip().startswith("curator: error: ") and "a worker process died" in err and err.strip().count("\n") == 0
+    assert _import(src, out) == 0
+    counts = RunDir(out).read_meta()["counts"]
+    assert counts["read"] == 30000 == counts["accepted"] + counts["quarantined"]
+    origins = [p["provenance"]["origin"] for p in RunDir(out).pairs()] + [q["origin"] for q in RunDir(out).quarantined()]
+    assert len(set(origins)) == len(origins) == 30000
 
 
 def test_a_full_disk_is_one_line_exit_3_and_the_import_resumes(tmp_path, capsys):
