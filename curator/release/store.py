@@ -25,15 +25,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from itertools import islice
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curator import __version__
 from curator.durable import fsync_dir
 from curator.errors import NO_SPACE_ERRNOS, CuratorError, DiskFullError
 from curator.hashing import sha256_file
+from curator.jsonl import loads
 from curator.paths import releases_root
 from curator.records import now_iso
 from curator.signing import open_envelope, sign, signing_key, trusted_keys
@@ -72,6 +74,23 @@ def resolve_release(name: str | Path, root: Path | None = None) -> Path:
     return root / f"release-v{m.group(1)}"
 
 
+PAIR_COLUMNS = {
+    "id": pl.String,
+    "messages": pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
+    "task_family": pl.String,
+    "format": pl.String,
+    "difficulty": pl.String,
+    "length_band": pl.String,
+    "provenance": pl.String,
+    "scores": pl.String,
+}
+_DECODED = pl.Struct({name: dtype for name, dtype in PAIR_COLUMNS.items() if name not in ("provenance", "scores")})
+_SORTED_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode  # as json.dumps(sort_keys=True, ...)
+# a number after `:`, `,` or `[` with a fraction or exponent: polars' JSON reader may not give it back digit for
+# digit (nor an integer past 64 bits, which it turns into a float); such provenance is parsed from the record
+_INEXACT_NUMBER = r"[:,\[]-?[0-9]+[.eE]"
+
+
 def _frame(records: Iterable[dict]) -> pl.DataFrame:
     rows = [
         {
@@ -81,45 +100,66 @@ def _frame(records: Iterable[dict]) -> pl.DataFrame:
             "format": r["format"],
             "difficulty": r["difficulty"],
             "length_band": r.get("length_band"),
-            "provenance": json.dumps(r["provenance"], sort_keys=True, ensure_ascii=False),
-            "scores": _scores_json(r.get("scores")),
+            "provenance": _SORTED_JSON(r["provenance"]),
+            "scores": scores_json(r.get("scores")),
         }
         for r in records
     ]
-    schema = {
-        "id": pl.String,
-        "messages": pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
-        "task_family": pl.String,
-        "format": pl.String,
-        "difficulty": pl.String,
-        "length_band": pl.String,
-        "provenance": pl.String,
-        "scores": pl.String,
-    }
-    return pl.DataFrame(rows, schema=schema)
+    return pl.DataFrame(rows, schema=PAIR_COLUMNS)
 
 
-def _scores_json(scores: dict | None) -> str | None:
+JSON_PAIRS = pa.schema([("record", pa.string()), ("scores", pa.string())])
+
+
+@dataclass(frozen=True)
+class JsonPairs:
+    """Pair records as JSON text, in Arrow batches of `JSON_PAIRS`: `record` (one record's JSON) and `scores`
+    (its check scores as `scores_json` writes them, or null). `write_release` decodes them in
+    polars, without a dict per record, to the same files as the records parsed."""
+
+    batches: Iterable[pa.RecordBatch]
+
+
+def _json_frame(batch: pa.Table) -> pl.DataFrame:
+    """The release columns of a batch of `JsonPairs`: the fields decoded by polars, the provenance re-written
+    with sorted keys (from polars' match where its numbers are exact, else from the record parsed)."""
+    records = pl.Series(batch.column("record"))
+    scores = pl.Series(batch.column("scores"), dtype=pl.String)
+    try:
+        decoded = records.str.json_decode(_DECODED).struct.unnest()
+    except pl.exceptions.ComputeError:  # what polars' reader refuses (NaN, Infinity) the standard library reads
+        return _frame({**loads(r), "scores": loads(s) if s else None} for r, s in zip(records, scores))
+    matched = records.str.json_path_match("$.provenance")
+    values = [loads(m) for m in matched.fill_null("null").to_list()]
+    for i in (matched.is_null() | matched.str.contains(_INEXACT_NUMBER)).arg_true().to_list():
+        values[i] = loads(records[i])["provenance"]
+    provenance = [_SORTED_JSON(v) for v in values]
+    return decoded.with_columns(provenance=pl.Series(provenance, dtype=pl.String), scores=scores).select(list(PAIR_COLUMNS))
+
+
+def scores_json(scores: dict | None) -> str | None:
     """Per-row check scores (judge, relevance, ...) as a JSON column; null when the gate scored nothing."""
     return json.dumps(scores, sort_keys=True) if scores else None
 
 
+LEDGER_COLUMNS = {
+    "id": pl.String, "check": pl.String, "reason": pl.String, "duplicate_of": pl.String,
+    "kept_as": pl.String, "task_family": pl.String, "input": pl.String, "record": pl.String,
+    "scores": pl.String,
+}
+
+
 def _ledger_frame(rejected: Iterable[dict]) -> pl.DataFrame:
-    schema = {
-        "id": pl.String, "check": pl.String, "reason": pl.String, "duplicate_of": pl.String,
-        "kept_as": pl.String, "task_family": pl.String, "input": pl.String, "record": pl.String,
-        "scores": pl.String,
-    }
     rows = [
         {
             "id": r.get("id"), "check": r["check"], "reason": r["reason"], "duplicate_of": r.get("duplicate_of"),
             "kept_as": r.get("kept_as"), "task_family": r.get("task_family"), "input": r.get("input"),
-            "record": json.dumps(r.get("record"), sort_keys=True, ensure_ascii=False),
-            "scores": _scores_json(r.get("scores")),
+            "record": _SORTED_JSON(r.get("record")),
+            "scores": scores_json(r.get("scores")),
         }
         for r in rejected
     ]
-    return pl.DataFrame(rows, schema=schema)
+    return pl.DataFrame(rows, schema=LEDGER_COLUMNS)
 
 
 @contextmanager
@@ -199,23 +239,52 @@ def attestation(release: str, version: int, manifest: dict[str, Any], digests: d
     }
 
 
-WRITE_BATCH = 8192  # records converted and written at a time
+WRITE_BATCH = 8192  # records converted and written at a time (a Parquet row group each)
 
 
-def _write_parquet(path: Path, records: Iterable[dict], to_frame: Callable[[Iterable[dict]], pl.DataFrame]) -> int:
-    """Write `records` to one Parquet file in batches (zstd, as polars writes); return the row count."""
-    it, rows = iter(records), 0
-    with pq.ParquetWriter(path, to_frame([]).to_arrow().schema, compression="zstd") as writer:
-        while batch := list(islice(it, WRITE_BATCH)):
-            writer.write_table(to_frame(batch).to_arrow())
-            rows += len(batch)
+def _batches_of(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    it = iter(records)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _rebatched(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
+    """The rows of `batches` again, `size` rows at a time (the last time fewer), sliced without a copy."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows >= size:
+            table = pa.Table.from_batches(pending)
+            whole = rows - rows % size
+            yield from (table.slice(start, size) for start in range(0, whole, size))
+            pending, rows = table.slice(whole).to_batches(), rows - whole
+    if rows:
+        yield pa.Table.from_batches(pending)
+
+
+def _release_frames(records: Iterable[dict] | JsonPairs) -> Iterator[pl.DataFrame]:
+    """The split's columns, `WRITE_BATCH` rows at a time."""
+    if isinstance(records, JsonPairs):
+        return (_json_frame(batch) for batch in _rebatched(records.batches, WRITE_BATCH))
+    return (_frame(batch) for batch in _batches_of(records, WRITE_BATCH))
+
+
+def _write_parquet(path: Path, frames: Iterable[pl.DataFrame], schema: dict[str, pl.DataType]) -> int:
+    """Write `frames` to one Parquet file, a row group each (zstd, as polars writes); return the row count."""
+    rows = 0
+    with pq.ParquetWriter(path, pl.DataFrame(schema=schema).to_arrow().schema, compression="zstd") as writer:
+        for frame in frames:
+            writer.write_table(frame.rechunk().to_arrow())
+            rows += frame.height
     return rows
 
 
 def write_release(
     *,
-    train: Iterable[dict],
-    eval: Iterable[dict],
+    train: Iterable[dict] | JsonPairs,
+    eval: Iterable[dict] | JsonPairs,
     rejected: Iterable[dict],
     manifest: dict[str, Any],
     certified: bool,
@@ -226,7 +295,8 @@ def write_release(
 ) -> Path:
     """Write the next release-vN atomically, signed with the local key, and return its path.
 
-    The records may come from generators: they are read once and written in batches, never held whole.
+    The records (dicts, or `JsonPairs` for the splits) may come from generators: they are read once and written
+    in batches, never held whole.
 
     `manifest` carries what the caller knows (spec, gate config, verdicts, inputs); this function
     adds the version, the files with sha256, size and row counts, the tool version, and the
@@ -244,11 +314,12 @@ def write_release(
             shutil.rmtree(staging)
         try:
             staging.mkdir()
-            parts = {"train": (train, _frame), "eval": (eval, _frame), "rejected": (rejected, _ledger_frame)}
+            parts = {"train": (_release_frames(train), PAIR_COLUMNS), "eval": (_release_frames(eval), PAIR_COLUMNS),
+                     "rejected": (map(_ledger_frame, _batches_of(rejected, WRITE_BATCH)), LEDGER_COLUMNS)}
             files = {}
-            for split, (records, to_frame) in parts.items():
+            for split, (frames, schema) in parts.items():
                 path = staging / f"{split}.parquet"
-                rows = _write_parquet(path, records, to_frame)
+                rows = _write_parquet(path, frames, schema)
                 files[path.name] = {"sha256": sha256_file(path), "rows": rows, "bytes": path.stat().st_size}
             full = {
                 **manifest,
