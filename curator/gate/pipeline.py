@@ -42,7 +42,7 @@ from curator.gate.kept_columns import kept_columns
 from curator.gate.registry import CheckEntry, build_from, plugin_checks, shipped_suites
 from curator.gate.split import eval_mask
 from curator.paths import releases_root, runs_root
-from curator.release.store import JSON_PAIRS, JsonPairs, releases_lock, scores_json, write_release
+from curator.release.store import JSON_PAIRS, JsonSplits, releases_lock, scores_json, write_release
 from curator.rundir import RunDir
 from curator.spec import Spec
 from curator.text_signals import SIGNALS_VERSION
@@ -242,7 +242,7 @@ def _input_summary(run: RunDir, rows_read: int, complete: bool) -> dict:
 
 
 class KeptRecords(Protocol):
-    """The rows the checks kept, in input order, as the release's `JsonPairs` batches (record and scores as JSON)."""
+    """The rows the checks kept, in input order, as batches of the release's `JSON_PAIRS` (record and scores as JSON)."""
 
     def batches(self, only: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
         """Batches of `JSON_PAIRS` columns of the kept rows (those whose position among them `only` flags, when
@@ -376,7 +376,6 @@ def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: L
         "review": next((c["stats"]["review"] for c in check_reports if c["name"] == "human_review"), None),
     }
     del columns
-    path = write_release(train=JsonPairs(kept.batches(~is_eval)), eval=JsonPairs(kept.batches(is_eval)),
-                         rejected=ledger, manifest=manifest, certified=not failed, failed_verdicts=failed, root=root,
-                         name=name, notes=notes)
+    path = write_release(splits=JsonSplits(kept.batches(), is_eval), rejected=ledger, manifest=manifest,
+                         certified=not failed, failed_verdicts=failed, root=root, name=name, notes=notes)
     return GateReport(release=path, certified=not failed, manifest=manifest)

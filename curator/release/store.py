@@ -21,14 +21,16 @@ import os
 import re
 import shutil
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from itertools import islice
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator import __version__
@@ -112,16 +114,18 @@ JSON_PAIRS = pa.schema([("record", pa.string()), ("scores", pa.string())])
 
 
 @dataclass(frozen=True)
-class JsonPairs:
-    """Pair records as JSON text, in Arrow batches of `JSON_PAIRS`: `record` (one record's JSON) and `scores`
-    (its check scores as `scores_json` writes them, or null). `write_release` decodes them in
-    polars, without a dict per record, to the same files as the records parsed."""
+class JsonSplits:
+    """Both splits' pair records as JSON text, in one stream: Arrow batches of `JSON_PAIRS` (`record`, one
+    record's JSON; `scores`, its check scores as `scores_json` writes them, or null), and per row of the stream
+    whether it goes to eval. `write_release` decodes them in polars (no dict per record) and writes train and
+    eval in one pass over them: the same files as the records parsed and given as `train` and `eval`."""
 
     batches: Iterable[pa.RecordBatch]
+    is_eval: np.ndarray
 
 
 def _json_frame(batch: pa.Table) -> pl.DataFrame:
-    """The release columns of a batch of `JsonPairs`: the fields decoded by polars, the provenance re-written
+    """The release columns of `JSON_PAIRS` rows: the fields decoded by polars, the provenance re-written
     with sorted keys (from polars' match where its numbers are exact, else from the record parsed)."""
     records = pl.Series(batch.column("record"))
     scores = pl.Series(batch.column("scores"), dtype=pl.String)
@@ -248,43 +252,64 @@ def _batches_of(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
         yield batch
 
 
-def _rebatched(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
-    """The rows of `batches` again, `size` rows at a time (the last time fewer), sliced without a copy."""
-    pending: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in batches:
-        pending.append(batch)
-        rows += batch.num_rows
-        if rows >= size:
-            table = pa.Table.from_batches(pending)
-            whole = rows - rows % size
-            yield from (table.slice(start, size) for start in range(0, whole, size))
-            pending, rows = table.slice(whole).to_batches(), rows - whole
-    if rows:
-        yield pa.Table.from_batches(pending)
+class _Rebatcher:
+    """Arrow batches in, tables of `size` rows out (sliced, not copied)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.pending: list[pa.RecordBatch] = []
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> Iterator[pa.Table]:
+        """The tables of `size` rows that `batch` completes."""
+        self.pending.append(batch)
+        self.rows += batch.num_rows
+        if self.rows >= self.size:
+            table = pa.Table.from_batches(self.pending)
+            whole = self.rows - self.rows % self.size
+            yield from (table.slice(start, self.size) for start in range(0, whole, self.size))
+            self.pending, self.rows = table.slice(whole).to_batches(), self.rows - whole
+
+    def rest(self) -> Iterator[pa.Table]:
+        if self.rows:
+            yield pa.Table.from_batches(self.pending)
 
 
-def _release_frames(records: Iterable[dict] | JsonPairs) -> Iterator[pl.DataFrame]:
-    """The split's columns, `WRITE_BATCH` rows at a time."""
-    if isinstance(records, JsonPairs):
-        return (_json_frame(batch) for batch in _rebatched(records.batches, WRITE_BATCH))
-    return (_frame(batch) for batch in _batches_of(records, WRITE_BATCH))
+def _json_split_frames(splits: JsonSplits) -> Iterator[tuple[str, pl.DataFrame]]:
+    """(split, `WRITE_BATCH` rows of its columns), train and eval as their rows come."""
+    out = {"train": _Rebatcher(WRITE_BATCH), "eval": _Rebatcher(WRITE_BATCH)}
+    seen = 0
+    for batch in splits.batches:
+        to_eval = pa.array(splits.is_eval[seen:seen + batch.num_rows])
+        seen += batch.num_rows
+        for split, rows in (("train", batch.filter(pc.invert(to_eval))), ("eval", batch.filter(to_eval))):
+            yield from ((split, _json_frame(table)) for table in out[split].add(rows))
+    if seen != len(splits.is_eval):
+        raise CuratorError(f"release splits: {seen} rows read, {len(splits.is_eval)} flagged")
+    for split, rebatcher in out.items():
+        yield from ((split, _json_frame(table)) for table in rebatcher.rest())
 
 
-def _write_parquet(path: Path, frames: Iterable[pl.DataFrame], schema: dict[str, pl.DataType]) -> int:
-    """Write `frames` to one Parquet file, a row group each (zstd, as polars writes); return the row count."""
-    rows = 0
-    with pq.ParquetWriter(path, pl.DataFrame(schema=schema).to_arrow().schema, compression="zstd") as writer:
-        for frame in frames:
-            writer.write_table(frame.rechunk().to_arrow())
-            rows += frame.height
+def _write_parquets(staging: Path, frames: Iterable[tuple[str, pl.DataFrame]],
+                    schemas: dict[str, dict[str, pl.DataType]]) -> dict[str, int]:
+    """Write each (name, frame) of `frames` as a row group of `<name>.parquet` (zstd, as polars writes), one file
+    for each name in `schemas` (with its columns); return the rows per name."""
+    rows = dict.fromkeys(schemas, 0)
+    with ExitStack() as stack:
+        writers = {name: stack.enter_context(pq.ParquetWriter(staging / f"{name}.parquet", compression="zstd",
+                                                               schema=pl.DataFrame(schema=schema).to_arrow().schema))
+                   for name, schema in schemas.items()}
+        for name, frame in frames:
+            writers[name].write_table(frame.rechunk().to_arrow())
+            rows[name] += frame.height
     return rows
 
 
 def write_release(
     *,
-    train: Iterable[dict] | JsonPairs,
-    eval: Iterable[dict] | JsonPairs,
+    train: Iterable[dict] = (),
+    eval: Iterable[dict] = (),
+    splits: JsonSplits | None = None,
     rejected: Iterable[dict],
     manifest: dict[str, Any],
     certified: bool,
@@ -295,8 +320,8 @@ def write_release(
 ) -> Path:
     """Write the next release-vN atomically, signed with the local key, and return its path.
 
-    The records (dicts, or `JsonPairs` for the splits) may come from generators: they are read once and written
-    in batches, never held whole.
+    The pair records, `train` and `eval` (or both as `splits`), and the `rejected` ledger entries may come from
+    generators: they are read once and written in batches, never held whole.
 
     `manifest` carries what the caller knows (spec, gate config, verdicts, inputs); this function
     adds the version, the files with sha256, size and row counts, the tool version, and the
@@ -314,13 +339,18 @@ def write_release(
             shutil.rmtree(staging)
         try:
             staging.mkdir()
-            parts = {"train": (_release_frames(train), PAIR_COLUMNS), "eval": (_release_frames(eval), PAIR_COLUMNS),
-                     "rejected": (map(_ledger_frame, _batches_of(rejected, WRITE_BATCH)), LEDGER_COLUMNS)}
+            if splits is None:
+                pairs = ((split, _frame(part)) for split, records in (("train", train), ("eval", eval))
+                         for part in _batches_of(records, WRITE_BATCH))
+            else:
+                pairs = _json_split_frames(splits)
+            rows = _write_parquets(staging, pairs, {"train": PAIR_COLUMNS, "eval": PAIR_COLUMNS})
+            rows |= _write_parquets(staging, (("rejected", _ledger_frame(part)) for part in _batches_of(rejected, WRITE_BATCH)),
+                                    {"rejected": LEDGER_COLUMNS})
             files = {}
-            for split, (frames, schema) in parts.items():
-                path = staging / f"{split}.parquet"
-                rows = _write_parquet(path, frames, schema)
-                files[path.name] = {"sha256": sha256_file(path), "rows": rows, "bytes": path.stat().st_size}
+            for part, count in rows.items():
+                path = staging / f"{part}.parquet"
+                files[path.name] = {"sha256": sha256_file(path), "rows": count, "bytes": path.stat().st_size}
             full = {
                 **manifest,
                 "release": release,
