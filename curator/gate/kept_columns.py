@@ -7,11 +7,11 @@ The figures are those of Python on the parsed record: lengths in code points of 
 """
 from __future__ import annotations
 
-import orjson
+import json
+
 import polars as pl
 import pyarrow as pa
 
-from curator.jsonl import loads
 from curator.refusal_coverage import coverage_kind
 
 WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008" \
@@ -29,8 +29,15 @@ def _decoded(records: pl.Series) -> pl.DataFrame:
     try:
         return records.str.json_decode(pl.Struct(FIELDS)).struct.unnest()
     except pl.exceptions.ComputeError:  # what polars' reader refuses (NaN, Infinity): the fields, parsed and written again
-        picked = [orjson.dumps({name: loads(r).get(name) for name in FIELDS}).decode() for r in records]
+        picked = [json.dumps(_fields(json.loads(r))) for r in records]
         return pl.Series(picked, dtype=pl.String).str.json_decode(pl.Struct(FIELDS)).struct.unnest()
+
+
+def _fields(record: dict) -> dict:
+    provenance = record.get("provenance")
+    model = provenance.get("teacher_model") if isinstance(provenance, dict) else None
+    return {**{name: record.get(name) for name in FIELDS if name != "provenance"},
+            "provenance": {"teacher_model": model if isinstance(model, str) else None}}
 
 
 def _joined_length(texts: pl.Expr) -> pl.Expr:
@@ -56,7 +63,7 @@ def kept_columns(records: pa.Array | pl.Series, refusal_families: frozenset[str]
     )
     coverage: list[str | None] = [None] * len(out)
     for i in out["task_family"].is_in(list(refusal_families)).fill_null(False).arg_true().to_list():
-        coverage[i] = coverage_kind(loads(records[i]), refusal_families)
+        coverage[i] = coverage_kind(json.loads(records[i]), refusal_families)
     return out.with_columns(coverage=pl.Series(coverage, dtype=pl.String)).select(
         [pl.col(name).cast(dtype) for name, dtype in COLUMNS.items()])
 

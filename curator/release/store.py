@@ -28,6 +28,7 @@ from itertools import islice
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+import orjson
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,7 +38,6 @@ from curator import __version__
 from curator.durable import fsync_dir
 from curator.errors import NO_SPACE_ERRNOS, CuratorError, DiskFullError
 from curator.hashing import sha256_file
-from curator.jsonl import loads
 from curator.paths import releases_root
 from curator.records import now_iso
 from curator.signing import open_envelope, sign, signing_key, trusted_keys
@@ -125,20 +125,20 @@ class JsonSplits:
 
 
 def _json_frame(batch: pa.Table) -> pl.DataFrame:
-    """The release columns of `JSON_PAIRS` rows: the fields decoded by polars, the provenance re-written
-    with sorted keys (from polars' match where its numbers are exact, else from the record parsed)."""
+    """The release columns of `JSON_PAIRS` rows: the fields decoded by polars, the provenance re-written with
+    sorted keys (parsed from polars' match where its numbers are exact, else from the record by `json`)."""
     records = pl.Series(batch.column("record"))
     scores = pl.Series(batch.column("scores"), dtype=pl.String)
     try:
         decoded = records.str.json_decode(_DECODED).struct.unnest()
     except pl.exceptions.ComputeError:  # what polars' reader refuses (NaN, Infinity) the standard library reads
-        return _frame({**loads(r), "scores": loads(s) if s else None} for r, s in zip(records, scores))
+        return _frame({**json.loads(r), "scores": json.loads(s) if s else None} for r, s in zip(records, scores))
     matched = records.str.json_path_match("$.provenance")
-    values = [loads(m) for m in matched.fill_null("null").to_list()]
+    values = [orjson.loads(m) for m in matched.fill_null("null").to_list()]  # integers of 64 bits at most: exact
     for i in (matched.is_null() | matched.str.contains(_INEXACT_NUMBER)).arg_true().to_list():
-        values[i] = loads(records[i])["provenance"]
-    provenance = [_SORTED_JSON(v) for v in values]
-    return decoded.with_columns(provenance=pl.Series(provenance, dtype=pl.String), scores=scores).select(list(PAIR_COLUMNS))
+        values[i] = json.loads(records[i])["provenance"]
+    provenance = pl.Series([_SORTED_JSON(v) for v in values], dtype=pl.String)
+    return decoded.with_columns(provenance=provenance, scores=scores).select(list(PAIR_COLUMNS))
 
 
 def scores_json(scores: dict | None) -> str | None:
