@@ -17,7 +17,8 @@ from curator.gate.split import eval_count, eval_mask
 from curator.records import assistant_text, build_messages, make_pair, user_text
 from curator.release.store import JSON_PAIRS, JsonSplits, read_split, verify_release, write_release
 
-ODD_TEXTS = [" a\x1cb\u3000c ", "x\x1fy z\u200bq\t", "", "\u2028line\u2029 two\x85three", "caf\u00e9 \U0001f600 \"q\" \\ end"]
+ODD_TEXTS = [" a\x1cb\u3000c ", "x\x1fy z\u200bq\t", "", "\u2028line\u2029 two\x85three",
+             "caf\u00e9 \U0001f600 \"q\" \\ end"]
 
 
 def awkward_records(nan: bool) -> list[dict]:

@@ -1,10 +1,10 @@
 """Dataset-level expectations: verdicts on the release as a whole, derived from the spec, run by great-expectations.
 
-The kept rows' text-free columns (`curator.gate.kept_columns`) become one pandas frame (one row per pair: id, family, format, difficulty, split, text lengths,
-response word count per length band, 0/1 indicator columns) and one expectation suite runs on it in an
-ephemeral GX context (nothing written to disk, progress bars and analytics off). Each verdict is
-`{"name", "passed", "observed", "expected", "expectation"}` plus `"examples"` (up to 10 offending
-values) for a failed per-row expectation; a release is certified iff all verdicts pass.
+The kept rows' text-free columns (`curator.gate.kept_columns`) become one pandas frame (one row per pair: id,
+family, format, difficulty, split, text lengths, response word count per length band, 0/1 indicator columns)
+and one expectation suite runs on it in an ephemeral GX context (nothing written to disk, progress bars and
+analytics off). Each verdict is `{"name", "passed", "observed", "expected", "expectation"}` plus `"examples"`
+(up to 10 offending values) for a failed per-row expectation; a release is certified iff all verdicts pass.
 
   min_train_rows          sum(is_train) >= gate.min_train_rows          ExpectColumnSumToBeBetween
   mix:<family>            mean(family == f) within target ± mix_tolerance ExpectColumnMeanToBeBetween
@@ -96,7 +96,7 @@ def frame(spec: Spec, kept: pl.DataFrame, train_ids: pl.Series):
     """
     import pandas as pd
 
-    refusal = frozenset(t.name for t in spec.task_families if t.refusal)
+    refusal = refusal_families(spec)
     band_of = {t.name: t.length_band for t in spec.task_families}
     df = pd.DataFrame({"id": pd.Series(kept["id"].to_list(), dtype=object)})
     for name in ("task_family", "format", "difficulty"):  # one string object per value, not per row

@@ -28,7 +28,7 @@ COLUMNS = {"id": pl.String, "task_family": pl.String, "format": pl.String, "diff
 def _decoded(records: pl.Series) -> pl.DataFrame:
     try:
         return records.str.json_decode(pl.Struct(FIELDS)).struct.unnest()
-    except pl.exceptions.ComputeError:  # what polars' reader refuses (NaN, Infinity): the fields, parsed and written again
+    except pl.exceptions.ComputeError:  # polars' reader refuses NaN and Infinity: the fields, parsed and written again
         picked = [json.dumps(_fields(json.loads(r))) for r in records]
         return pl.Series(picked, dtype=pl.String).str.json_decode(pl.Struct(FIELDS)).struct.unnest()
 

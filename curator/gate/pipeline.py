@@ -6,11 +6,10 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
-from itertools import compress, islice
+from itertools import islice
 from pathlib import Path
 from typing import Iterator, Protocol
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -242,12 +241,10 @@ def _input_summary(run: RunDir, rows_read: int, complete: bool) -> dict:
 
 
 class KeptRecords(Protocol):
-    """The rows the checks kept, in input order, as batches of the release's `JSON_PAIRS` (record and scores as JSON)."""
+    """The rows the checks kept, in input order, as batches of `JSON_PAIRS` (record and scores as JSON)."""
 
-    def batches(self, only: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
-        """Batches of `JSON_PAIRS` columns of the kept rows (those whose position among them `only` flags, when
-        given), read afresh on each call: the end stage reads them in passes, and a pass skips what it does not
-        need unparsed."""
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The kept rows as batches of `JSON_PAIRS`, read afresh on each call (the end stage reads them twice)."""
         ...
 
 
@@ -255,8 +252,8 @@ class KeptRecords(Protocol):
 class KeptInMemory:
     rows: list[Row]
 
-    def batches(self, only: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
-        rows = iter(self.rows if only is None else compress(self.rows, only))
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        rows = iter(self.rows)
         while part := list(islice(rows, BATCH_ROWS)):
             yield pa.record_batch([[json.dumps(r.record, ensure_ascii=False) for r in part],
                                    [scores_json(r.scores) for r in part]], schema=JSON_PAIRS)

@@ -364,12 +364,8 @@ class KeptOnDisk:
     alive: np.ndarray
     scores: dict[int, dict]
 
-    def batches(self, only: np.ndarray | None = None) -> Iterator[pa.RecordBatch]:
-        wanted = self.alive
-        if only is not None:
-            wanted = np.zeros_like(self.alive)
-            wanted[np.flatnonzero(self.alive)[only]] = True
-        for batch in self.spill.batches(wanted, ["record"]):
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        for batch in self.spill.batches(self.alive, ["record"]):
             scores = [scores_json(self.scores.get(order)) for order in batch.column("order").to_pylist()]
             yield pa.record_batch([batch.column("record"), pa.array(scores, pa.string())], schema=JSON_PAIRS)
 

@@ -345,8 +345,8 @@ def write_release(
             else:
                 pairs = _json_split_frames(splits)
             rows = _write_parquets(staging, pairs, {"train": PAIR_COLUMNS, "eval": PAIR_COLUMNS})
-            rows |= _write_parquets(staging, (("rejected", _ledger_frame(part)) for part in _batches_of(rejected, WRITE_BATCH)),
-                                    {"rejected": LEDGER_COLUMNS})
+            ledger = (("rejected", _ledger_frame(part)) for part in _batches_of(rejected, WRITE_BATCH))
+            rows |= _write_parquets(staging, ledger, {"rejected": LEDGER_COLUMNS})
             files = {}
             for part, count in rows.items():
                 path = staging / f"{part}.parquet"
