@@ -454,16 +454,16 @@ def test_two_gate_runs_make_two_releases_and_never_overwrite(planted, spec, tmp_
 
 def test_a_build_that_fails_midway_leaves_nothing_behind(planted, spec, tmp_path, monkeypatch):
     root = tmp_path / "releases"
-    real_write = store._write_parquet
+    real_write = store._write_parquets
     calls = []
 
-    def write_then_fail(path, *args, **kwargs):
-        calls.append(path)
+    def write_then_fail(staging, frames, schemas):
+        calls.append(staging)
         if len(calls) == 2:
             raise OSError("disk full")
-        return real_write(path, *args, **kwargs)
+        return real_write(staging, frames, schemas)
 
-    monkeypatch.setattr(store, "_write_parquet", write_then_fail)
+    monkeypatch.setattr(store, "_write_parquets", write_then_fail)
     with pytest.raises(OSError, match="disk full"):
         run_gate(planted["runs"], spec, root=root)
     assert len(calls) == 2

@@ -144,14 +144,14 @@ def test_a_staging_dir_left_by_a_killed_gate_is_removed_by_the_next(tmp_path, sp
 
 def test_a_full_disk_exits_3_and_leaves_nothing(tmp_path, spec_path, monkeypatch, capsys):
     run = write_run(tmp_path / "runs" / "a", gsm8k_pairs(12))
-    real = store._write_parquet
+    real = store._write_parquets
 
-    def full_after_first(path, *args, **kwargs):
-        if Path(path).name != "train.parquet":
+    def full_after_the_splits(staging, frames, schemas):
+        if "train" not in schemas:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(path, *args, **kwargs)
+        return real(staging, frames, schemas)
 
-    monkeypatch.setattr(store, "_write_parquet", full_after_first)
+    monkeypatch.setattr(store, "_write_parquets", full_after_the_splits)
     capsys.readouterr()
     assert curator(["gate", str(run), "--spec", str(spec_path)]) == 3
     err = capsys.readouterr().err

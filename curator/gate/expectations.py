@@ -1,10 +1,10 @@
 """Dataset-level expectations: verdicts on the release as a whole, derived from the spec, run by great-expectations.
 
-The kept rows become one pandas frame (one row per pair: id, family, format, difficulty, split, text lengths,
-response word count per length band, 0/1 indicator columns) and one expectation suite runs on it in an
-ephemeral GX context (nothing written to disk, progress bars and analytics off). Each verdict is
-`{"name", "passed", "observed", "expected", "expectation"}` plus `"examples"` (up to 10 offending
-values) for a failed per-row expectation; a release is certified iff all verdicts pass.
+The kept rows' text-free columns (`curator.gate.kept_columns`) become one pandas frame (one row per pair: id,
+family, format, difficulty, split, text lengths, response word count per length band, 0/1 indicator columns)
+and one expectation suite runs on it in an ephemeral GX context (nothing written to disk, progress bars and
+analytics off). Each verdict is `{"name", "passed", "observed", "expected", "expectation"}` plus `"examples"`
+(up to 10 offending values) for a failed per-row expectation; a release is certified iff all verdicts pass.
 
   min_train_rows          sum(is_train) >= gate.min_train_rows          ExpectColumnSumToBeBetween
   mix:<family>            mean(family == f) within target ± mix_tolerance ExpectColumnMeanToBeBetween
@@ -25,20 +25,22 @@ values) for a failed per-row expectation; a release is certified iff all verdict
   max_reject_share        rejected / input rows <= gate.max_reject_share (from the gate's counts, not GX:
                           rejected rows are not in the frame; rows selection left out count as neither)
 
-great_expectations is imported only here and only when a gate runs (the import takes seconds).
+great_expectations is imported only here and only when a gate runs (the import takes about 5 s): in a thread
+started before the checks (`import_in_background`), so that it overlaps them.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
-import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import polars as pl
+
 from curator.errors import CuratorError
-from curator.formats import word_count
-from curator.records import assistant_text, user_text
-from curator.refusal_coverage import coverage_kind
+from curator.gate.kept_columns import kept_columns
 from curator.spec import Spec
 
 EPS = 1e-9  # shares are compared with this slack, so a share exactly on the tolerance passes
@@ -74,43 +76,44 @@ def _import_gx():
     return gx, gxe
 
 
-def frame(spec: Spec, kept: Iterable[dict], train_ids: set[str]):
-    """The pandas frame the suite runs on: one row per kept pair, read in one pass over `kept`.
+def import_in_background() -> None:
+    """Start importing great-expectations (about 5 s) in a thread, to overlap the checks; `run_suite` waits for it."""
+    threading.Thread(target=_import_quietly, name="import great-expectations", daemon=True).start()
 
-    It holds no texts: `user` and `response` are the texts' lengths in characters (null where a text is
-    missing), the response's word count goes to its band's column, so the frame stays small for millions of rows.
+
+def _import_quietly() -> None:
+    try:
+        _import_gx()
+    except CuratorError:  # not installed: `run_suite` says so when it imports
+        pass
+
+
+def frame(spec: Spec, kept: pl.DataFrame, train_ids: pl.Series):
+    """The pandas frame the suite runs on: one row per kept pair, from its `kept_columns` (`kept`).
+
+    It holds no texts: `user` and `response` are the texts' lengths in characters, the response's word count
+    goes to its band's column, so the frame stays small for millions of rows.
     """
     import pandas as pd
 
-    refusal = frozenset(t.name for t in spec.task_families if t.refusal)
+    refusal = refusal_families(spec)
     band_of = {t.name: t.length_band for t in spec.task_families}
-    columns: dict[str, list] = {name: [] for name in
-                                ("id", "task_family", "format", "difficulty", "user", "response", "shortest_message")}
-    words: list[float] = []
-    coverage: list[str | None] = []  # refusal / answered look-alike / neither (`curator.refusal_coverage`)
-    for r in kept:
-        response = assistant_text(r)
-        coverage.append(coverage_kind(r, refusal))
-        columns["id"].append(r.get("id"))
-        for name in ("task_family", "format", "difficulty"):
-            value = r.get(name)
-            columns[name].append(sys.intern(value) if isinstance(value, str) else value)
-        columns["user"].append(len(user_text(r)))
-        columns["response"].append(len(response))
-        columns["shortest_message"].append(min((len(m["content"].strip()) for m in r["messages"]), default=0))
-        words.append(word_count(response))
-    df = pd.DataFrame(columns, dtype=object)  # plain objects: no conversion of the strings to Arrow strings
-    df["shortest_message"] = df["shortest_message"].astype(int)
-    df["is_train"] = df["id"].isin(train_ids).astype(int)
+    df = pd.DataFrame({"id": pd.Series(kept["id"].to_list(), dtype=object)})
+    for name in ("task_family", "format", "difficulty"):  # one string object per value, not per row
+        values = kept[name].cast(pl.Categorical).to_pandas().astype(object)
+        df[name] = values.where(values.notna(), None)
+    for name in ("user", "response", "shortest_message"):
+        df[name] = kept[name].to_numpy()
+    df["is_train"] = kept["id"].is_in(train_ids.implode()).fill_null(False).to_numpy().astype(int)
     df["in_refusal_family"] = df["task_family"].isin(refusal).astype(float)
-    kinds = pd.Series(coverage, index=df.index, dtype=object)
+    kinds = pd.Series(kept["coverage"].to_numpy(), index=df.index, dtype=object)
     for family in sorted(refusal):
         in_family = df["task_family"] == family
         df[f"refuses={family}"] = (in_family & (kinds == "refusal")).astype(float)
         df[f"lookalike={family}"] = (in_family & (kinds == "lookalike")).astype(float)
     for family in spec.task_families:
         df[f"family={family.name}"] = (df["task_family"] == family.name).astype(float)
-    word_series = pd.Series(words, index=df.index, dtype=float)
+    word_series = pd.Series(kept["response_words"].to_numpy(), index=df.index, dtype=float)
     bands = df["task_family"].map(band_of)
     for band in spec.length_bands:
         df[f"words:{band.name}"] = word_series.where(bands == band.name)  # NaN elsewhere: not checked
@@ -222,8 +225,20 @@ def evaluate(spec: Spec, *, kept: Iterable[dict], train: Iterable[dict], n_input
              config: ExpectationsConfig | None = None) -> list[dict]:
     """All verdicts for a release of `kept` rows (`train` is its train split, only ids read) from `n_input`
     input rows; `kept` is read once (it may be a generator)."""
+    records = pl.Series([json.dumps(r, ensure_ascii=False) for r in kept], dtype=pl.String)
+    train_ids = pl.Series([r["id"] for r in train], dtype=pl.String)
+    return evaluate_columns(spec, kept_columns(records, refusal_families(spec)), train_ids, n_input, n_rejected, config)
+
+
+def refusal_families(spec: Spec) -> frozenset[str]:
+    return frozenset(t.name for t in spec.task_families if t.refusal)
+
+
+def evaluate_columns(spec: Spec, kept: pl.DataFrame, train_ids: pl.Series, n_input: int, n_rejected: int,
+                     config: ExpectationsConfig | None = None) -> list[dict]:
+    """`evaluate` on the `kept_columns` of the kept rows and the ids of the train split."""
     config = ExpectationsConfig.from_spec(spec) if config is None else config
-    verdicts = run_suite(spec, frame(spec, kept, {r["id"] for r in train}), config)
+    verdicts = run_suite(spec, frame(spec, kept, train_ids), config)
     reject_share = n_rejected / n_input if n_input else 0.0
     max_share = spec.gate.max_reject_share
     verdicts.insert(1, {"name": "max_reject_share", "passed": reject_share <= max_share + EPS,

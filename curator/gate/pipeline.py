@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
-from itertools import compress
+from itertools import islice
 from pathlib import Path
 from typing import Iterator, Protocol
 
-import numpy as np
+import polars as pl
+import pyarrow as pa
 
 from curator.errors import CuratorError
 from curator.gate.check import Check, GateContext, Rejection, Row, progress
@@ -35,15 +35,18 @@ from curator.gate.checks.screening import Screening
 from curator.gate.checks.selection import Selection
 from curator.gate.checks.self_consistency import SelfConsistency
 from curator.gate.checks.semantic_dedup import SemanticDedup
-from curator.gate.expectations import evaluate
+from curator.gate.expectations import evaluate_columns, import_in_background, refusal_families
+from curator.gate.kept_columns import empty as empty_columns
+from curator.gate.kept_columns import kept_columns
 from curator.gate.registry import CheckEntry, build_from, plugin_checks, shipped_suites
-from curator.gate.split import eval_positions
+from curator.gate.split import eval_mask
 from curator.paths import releases_root, runs_root
-from curator.release.store import releases_lock, write_release
+from curator.release.store import JSON_PAIRS, JsonSplits, releases_lock, scores_json, write_release
 from curator.rundir import RunDir
 from curator.spec import Spec
 from curator.text_signals import SIGNALS_VERSION
 
+BATCH_ROWS = 8192  # kept rows a batch of the in-memory engine holds
 UNKNOWN_FAMILY = "(none)"  # family column for a rejected row that names no task family
 
 
@@ -238,15 +241,10 @@ def _input_summary(run: RunDir, rows_read: int, complete: bool) -> dict:
 
 
 class KeptRecords(Protocol):
-    """The rows the checks kept, as release records (with their `scores`), in input order."""
+    """The rows the checks kept, in input order, as batches of `JSON_PAIRS` (record and scores as JSON)."""
 
-    def records(self, only: np.ndarray | None = None) -> Iterator[dict]:
-        """The records (those whose position among the kept rows `only` flags, when given), read afresh on each
-        call: the release is written in passes over them, and a pass skips what it does not need unread."""
-        ...
-
-    def split_fields(self) -> Iterator[tuple[str, str, str | None]]:
-        """Each record's id, task family and teacher model, in order (what the split and the manifest need)."""
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The kept rows as batches of `JSON_PAIRS`, read afresh on each call (the end stage reads them twice)."""
         ...
 
 
@@ -254,12 +252,11 @@ class KeptRecords(Protocol):
 class KeptInMemory:
     rows: list[Row]
 
-    def records(self, only: np.ndarray | None = None) -> Iterator[dict]:
-        rows = self.rows if only is None else compress(self.rows, only)
-        return ({**r.record, "scores": dict(r.scores)} for r in rows)
-
-    def split_fields(self) -> Iterator[tuple[str, str, str | None]]:
-        return ((r.record["id"], r.record["task_family"], r.record["provenance"].get("teacher_model")) for r in self.rows)
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        rows = iter(self.rows)
+        while part := list(islice(rows, BATCH_ROWS)):
+            yield pa.record_batch([[json.dumps(r.record, ensure_ascii=False) for r in part],
+                                   [scores_json(r.scores) for r in part]], schema=JSON_PAIRS)
 
 
 ENGINES = ("memory", "stream", "ray")  # how the checks run: see `curator.gate.stream`, `curator.gate.engines`
@@ -305,6 +302,7 @@ def run_gate(
     clock.lap("read")
     with releases_lock(root), tempfile.TemporaryDirectory(prefix="curator-gate-") as workdir:
         checks = build_checks(spec, root, review_ledger)
+        import_in_background()  # great-expectations, for the verdicts after the checks
         clock.lap("earlier_releases")
         if engine == "memory":
             kept_rows, ledger, check_reports = run_checks(checks, rows)
@@ -324,29 +322,35 @@ class Ledger(Protocol):
     def __iter__(self) -> Iterator[dict]: ...
 
 
+def _kept_columns(kept: KeptRecords, spec: Spec) -> pl.DataFrame:
+    """`kept_columns` of every kept row, in one pass."""
+    refusal = refusal_families(spec)
+    parts = [kept_columns(batch.column("record"), refusal) for batch in kept.batches()]
+    return pl.concat(parts) if parts else empty_columns()
+
+
 def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: Ledger, check_reports: list[dict],
            spec: Spec, root: Path, name: str | None, notes: str | None, unfinished: dict[str, str],
            clock: _Clock) -> GateReport:
     """Split, expectations, manifest and the release, from the checks' outcome, in passes over the kept
-    records (never all of them in memory)."""
-    families, ids, teacher_models = [], [], set()
-    for pair, family, model in kept.split_fields():
-        families.append(sys.intern(family))
-        ids.append(pair)
-        if model:
-            teacher_models.add(model)
-    to_eval = eval_positions(families, ids, spec.gate.eval_fraction)
+    records (their text-free columns held, never the records)."""
+    columns = _kept_columns(kept, spec)
+    is_eval = eval_mask(columns["task_family"], columns["id"], spec.gate.eval_fraction)
     clock.lap("split")
     selected_out = sum(1 for e in ledger if e["check"] == "selection")  # a choice, not a defect: not a reject
-    verdicts = evaluate(spec, kept=kept.records(), train=({"id": i} for n, i in enumerate(ids) if n not in to_eval),
-                        n_input=counts.total - selected_out, n_rejected=len(ledger) - selected_out)
+    verdicts = evaluate_columns(spec, columns, columns["id"].filter(~is_eval), n_input=counts.total - selected_out,
+                                n_rejected=len(ledger) - selected_out)
     clock.lap("expectations")
     failed = [v["name"] for v in verdicts if not v["passed"]]
     by_family: dict[str, dict[str, int]] = defaultdict(lambda: {"input": 0, "train": 0, "eval": 0})
     for family, n in counts.by_family.items():
         by_family[family]["input"] = n
-    for n, family in enumerate(families):
-        by_family[family]["eval" if n in to_eval else "train"] += 1
+    split_counts = pl.DataFrame({"family": columns["task_family"], "eval": is_eval}).group_by("family").agg(
+        pl.len().alias("rows"), pl.col("eval").sum())
+    for family, rows, evals in split_counts.iter_rows():
+        by_family[family]["train"] += rows - evals
+        by_family[family]["eval"] += evals
+    n_eval = int(is_eval.sum())
     manifest = {
         "spec": {"name": spec.name, "path": spec.path, "sha256": spec.hash, "raw": spec.raw},
         "gate": asdict(spec.gate),
@@ -356,20 +360,19 @@ def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: L
             "input": counts.total,
             "removed": {c["name"]: c["removed"] for c in check_reports},
             "rejected": len(ledger),
-            "kept": len(ids),
-            "train": len(ids) - len(to_eval),
-            "eval": len(to_eval),
+            "kept": len(columns),
+            "train": len(columns) - n_eval,
+            "eval": n_eval,
             "by_family": dict(sorted(by_family.items())),
         },
         "inputs": [_input_summary(run, counts.per_run[str(run.path)], str(run.path) not in unfinished) for run in runs],
         "allow_partial": bool(unfinished),
-        "teacher_models": sorted(teacher_models),
+        "teacher_models": sorted(m for m in columns["teacher_model"].unique().to_list() if m),
         "text_signals": SIGNALS_VERSION,  # versions of the refusal detector, lexicon and language detector
         "seconds": clock.laps,  # wall time per gate phase, before the release is written
         "review": next((c["stats"]["review"] for c in check_reports if c["name"] == "human_review"), None),
     }
-    is_eval = np.zeros(len(ids), dtype=bool)
-    is_eval[list(to_eval)] = True
-    path = write_release(train=kept.records(~is_eval), eval=kept.records(is_eval), rejected=ledger, manifest=manifest,
+    del columns
+    path = write_release(splits=JsonSplits(kept.batches(), is_eval), rejected=ledger, manifest=manifest,
                          certified=not failed, failed_verdicts=failed, root=root, name=name, notes=notes)
     return GateReport(release=path, certified=not failed, manifest=manifest)

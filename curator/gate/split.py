@@ -7,10 +7,11 @@ Both splits keep the input order. The same rows always give the same split.
 """
 from __future__ import annotations
 
+import hashlib
 import math
-from collections import defaultdict
 
-from curator.hashing import sha256_text
+import numpy as np
+import polars as pl
 
 
 def eval_count(n: int, eval_fraction: float) -> int:
@@ -20,21 +21,27 @@ def eval_count(n: int, eval_fraction: float) -> int:
     return min(max(math.floor(eval_fraction * n + 0.5), 1), n - 1)
 
 
-def eval_positions(families: list[str], ids: list[str], eval_fraction: float) -> set[int]:
-    """Positions (in input order) of the rows that go to eval, from each row's task family and id alone."""
-    by_family: dict[str, list[int]] = defaultdict(list)
-    for i, family in enumerate(families):
-        by_family[family].append(i)
-    to_eval: set[int] = set()
-    for members in by_family.values():
-        ordered = sorted(members, key=lambda i: (sha256_text(ids[i]), i))
-        to_eval.update(ordered[: eval_count(len(members), eval_fraction)])
-    return to_eval
+def eval_mask(families: pl.Series, ids: pl.Series, eval_fraction: float) -> np.ndarray:
+    """Per row (in input order): whether it goes to eval, from each row's task family and id alone."""
+    n = len(ids)
+    family = families.cast(pl.Categorical).to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
+    digest = np.frombuffer(b"".join(hashlib.sha256(i.encode("utf-8")).digest() for i in ids.to_list()),
+                           dtype=">u8").reshape(n, 4)  # sha256 as four big-endian words: ordered as its hex text
+    order = np.lexsort((np.arange(n), *digest.T[::-1], family))  # by family, then sha256 of the id, then position
+    family = family[order]
+    starts = np.flatnonzero(np.r_[True, family[1:] != family[:-1]]) if n else np.zeros(0, dtype=np.int64)
+    sizes = np.diff(np.r_[starts, n])
+    wanted = np.repeat([eval_count(int(size), eval_fraction) for size in sizes], sizes)
+    rank = np.arange(n) - np.repeat(starts, sizes)
+    mask = np.zeros(n, dtype=bool)
+    mask[order[rank < wanted]] = True
+    return mask
 
 
 def split(records: list[dict], eval_fraction: float) -> tuple[list[dict], list[dict]]:
     """(train, eval) of `records`, stratified by task_family."""
-    to_eval = eval_positions([r["task_family"] for r in records], [r["id"] for r in records], eval_fraction)
-    train = [r for i, r in enumerate(records) if i not in to_eval]
-    evals = [r for i, r in enumerate(records) if i in to_eval]
+    to_eval = eval_mask(pl.Series([r["task_family"] for r in records], dtype=pl.String),
+                        pl.Series([r["id"] for r in records], dtype=pl.String), eval_fraction)
+    train = [r for r, e in zip(records, to_eval) if not e]
+    evals = [r for r, e in zip(records, to_eval) if e]
     return train, evals

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.sparse import coo_array
@@ -48,6 +47,7 @@ from curator.gate.minhash import band_key, char_shingles, choose_bands, signatur
 from curator.gate.normalize import pair_text
 from curator.gate.pipeline import InputCounts, _family, check_report, iter_rows, ledger_entries, resolve_keepers
 from curator.jsonl import loads
+from curator.release.store import JSON_PAIRS, scores_json
 from curator.rundir import RunDir
 
 BATCH_ROWS = 8192
@@ -364,21 +364,10 @@ class KeptOnDisk:
     alive: np.ndarray
     scores: dict[int, dict]
 
-    def records(self, only: np.ndarray | None = None) -> Iterator[dict]:
-        wanted = self.alive
-        if only is not None:
-            wanted = np.zeros_like(self.alive)
-            wanted[np.flatnonzero(self.alive)[only]] = True
-        for batch in self.spill.rows(wanted, self.scores):
-            for row in batch:
-                yield {**row.record, "scores": row.scores}
-
-    def split_fields(self) -> Iterator[tuple[str, str, str | None]]:
-        for batch in self.spill.batches(self.alive, ["id", "record"]):  # fields read from the JSON text, in Rust
-            record = pl.col("record").str
-            yield from pl.from_arrow(batch).select("id", record.json_path_match("$.task_family").alias("family"),
-                                                   record.json_path_match("$.provenance.teacher_model").alias("model"),
-                                                   ).iter_rows()
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        for batch in self.spill.batches(self.alive, ["record"]):
+            scores = [scores_json(self.scores.get(order)) for order in batch.column("order").to_pylist()]
+            yield pa.record_batch([batch.column("record"), pa.array(scores, pa.string())], schema=JSON_PAIRS)
 
 
 def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, workdir: Path,

@@ -21,13 +21,17 @@ import os
 import re
 import shutil
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from itertools import islice
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
+import numpy as np
+import orjson
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator import __version__
@@ -72,6 +76,23 @@ def resolve_release(name: str | Path, root: Path | None = None) -> Path:
     return root / f"release-v{m.group(1)}"
 
 
+PAIR_COLUMNS = {
+    "id": pl.String,
+    "messages": pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
+    "task_family": pl.String,
+    "format": pl.String,
+    "difficulty": pl.String,
+    "length_band": pl.String,
+    "provenance": pl.String,
+    "scores": pl.String,
+}
+_DECODED = pl.Struct({name: dtype for name, dtype in PAIR_COLUMNS.items() if name not in ("provenance", "scores")})
+_SORTED_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode  # as json.dumps(sort_keys=True, ...)
+# a number after `:`, `,` or `[` with a fraction or exponent: polars' JSON reader may not give it back digit for
+# digit (nor an integer past 64 bits, which it turns into a float); such provenance is parsed from the record
+_INEXACT_NUMBER = r"[:,\[]-?[0-9]+[.eE]"
+
+
 def _frame(records: Iterable[dict]) -> pl.DataFrame:
     rows = [
         {
@@ -81,45 +102,68 @@ def _frame(records: Iterable[dict]) -> pl.DataFrame:
             "format": r["format"],
             "difficulty": r["difficulty"],
             "length_band": r.get("length_band"),
-            "provenance": json.dumps(r["provenance"], sort_keys=True, ensure_ascii=False),
-            "scores": _scores_json(r.get("scores")),
+            "provenance": _SORTED_JSON(r["provenance"]),
+            "scores": scores_json(r.get("scores")),
         }
         for r in records
     ]
-    schema = {
-        "id": pl.String,
-        "messages": pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
-        "task_family": pl.String,
-        "format": pl.String,
-        "difficulty": pl.String,
-        "length_band": pl.String,
-        "provenance": pl.String,
-        "scores": pl.String,
-    }
-    return pl.DataFrame(rows, schema=schema)
+    return pl.DataFrame(rows, schema=PAIR_COLUMNS)
 
 
-def _scores_json(scores: dict | None) -> str | None:
+JSON_PAIRS = pa.schema([("record", pa.string()), ("scores", pa.string())])
+
+
+@dataclass(frozen=True)
+class JsonSplits:
+    """Both splits' pair records as JSON text, in one stream: Arrow batches of `JSON_PAIRS` (`record`, one
+    record's JSON; `scores`, its check scores as `scores_json` writes them, or null), and per row of the stream
+    whether it goes to eval. `write_release` decodes them in polars (no dict per record) and writes train and
+    eval in one pass over them: the same files as the records parsed and given as `train` and `eval`."""
+
+    batches: Iterable[pa.RecordBatch]
+    is_eval: np.ndarray
+
+
+def _json_frame(batch: pa.Table) -> pl.DataFrame:
+    """The release columns of `JSON_PAIRS` rows: the fields decoded by polars, the provenance re-written with
+    sorted keys (parsed from polars' match where its numbers are exact, else from the record by `json`)."""
+    records = pl.Series(batch.column("record"))
+    scores = pl.Series(batch.column("scores"), dtype=pl.String)
+    try:
+        decoded = records.str.json_decode(_DECODED).struct.unnest()
+    except pl.exceptions.ComputeError:  # what polars' reader refuses (NaN, Infinity) the standard library reads
+        return _frame({**json.loads(r), "scores": json.loads(s) if s else None} for r, s in zip(records, scores))
+    matched = records.str.json_path_match("$.provenance")
+    values = [orjson.loads(m) for m in matched.fill_null("null").to_list()]  # integers of 64 bits at most: exact
+    for i in (matched.is_null() | matched.str.contains(_INEXACT_NUMBER)).arg_true().to_list():
+        values[i] = json.loads(records[i])["provenance"]
+    provenance = pl.Series([_SORTED_JSON(v) for v in values], dtype=pl.String)
+    return decoded.with_columns(provenance=provenance, scores=scores).select(list(PAIR_COLUMNS))
+
+
+def scores_json(scores: dict | None) -> str | None:
     """Per-row check scores (judge, relevance, ...) as a JSON column; null when the gate scored nothing."""
     return json.dumps(scores, sort_keys=True) if scores else None
 
 
+LEDGER_COLUMNS = {
+    "id": pl.String, "check": pl.String, "reason": pl.String, "duplicate_of": pl.String,
+    "kept_as": pl.String, "task_family": pl.String, "input": pl.String, "record": pl.String,
+    "scores": pl.String,
+}
+
+
 def _ledger_frame(rejected: Iterable[dict]) -> pl.DataFrame:
-    schema = {
-        "id": pl.String, "check": pl.String, "reason": pl.String, "duplicate_of": pl.String,
-        "kept_as": pl.String, "task_family": pl.String, "input": pl.String, "record": pl.String,
-        "scores": pl.String,
-    }
     rows = [
         {
             "id": r.get("id"), "check": r["check"], "reason": r["reason"], "duplicate_of": r.get("duplicate_of"),
             "kept_as": r.get("kept_as"), "task_family": r.get("task_family"), "input": r.get("input"),
-            "record": json.dumps(r.get("record"), sort_keys=True, ensure_ascii=False),
-            "scores": _scores_json(r.get("scores")),
+            "record": _SORTED_JSON(r.get("record")),
+            "scores": scores_json(r.get("scores")),
         }
         for r in rejected
     ]
-    return pl.DataFrame(rows, schema=schema)
+    return pl.DataFrame(rows, schema=LEDGER_COLUMNS)
 
 
 @contextmanager
@@ -199,23 +243,73 @@ def attestation(release: str, version: int, manifest: dict[str, Any], digests: d
     }
 
 
-WRITE_BATCH = 8192  # records converted and written at a time
+WRITE_BATCH = 8192  # records converted and written at a time (a Parquet row group each)
 
 
-def _write_parquet(path: Path, records: Iterable[dict], to_frame: Callable[[Iterable[dict]], pl.DataFrame]) -> int:
-    """Write `records` to one Parquet file in batches (zstd, as polars writes); return the row count."""
-    it, rows = iter(records), 0
-    with pq.ParquetWriter(path, to_frame([]).to_arrow().schema, compression="zstd") as writer:
-        while batch := list(islice(it, WRITE_BATCH)):
-            writer.write_table(to_frame(batch).to_arrow())
-            rows += len(batch)
+def _batches_of(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    it = iter(records)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+class _Rebatcher:
+    """Arrow batches in, tables of `size` rows out (sliced, not copied)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.pending: list[pa.RecordBatch] = []
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> Iterator[pa.Table]:
+        """The tables of `size` rows that `batch` completes."""
+        self.pending.append(batch)
+        self.rows += batch.num_rows
+        if self.rows >= self.size:
+            table = pa.Table.from_batches(self.pending)
+            whole = self.rows - self.rows % self.size
+            yield from (table.slice(start, self.size) for start in range(0, whole, self.size))
+            self.pending, self.rows = table.slice(whole).to_batches(), self.rows - whole
+
+    def rest(self) -> Iterator[pa.Table]:
+        if self.rows:
+            yield pa.Table.from_batches(self.pending)
+
+
+def _json_split_frames(splits: JsonSplits) -> Iterator[tuple[str, pl.DataFrame]]:
+    """(split, `WRITE_BATCH` rows of its columns), train and eval as their rows come."""
+    out = {"train": _Rebatcher(WRITE_BATCH), "eval": _Rebatcher(WRITE_BATCH)}
+    seen = 0
+    for batch in splits.batches:
+        to_eval = pa.array(splits.is_eval[seen:seen + batch.num_rows])
+        seen += batch.num_rows
+        for split, rows in (("train", batch.filter(pc.invert(to_eval))), ("eval", batch.filter(to_eval))):
+            yield from ((split, _json_frame(table)) for table in out[split].add(rows))
+    if seen != len(splits.is_eval):
+        raise CuratorError(f"release splits: {seen} rows read, {len(splits.is_eval)} flagged")
+    for split, rebatcher in out.items():
+        yield from ((split, _json_frame(table)) for table in rebatcher.rest())
+
+
+def _write_parquets(staging: Path, frames: Iterable[tuple[str, pl.DataFrame]],
+                    schemas: dict[str, dict[str, pl.DataType]]) -> dict[str, int]:
+    """Write each (name, frame) of `frames` as a row group of `<name>.parquet` (zstd, as polars writes), one file
+    for each name in `schemas` (with its columns); return the rows per name."""
+    rows = dict.fromkeys(schemas, 0)
+    with ExitStack() as stack:
+        writers = {name: stack.enter_context(pq.ParquetWriter(staging / f"{name}.parquet", compression="zstd",
+                                                               schema=pl.DataFrame(schema=schema).to_arrow().schema))
+                   for name, schema in schemas.items()}
+        for name, frame in frames:
+            writers[name].write_table(frame.rechunk().to_arrow())
+            rows[name] += frame.height
     return rows
 
 
 def write_release(
     *,
-    train: Iterable[dict],
-    eval: Iterable[dict],
+    train: Iterable[dict] = (),
+    eval: Iterable[dict] = (),
+    splits: JsonSplits | None = None,
     rejected: Iterable[dict],
     manifest: dict[str, Any],
     certified: bool,
@@ -226,7 +320,8 @@ def write_release(
 ) -> Path:
     """Write the next release-vN atomically, signed with the local key, and return its path.
 
-    The records may come from generators: they are read once and written in batches, never held whole.
+    The pair records, `train` and `eval` (or both as `splits`), and the `rejected` ledger entries may come from
+    generators: they are read once and written in batches, never held whole.
 
     `manifest` carries what the caller knows (spec, gate config, verdicts, inputs); this function
     adds the version, the files with sha256, size and row counts, the tool version, and the
@@ -244,12 +339,18 @@ def write_release(
             shutil.rmtree(staging)
         try:
             staging.mkdir()
-            parts = {"train": (train, _frame), "eval": (eval, _frame), "rejected": (rejected, _ledger_frame)}
+            if splits is None:
+                pairs = ((split, _frame(part)) for split, records in (("train", train), ("eval", eval))
+                         for part in _batches_of(records, WRITE_BATCH))
+            else:
+                pairs = _json_split_frames(splits)
+            rows = _write_parquets(staging, pairs, {"train": PAIR_COLUMNS, "eval": PAIR_COLUMNS})
+            ledger = (("rejected", _ledger_frame(part)) for part in _batches_of(rejected, WRITE_BATCH))
+            rows |= _write_parquets(staging, ledger, {"rejected": LEDGER_COLUMNS})
             files = {}
-            for split, (records, to_frame) in parts.items():
-                path = staging / f"{split}.parquet"
-                rows = _write_parquet(path, records, to_frame)
-                files[path.name] = {"sha256": sha256_file(path), "rows": rows, "bytes": path.stat().st_size}
+            for part, count in rows.items():
+                path = staging / f"{part}.parquet"
+                files[path.name] = {"sha256": sha256_file(path), "rows": count, "bytes": path.stat().st_size}
             full = {
                 **manifest,
                 "release": release,
