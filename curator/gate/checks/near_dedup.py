@@ -32,7 +32,7 @@ import numpy as np
 from curator.gate.check import CheckResult, GateContext, Rejection, Row, keep_rank
 from curator.gate.minhash import (Shingles, candidate_pairs, char_shingles, choose_bands, jaccard, signatures,
                                   word_shingles)
-from curator.gate.normalize import pair_text, response_words
+from curator.gate.normalize import pair_texts, response_words
 from curator.spec import MinHashConfig, Spec
 
 MINHASH_SEED = 1  # datasketch's permutation seed (signatures must match its sketches)
@@ -66,7 +66,7 @@ class Matcher:
     def matches(self, records: list[dict], keep_pair=None) -> dict[tuple[int, int], Match]:
         """Best verified match per pair (i < j) of `records`; `keep_pair(i, j)` filters candidates first."""
         found: dict[tuple[int, int], Match] = {}
-        texts = [pair_text(r) for r in records]
+        texts = pair_texts(records)
         responses: dict[int, frozenset[str]] = {}
         for kind, n, threshold in self.config.kinds():
             shingles = self._shingles(kind, texts, n)
