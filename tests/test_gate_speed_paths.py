@@ -1,5 +1,6 @@
 """The gate's fast paths agree with the reference libraries: vectorised MinHash and numpy banding with
-datasketch, the compiled pair schema with jsonschema; on real text from the shared instruct mix."""
+datasketch, the compiled pair schema with jsonschema, batch normalisation with `normalize`; on real text from the
+shared instruct mix."""
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,7 @@ from datasketch import MinHash, MinHashLSH
 from curator.gate.compiled_schema import UnsupportedSchema, compile_schema
 from curator.gate.minhash import (candidate_pairs, char_shingles, input_hash32, jaccard, signatures,
                                   word_shingles)
-from curator.gate.normalize import normalize
+from curator.gate.normalize import normalize, normalize_all
 from curator.records import build_messages, make_pair, pair_validator, schema_errors
 from curator.spec import load_schema
 from shared_data import mix_path
@@ -164,3 +165,15 @@ def test_compiled_pair_schema_agrees_with_jsonschema_on_real_and_broken_records(
     assert sum(not ok for ok, _ in verdicts[len(real):]) >= len(broken) - 3
     with pytest.raises(UnsupportedSchema, match="oneOf"):
         compile_schema({"oneOf": [{"type": "string"}]})
+
+
+def test_batch_normalisation_gives_normalize_text_for_ascii_unicode_and_real_text():
+    rng = random.Random(5)
+    ascii_ = [chr(c) for c in range(128)] + ["".join(rng.choices([chr(c) for c in range(128)], k=rng.randint(0, 40)))
+                                            for _ in range(5000)]
+    unicode_ = ["ﬁne ＦＵＬＬ Straße", "Ⅻ\u2003x\u00a0y", "caf\u00e9\u0301 « quoted »", "a\x1cb\x1dc\x1ed\x1fe", "\u3000 "]
+    with open(mix_path(), encoding="utf-8") as f:
+        real = [text for row in map(json.loads, f) for text in (row["instruction"], row["output"])]
+    texts = ascii_ + unicode_ + real[:20000]
+    assert normalize_all(texts) == [normalize(t) for t in texts]
+    assert any(not t.isascii() for t in real[:20000])  # both paths ran on real text
