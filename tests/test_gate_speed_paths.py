@@ -12,7 +12,7 @@ import pytest
 from datasketch import MinHash, MinHashLSH
 
 from curator.gate.compiled_schema import UnsupportedSchema, compile_schema
-from curator.gate.minhash import (candidate_pairs, char_shingles, input_hash32, jaccard, signatures,
+from curator.gate.minhash import (candidate_pairs, char_shingles, input_hash32, jaccard, pair_jaccard, signatures,
                                   word_shingles)
 from curator.gate.normalize import normalize, normalize_all
 from curator.records import build_messages, make_pair, pair_validator, schema_errors
@@ -95,6 +95,19 @@ def test_numpy_banding_finds_the_same_candidates_as_datasketch_lsh(texts):
     found = {tuple(p) for p in candidate_pairs(sigs, 16, 8).tolist()}
     assert found == expected
     assert len(found & {(i, 40 + i) for i in range(20)}) >= 15  # light edits (J about 0.9) are candidates
+
+
+def test_pair_jaccard_equals_set_jaccard_on_candidates_short_and_empty_texts(texts):
+    rng = random.Random(3)
+    corpus = texts + [edit(t, 9, rng) for t in texts] + ["", "", "one", "one two", "one two three"]
+    short = 2 * len(texts)
+    for shingles in (word_shingles(corpus, 5), char_shingles(corpus, 5)):
+        pairs = np.concatenate([candidate_pairs(signatures(shingles, 128, 1), 16, 8),
+                                [[k, len(texts) + k] for k in range(len(texts))],  # each text and its edit
+                                [[short + k, short + k + 1] for k in range(4)] + [[0, short]]])
+        expected = [jaccard(shingles.set_of(i), shingles.set_of(j)) for i, j in pairs.tolist()]
+        assert pair_jaccard(shingles, pairs, block=500).tolist() == expected  # several blocks
+        assert sum(0 < score < 1 for score in expected) >= len(texts) // 2  # edited copies: partial overlaps
 
 
 def test_short_texts_are_one_shingle_and_empty_texts_none():
