@@ -506,8 +506,9 @@ class FirstPass:
         if len(ahead) < 2 or workers < 2:
             yield from (self.lines(k, k * batch_rows, lines) for k, lines in chain(ahead, batches))
             return
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
-                                   initargs=(self,))
+        context = get_context("forkserver")  # workers forked from one fresh process that imported this module once
+        context.set_forkserver_preload([__name__])
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(self,))
         try:
             pending: deque[Future] = deque()
             for k, lines in chain(ahead, batches):
