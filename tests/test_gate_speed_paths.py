@@ -1,5 +1,6 @@
 """The gate's fast paths agree with the reference libraries: vectorised MinHash and numpy banding with
-datasketch, the compiled pair schema with jsonschema; on real text from the shared instruct mix."""
+datasketch, the compiled pair schema with jsonschema, batch normalisation with `normalize`; on real text from the
+shared instruct mix."""
 from __future__ import annotations
 
 import copy
@@ -11,9 +12,9 @@ import pytest
 from datasketch import MinHash, MinHashLSH
 
 from curator.gate.compiled_schema import UnsupportedSchema, compile_schema
-from curator.gate.minhash import (candidate_pairs, char_shingles, input_hash32, jaccard, signatures,
+from curator.gate.minhash import (candidate_pairs, char_shingles, input_hash32, jaccard, pair_jaccard, signatures,
                                   word_shingles)
-from curator.gate.normalize import normalize
+from curator.gate.normalize import normalize, normalize_all
 from curator.records import build_messages, make_pair, pair_validator, schema_errors
 from curator.spec import load_schema
 from shared_data import mix_path
@@ -96,6 +97,19 @@ def test_numpy_banding_finds_the_same_candidates_as_datasketch_lsh(texts):
     assert len(found & {(i, 40 + i) for i in range(20)}) >= 15  # light edits (J about 0.9) are candidates
 
 
+def test_pair_jaccard_equals_set_jaccard_on_candidates_short_and_empty_texts(texts):
+    rng = random.Random(3)
+    corpus = texts + [edit(t, 9, rng) for t in texts] + ["", "", "one", "one two", "one two three"]
+    short = 2 * len(texts)
+    for shingles in (word_shingles(corpus, 5), char_shingles(corpus, 5)):
+        pairs = np.concatenate([candidate_pairs(signatures(shingles, 128, 1), 16, 8),
+                                [[k, len(texts) + k] for k in range(len(texts))],  # each text and its edit
+                                [[short + k, short + k + 1] for k in range(4)] + [[0, short]]])
+        expected = [jaccard(shingles.set_of(i), shingles.set_of(j)) for i, j in pairs.tolist()]
+        assert pair_jaccard(shingles, pairs, block=500).tolist() == expected  # several blocks
+        assert sum(0 < score < 1 for score in expected) >= len(texts) // 2  # edited copies: partial overlaps
+
+
 def test_short_texts_are_one_shingle_and_empty_texts_none():
     shingles = word_shingles(["a b", "", "a b c d e f", "a b"], 5)
     assert np.diff(shingles.offsets).tolist() == [1, 0, 2, 1]
@@ -164,3 +178,15 @@ def test_compiled_pair_schema_agrees_with_jsonschema_on_real_and_broken_records(
     assert sum(not ok for ok, _ in verdicts[len(real):]) >= len(broken) - 3
     with pytest.raises(UnsupportedSchema, match="oneOf"):
         compile_schema({"oneOf": [{"type": "string"}]})
+
+
+def test_batch_normalisation_gives_normalize_text_for_ascii_unicode_and_real_text():
+    rng = random.Random(5)
+    ascii_ = [chr(c) for c in range(128)] + ["".join(rng.choices([chr(c) for c in range(128)], k=rng.randint(0, 40)))
+                                            for _ in range(5000)]
+    unicode_ = ["ﬁne ＦＵＬＬ Straße", "Ⅻ\u2003x\u00a0y", "caf\u00e9\u0301 « quoted »", "a\x1cb\x1dc\x1ed\x1fe", "\u3000 "]
+    with open(mix_path(), encoding="utf-8") as f:
+        real = [text for row in map(json.loads, f) for text in (row["instruction"], row["output"])]
+    texts = ascii_ + unicode_ + real[:20000]
+    assert normalize_all(texts) == [normalize(t) for t in texts]
+    assert any(not t.isascii() for t in real[:20000])  # both paths ran on real text

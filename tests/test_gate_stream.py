@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from curator.cli import main
+from curator.errors import CuratorError
 from curator.gate import stream
 from curator.gate.pipeline import run_gate
 from curator.gate.stream import merge_stats
@@ -142,6 +143,16 @@ def test_streaming_gate_gives_the_in_memory_release_on_planted_rows(spec, tmp_pa
     removed = {c["name"]: c["removed"] for c in release["checks"]}
     assert removed["exact_dedup"] >= 40 and removed["near_dedup"] >= 30 and removed["labels"] >= 10
     assert removed["schema"] == 2 and removed["arithmetic"] == 1  # the empty answer and the poetry row; 2 + 2 = 5
+
+
+def test_a_corrupt_line_read_by_a_worker_is_named(spec, tmp_path, monkeypatch):
+    runs = write_runs(tmp_path / "runs", planted_records())
+    good = RunDir(runs[0]).line_count("pairs.jsonl")
+    with open(runs[0] / "pairs.jsonl", "a", encoding="utf-8") as f:
+        f.write("{not json\n")
+    monkeypatch.setattr(stream, "BATCH_ROWS", 50)  # many batches: the worker processes parse them
+    with pytest.raises(CuratorError, match=rf"run0/pairs.jsonl:{good + 1}: not valid JSON"):
+        run_gate(runs, spec, root=tmp_path / "releases", engine="stream")
 
 
 def test_merge_stats_adds_counts_and_keeps_settings():

@@ -211,8 +211,54 @@ def candidate_pairs(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
             active = active[run_end[active] - active > step]
     if not codes:
         return np.zeros((0, 2), dtype=np.int64)
-    unique = np.unique(np.concatenate(codes))
+    unique = _distinct_sorted(np.concatenate(codes))
     return np.stack([unique // n, unique % n], axis=1)
+
+
+def _ranks(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each value's rank among the distinct values (0, 1, ...), and how many distinct values there are."""
+    order = np.argsort(values)
+    ordered = values[order]
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[order] = np.concatenate(([0], np.cumsum(ordered[1:] != ordered[:-1])))
+    return rank, int(rank.max(initial=-1)) + 1
+
+
+def _distinct_sorted(values: np.ndarray) -> np.ndarray:
+    ordered = np.sort(values)
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if len(ordered) else ordered
+
+
+def pair_jaccard(shingles: Shingles, pairs: np.ndarray, block: int = 1 << 22) -> np.ndarray:
+    """Exact Jaccard of the shingle sets of each pair (i, j) of `pairs` (shape (k, 2)), as `jaccard` gives it.
+
+    Each text's distinct shingles are numbered (ranks among all values); per pair both sets are tagged with the
+    pair's number and sorted together, so a shingle in both sits twice in a row. About `block` shingles at a time."""
+    out = np.zeros(len(pairs), dtype=np.float64)
+    if not len(pairs):
+        return out
+    texts = np.repeat(np.arange(len(shingles), dtype=np.int64), np.diff(shingles.offsets))
+    rank, distinct = _ranks(shingles.values)
+    keys = _distinct_sorted(texts * distinct + rank)  # one per (text, distinct shingle)
+    ranks = keys % distinct
+    sizes = np.bincount(keys // distinct, minlength=len(shingles))
+    starts = np.cumsum(sizes) - sizes
+    per_pair = sizes[pairs[:, 0]] + sizes[pairs[:, 1]]
+    ends = np.cumsum(per_pair)
+    first = 0
+    while first < len(pairs):
+        last = max(int(np.searchsorted(ends, ends[first] - per_pair[first] + block, side="right")), first + 1)
+        members = pairs[first:last].ravel()  # left, right, left, right, ...
+        counts = sizes[members]
+        owner = np.repeat(np.arange(len(members)) // 2, counts)
+        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        tagged = np.sort(owner * distinct + ranks[np.repeat(starts[members], counts) + within])
+        twice = tagged[1:][tagged[1:] == tagged[:-1]] // distinct
+        common = np.bincount(twice, minlength=last - first)
+        union = per_pair[first:last] - common
+        out[first:last] = np.divide(common, union, out=np.zeros(last - first), where=union > 0)
+        first = last
+    return out
 
 
 def jaccard(a: set | frozenset, b: set | frozenset) -> float:

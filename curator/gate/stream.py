@@ -15,8 +15,10 @@ Checks come in three kinds:
 - any other check (decontamination, relevance, semantic dedup, screening, selection, plug-ins) runs on all
   rows still in play, read back from the spill: the same verdicts, but it holds those rows while it runs.
 
-The leading row-local checks run while the run directories are read; the rows they keep go to a Parquet
-spill (`Spill`) in the gate's temporary directory (under `TMPDIR`), read back in batches by the later checks.
+The first pass (`FirstPass`) parses the run files' lines, runs the leading row-local checks and computes the
+narrowings' keys, batch by batch in worker processes (one per CPU; the batches come back in input order); the
+rows they keep go to a Parquet spill (`Spill`, one part file per batch, each record as the JSON text it was read
+from) in the gate's temporary directory (under `TMPDIR`), read back in batches by the later checks.
 What stays in memory across the whole run: a flag per row (still in play), the keys above, the scores checks
 gave, and the ledger entries without their records (`LedgerOnDisk` reads those back from the spills). The
 kept rows stay on disk (`KeptOnDisk`): the split, the expectations and the release writer read them back in
@@ -25,10 +27,13 @@ passes.
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
@@ -39,16 +44,16 @@ from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
 from curator.errors import CuratorError
-from curator.gate.check import Check, Row
-from curator.gate.checks.exact_dedup import ExactDedup, pair_key, prompt_key
+from curator.gate.check import Check, Row, progress
+from curator.gate.checks.exact_dedup import ExactDedup, pair_keys, prompt_keys
 from curator.gate.checks.label_consistency import LabelConsistency
 from curator.gate.checks.near_dedup import MINHASH_SEED, NearDedup
 from curator.gate.minhash import band_key, char_shingles, choose_bands, signatures, word_shingles
-from curator.gate.normalize import pair_text
-from curator.gate.pipeline import InputCounts, _family, check_report, iter_rows, ledger_entries, resolve_keepers
+from curator.gate.normalize import pair_texts
+from curator.gate.pipeline import InputCounts, _family, check_report, ledger_entries, resolve_keepers
 from curator.jsonl import loads
 from curator.release.store import JSON_PAIRS, scores_json
-from curator.rundir import RunDir
+from curator.rundir import PAIRS, RunDir
 
 BATCH_ROWS = 8192
 SPILL_SCHEMA = pa.schema([("order", pa.int64()), ("input", pa.string()), ("line", pa.int64()), ("id", pa.string()),
@@ -85,49 +90,66 @@ def merge_stats(total: dict, part: dict) -> dict:
 
 
 class Spill:
-    """Rows on disk as Parquet (order, input, line, id, record as JSON): appended in batches, read back in batches."""
+    """Rows on disk as Parquet (order, input, line, id, record as JSON) in one or more part files, read back in
+    part order: appended in batches (`write`) or given whole parts written elsewhere (`adopt`, a worker's)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(path, SPILL_SCHEMA)
+        self.parts: list[Path] = []
+        self._writer: pq.ParquetWriter | None = None
 
-    def write(self, rows: list[Row]) -> None:
-        assert self._writer is not None, "spill already closed"
+    def write(self, rows: list[Row], texts: list[str | None] | None = None) -> None:
+        """Append `rows`; `texts[i]`, when given and not None, is row i's record as JSON already (its input line)."""
+        texts = texts or [None] * len(rows)
         columns = [[r.order for r in rows], [r.input for r in rows], [r.line for r in rows], [r.id for r in rows],
-                   [json.dumps(r.record, ensure_ascii=False) for r in rows]]
-        self._writer.write_batch(pa.record_batch(columns, schema=SPILL_SCHEMA))
+                   [json.dumps(r.record, ensure_ascii=False) if t is None else t for r, t in zip(rows, texts)]]
+        self.write_batch(pa.record_batch(columns, schema=SPILL_SCHEMA))
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            part = self.path if not self.parts else self.path.with_name(f"{self.path.stem}-{len(self.parts)}.parquet")
+            self.parts.append(part)
+            self._writer = pq.ParquetWriter(part, SPILL_SCHEMA)
+        self._writer.write_batch(batch)
+
+    def adopt(self, part: Path) -> None:
+        """Append a part file written by another `Spill` (the rows after those already here)."""
+        self.close()
+        self.parts.append(part)
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
 
+    def _read(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        self.close()
+        for part in self.parts:
+            yield from pq.ParquetFile(part).iter_batches(BATCH_ROWS, columns=columns)
+
     def ids_among(self, wanted: np.ndarray, ids: set[str]) -> set[str]:
         """Which of `ids` a row whose `wanted[order]` is set carries (no record is parsed)."""
-        self.close()
         found: set[str] = set()
-        for batch in pq.ParquetFile(self.path).iter_batches(BATCH_ROWS, columns=["order", "id"]):
+        for batch in self._read(["order", "id"]):
             mask = wanted[batch.column("order").to_numpy()]
             found.update(i for i in batch.column("id").filter(pa.array(mask)).to_pylist() if i in ids)
         return found
 
     def partition(self, bucket: np.ndarray) -> list["Spill"]:
         """The rows with `bucket[order]` set (not -1), one spill beside this one per bucket, in one pass."""
-        self.close()
-        parts = {b: Spill(self.path.with_name(f"{self.path.stem}-{b}.parquet")) for b in np.unique(bucket[bucket >= 0])}
-        for batch in pq.ParquetFile(self.path).iter_batches(BATCH_ROWS):
+        parts = {b: Spill(self.path.with_name(f"{self.path.stem}-bucket{b}.parquet"))
+                 for b in np.unique(bucket[bucket >= 0])}
+        for batch in self._read():
             of = bucket[batch.column("order").to_numpy()]
             for b in np.unique(of[of >= 0]):
-                parts[b]._writer.write_batch(batch.filter(pa.array(of == b)))
+                parts[b].write_batch(batch.filter(pa.array(of == b)))
         for part in parts.values():
             part.close()
         return list(parts.values())
 
     def batches(self, wanted: np.ndarray, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """The rows whose `wanted[order]` is set, in input order, as Arrow batches (of `columns`, or all)."""
-        self.close()
-        read = None if columns is None else ["order", *columns]
-        for batch in pq.ParquetFile(self.path).iter_batches(BATCH_ROWS, columns=read):
+        for batch in self._read(None if columns is None else ["order", *columns]):
             mask = wanted[batch.column("order").to_numpy()]
             if mask.any():
                 yield batch.filter(pa.array(mask))
@@ -139,11 +161,22 @@ class Spill:
             yield [Row(record=loads(rec), input=inp, line=line, order=order, scores=dict(scores.get(order, {})))
                    for order, inp, line, rec in zip(part["order"], part["input"], part["line"], part["record"])]
 
+    def remove(self) -> None:
+        self.close()
+        for part in self.parts:
+            part.unlink()
+
 
 class Narrowing(Protocol):
     """Keys of a whole-set check, gathered as rows stream past: which rows can its verdicts concern?"""
 
-    def observe(self, rows: list[Row]) -> None: ...
+    def keys(self, rows: list[Row]) -> "Keys":
+        """The keys of `rows` (computed where the rows are: a worker process; the narrowing is not changed)."""
+        ...
+
+    def add(self, keys: "Keys") -> None:
+        """Keep the keys of one batch (batches in input order)."""
+        ...
 
     def groups(self, alive: np.ndarray) -> np.ndarray:
         """Per order: a group number for each row still in play whose verdict may depend on another row (the
@@ -153,6 +186,14 @@ class Narrowing(Protocol):
     def stats(self, stats: dict, alive: np.ndarray) -> dict:
         """The check's stats on the affected rows, made those of a run on every row in play."""
         ...
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys of some rows: their orders, and one array per key column (equal values link rows)."""
+
+    orders: np.ndarray
+    columns: list[np.ndarray]
 
 
 def key_groups(n: int, orders: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
@@ -185,91 +226,84 @@ def buckets(groups: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-class _Keys:
-    """16-byte keys per row, kept as numpy arrays (orders, and one or more key columns)."""
+def digests(keys: list[bytes]) -> np.ndarray:
+    """16-byte digests as one numpy array (`V16`)."""
+    return np.frombuffer(b"".join(keys), dtype="V16")
 
-    def __init__(self, columns: int):
-        self.orders: list[np.ndarray] = []
-        self.columns: list[list[np.ndarray]] = [[] for _ in range(columns)]
 
-    def add(self, orders: list[int], *keys: list[bytes]) -> None:
-        self.orders.append(np.asarray(orders, dtype=np.int64))
-        for column, values in zip(self.columns, keys):
-            column.append(np.frombuffer(b"".join(values), dtype="V16"))
+class _KeyStore:
+    """The keys of every batch, as numpy arrays; rows linked through equal keys form the groups."""
+
+    def __init__(self):
+        self.parts: list[Keys] = []
+
+    def add(self, keys: Keys) -> None:
+        self.parts.append(keys)
 
     def groups(self, alive: np.ndarray) -> np.ndarray:
         """Per order: rows in play linked through equal keys in any column share a group number; -1 for the rest."""
-        if not self.orders:
+        if not self.parts:
             return np.full(len(alive), -1, dtype=np.int64)
-        orders = np.concatenate(self.orders)
+        orders = np.concatenate([k.orders for k in self.parts])
         live = alive[orders]
-        return key_groups(len(alive), orders[live], [np.concatenate(column)[live] for column in self.columns])
+        columns = [np.concatenate(column)[live] for column in zip(*(k.columns for k in self.parts))]
+        return key_groups(len(alive), orders[live], columns)
 
     def live(self, alive: np.ndarray) -> int:
-        return int(alive[np.concatenate(self.orders)].sum()) if self.orders else 0
+        return int(sum(alive[k.orders].sum() for k in self.parts))
 
 
-class ExactKeys:
+def _orders(rows: list[Row]) -> np.ndarray:
+    return np.fromiter((r.order for r in rows), dtype=np.int64, count=len(rows))
+
+
+class ExactKeys(_KeyStore):
     """`ExactDedup` concerns rows sharing a normalised pair or prompt hash with another row."""
 
     def __init__(self, check: ExactDedup):
-        self.keys = _Keys(2)
+        super().__init__()
 
-    def observe(self, rows: list[Row]) -> None:
-        self.keys.add([r.order for r in rows], [pair_key(r.record) for r in rows], [prompt_key(r.record) for r in rows])
-
-    def groups(self, alive: np.ndarray) -> np.ndarray:
-        return self.keys.groups(alive)
+    def keys(self, rows: list[Row]) -> Keys:
+        records = [r.record for r in rows]
+        return Keys(_orders(rows), [digests(pair_keys(records)), digests(prompt_keys(records))])
 
     def stats(self, stats: dict, alive: np.ndarray) -> dict:
         return {**stats, "checked": int(alive.sum())}
 
 
-class LabelKeys:
+class LabelKeys(_KeyStore):
     """`LabelConsistency` concerns label answers whose normalised question another label answer has too."""
 
     def __init__(self, check: LabelConsistency):
+        super().__init__()
         self.check = check
-        self.keys = _Keys(1)
 
-    def observe(self, rows: list[Row]) -> None:
+    def keys(self, rows: list[Row]) -> Keys:
         labelled = [r for r in rows if self.check.label_of(r.record) is not None]
-        self.keys.add([r.order for r in labelled], [prompt_key(r.record) for r in labelled])  # the normalised question
-
-    def groups(self, alive: np.ndarray) -> np.ndarray:
-        return self.keys.groups(alive)
+        return Keys(_orders(labelled), [digests(prompt_keys([r.record for r in labelled]))])  # the normalised question
 
     def stats(self, stats: dict, alive: np.ndarray) -> dict:
-        return {**stats, "checked": int(alive.sum()), "label_rows": self.keys.live(alive)}
+        return {**stats, "checked": int(alive.sum()), "label_rows": self.live(alive)}
 
 
-class NearKeys:
+class NearKeys(_KeyStore):
     """`NearDedup` concerns rows that are an LSH candidate of another row: that share a band key (the folded
     values of one band of the MinHash signature, as `candidate_pairs` bands them) in any shingle kind. Only
     the band keys are kept: 8 bytes a band (16 bands for 128 permutations at 0.8), not the signatures."""
 
     def __init__(self, check: NearDedup):
+        super().__init__()
         self.config = check.config
-        self.keys = {kind: [] for kind, _, _ in self.config.kinds()}  # per kind: (rows, bands) uint64 blocks
-        self.orders: list[np.ndarray] = []
 
-    def observe(self, rows: list[Row]) -> None:
-        self.orders.append(np.asarray([r.order for r in rows], dtype=np.int64))
-        texts = [pair_text(r.record) for r in rows]
+    def keys(self, rows: list[Row]) -> Keys:
+        texts = pair_texts([r.record for r in rows])
+        columns = []
         for kind, n, threshold in self.config.kinds():
             shingles = word_shingles(texts, n) if kind == "word" else char_shingles(texts, n)
             sigs = signatures(shingles, self.config.num_perm, MINHASH_SEED)
             bands, per_band = choose_bands(self.config.num_perm, threshold)
-            self.keys[kind].append(np.stack([band_key(sigs, b, per_band) for b in range(bands)], axis=1)
-                                   if len(rows) else np.zeros((0, bands), dtype=np.uint64))
-
-    def groups(self, alive: np.ndarray) -> np.ndarray:
-        if not self.orders:
-            return np.full(len(alive), -1, dtype=np.int64)
-        orders = np.concatenate(self.orders)
-        live = alive[orders]
-        bands = [band for blocks in self.keys.values() for band in np.concatenate(blocks)[live].T]
-        return key_groups(len(alive), orders[live], bands)
+            columns.extend(band_key(sigs, b, per_band) for b in range(bands))
+        return Keys(_orders(rows), columns)
 
     def stats(self, stats: dict, alive: np.ndarray) -> dict:
         bands, per_band = choose_bands(self.config.num_perm, self.config.threshold)  # settings, not summed
@@ -277,6 +311,47 @@ class NearKeys:
 
 
 NARROWINGS: dict[type, type] = {ExactDedup: ExactKeys, LabelConsistency: LabelKeys, NearDedup: NearKeys}
+
+
+@dataclass
+class Verdicts:
+    """One check's result on some rows without their records: what the main process keeps of it."""
+
+    orders: list[int]  # the rejected rows
+    entries: list[dict]  # their ledger entries, records left out (read back when the ledger is: `LedgerOnDisk`)
+    by_family: Counter[str]
+    stats: dict
+    seconds: float
+    scores: dict[int, dict]  # the scores of the rows given, by order
+
+
+def verdicts(check: Check, given: list[Row], result, seconds: float, early: Spill | None = None,
+             texts: dict[int, tuple[object, str]] | None = None) -> Verdicts:
+    """`result` of `check` on `given` as `Verdicts`; the rejected rows are written to `early` when given."""
+    if result.added:
+        raise CuratorError(f"check {check.name} adds rows; the streaming gate cannot run it (use --engine memory)")
+    if len(result.kept) + len(result.rejected) != len(given):
+        raise CuratorError(f"gate check {check.name}: {len(given)} rows in, {len(result.kept)} kept + "
+                           f"{len(result.rejected)} rejected out; rows would be lost")
+    entries, by_family = ledger_entries(check.name, result.rejected)
+    if result.rejected and early is not None:
+        rows = [rej.row for rej in result.rejected]
+        early.write(rows, _texts(rows, texts))
+    for entry in entries:
+        entry["record"] = None
+    return Verdicts([rej.row.order for rej in result.rejected], entries, by_family, result.stats, seconds,
+                    {r.order: dict(r.scores) for r in given if r.scores})
+
+
+def _texts(rows: list[Row], texts: dict[int, tuple[object, str]] | None) -> list[str | None] | None:
+    """Each row's record as the JSON text it was read from, None where a check replaced the record."""
+    if texts is None:
+        return None
+    out: list[str | None] = []
+    for row in rows:
+        record, text = texts.get(row.order, (None, None))
+        out.append(text if record is row.record else None)
+    return out
 
 
 class _Outcome:
@@ -292,23 +367,16 @@ class _Outcome:
         self.seconds: Counter[str] = Counter()
         self.scores: dict[int, dict] = {}
 
-    def record(self, check: Check, given: list[Row], result, seconds: float, stats: dict | None = None) -> None:
-        if result.added:
-            raise CuratorError(f"check {check.name} adds rows; the streaming gate cannot run it (use --engine memory)")
-        if len(result.kept) + len(result.rejected) != len(given):
-            raise CuratorError(f"gate check {check.name}: {len(given)} rows in, {len(result.kept)} kept + "
-                               f"{len(result.rejected)} rejected out; rows would be lost")
-        entries, by_family = ledger_entries(check.name, result.rejected)
-        if result.rejected and self.source[check.name] is self.early:
-            self.source[check.name].write([rej.row for rej in result.rejected])
-        for entry in entries:
-            entry["record"] = None  # read back when the ledger is (`LedgerOnDisk`)
-        self.ledger[check.name].extend(zip((rej.row.order for rej in result.rejected), entries))
-        self.by_family[check.name].update(by_family)
-        part = result.stats if stats is None else stats
-        self.stats[check.name] = merge_stats(self.stats[check.name], part) if check.name in self.stats else part
-        self.seconds[check.name] += seconds
-        self.scores.update({r.order: dict(r.scores) for r in given if r.scores})
+    def record(self, check: Check, given: list[Row], result, seconds: float) -> None:
+        """A later check's result (the rows it rejected are in the row spill already)."""
+        self.add(check.name, verdicts(check, given, result, seconds))
+
+    def add(self, name: str, found: Verdicts) -> None:
+        self.ledger[name].extend(zip(found.orders, found.entries))
+        self.by_family[name].update(found.by_family)
+        self.stats[name] = merge_stats(self.stats[name], found.stats) if name in self.stats else found.stats
+        self.seconds[name] += found.seconds
+        self.scores.update(found.scores)
 
     def in_input_order(self, check: Check) -> None:
         """Sort the check's ledger entries by input row (as its run on all rows at once lists them)."""
@@ -370,6 +438,129 @@ class KeptOnDisk:
             yield pa.record_batch([batch.column("record"), pa.array(scores, pa.string())], schema=JSON_PAIRS)
 
 
+@dataclass
+class BatchDone:
+    """A batch of input rows after the leading row-local checks, without its records: what the main process keeps
+    (the rows went to spill part files)."""
+
+    rows: int
+    per_run: Counter[str]
+    by_family: Counter[str]
+    verdicts: list[Verdicts]  # per leading check
+    survivors: np.ndarray  # orders of the rows no leading check rejected (in `spilled`)
+    keys: dict[int, tuple[Keys, float]]  # per narrowing: the survivors' keys, and the seconds they took
+    spilled: list[Path]  # part files of the survivors
+    early: list[Path]  # part files of the rows a leading check rejected
+
+
+Line = tuple[str, int, str]  # (run directory, line number, the pair as JSON text)
+
+
+def run_lines(runs: list[RunDir]) -> Iterator[Line]:
+    """Every pair of every run as JSON text, unparsed, numbered as `pipeline.iter_rows` numbers them (blank lines
+    skipped, a torn last line left out, as `RunDir.pairs` reads)."""
+    for run in runs:
+        path = run.path / PAIRS
+        if not path.exists():
+            continue
+        number = 0
+        with open(path, encoding="utf-8") as f:
+            for line in progress(f, f"reading {run.path.name}"):
+                if not line.endswith("\n"):
+                    break
+                if line.strip():
+                    number += 1
+                    yield str(run.path), number, line[:-1]
+
+
+def worker_count() -> int:
+    """Processes the first pass runs in: the CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class FirstPass:
+    """The first pass over the input: parse each batch, run the leading row-local checks, spill what they keep
+    (and, apart, what they reject) and compute the narrowings' keys. With more than one batch and more than one
+    CPU the batches go to worker processes (`worker_count`), a few batches ahead, and come back in input order."""
+
+    def __init__(self, head: list[Check], narrowings: dict[int, Narrowing], workdir: Path):
+        self.head = head
+        self.narrowings = narrowings
+        self.workdir = workdir
+
+    def run(self, runs: list[RunDir], batch_rows: int) -> Iterator[BatchDone]:
+        batches = enumerate(batched(run_lines(runs), batch_rows))
+        ahead = list(islice(batches, 2))
+        workers = worker_count()
+        if len(ahead) < 2 or workers < 2:
+            yield from (self.lines(k, k * batch_rows, lines) for k, lines in chain(ahead, batches))
+            return
+        context = get_context("forkserver")  # workers forked from one fresh process that imported this module once
+        context.set_forkserver_preload([__name__])
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(self,))
+        try:
+            pending: deque[Future] = deque()
+            for k, lines in chain(ahead, batches):
+                pending.append(pool.submit(_worker_lines, k, k * batch_rows, lines))
+                if len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    def lines(self, k: int, first: int, lines: list[Line]) -> BatchDone:
+        """Batch `k` of the input, its rows numbered (`order`) from `first`, through the first pass."""
+        batch, texts = [], {}
+        for order, (run, number, text) in enumerate(lines, first):
+            try:
+                record = loads(text)
+            except json.JSONDecodeError as e:
+                raise CuratorError(f"{Path(run) / PAIRS}:{number}: not valid JSON: {e.msg}") from None
+            texts[order] = (record, text)
+            batch.append(Row(record=record, input=run, line=number, order=order))
+        results, kept = [], batch
+        for check in self.head:
+            result, seconds = _timed(check, kept)
+            results.append((result, seconds))
+            kept = result.kept
+        return self.settle(k, batch, results, texts)
+
+    def settle(self, k: int, batch: list[Row], results: list, texts: dict[int, tuple[object, str]] | None = None
+               ) -> BatchDone:
+        """Batch `k` with the results of the leading checks: spill its rows, keep verdicts and keys (`texts`: each
+        row's record and the JSON text it was parsed from, written as it is while the record is unchanged)."""
+        early = Spill(self.workdir / f"early-part{k}.parquet")
+        found, survivors = [], batch
+        for check, (result, seconds) in zip(self.head, results):
+            found.append(verdicts(check, survivors, result, seconds, early, texts))
+            survivors = result.kept
+        early.close()
+        spill = Spill(self.workdir / f"rows-part{k}.parquet")
+        if survivors:
+            spill.write(survivors, _texts(survivors, texts))
+            spill.close()
+        keys = {}
+        for i, narrowing in self.narrowings.items():
+            started = time.perf_counter()
+            keys[i] = (narrowing.keys(survivors), time.perf_counter() - started)
+        return BatchDone(len(batch), Counter(r.input for r in batch), Counter(_family(r.record) for r in batch),
+                         found, _orders(survivors), keys, spill.parts, early.parts)
+
+
+_WORKER: FirstPass | None = None  # in a worker process: the first pass it serves
+
+
+def _start_worker(first: FirstPass) -> None:
+    global _WORKER
+    _WORKER = first
+
+
+def _worker_lines(k: int, first: int, lines: list[Line]) -> BatchDone:
+    assert _WORKER is not None, "worker not started"
+    return _WORKER.lines(k, first, lines)
+
+
 def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, workdir: Path,
                          batch_rows: int | None = None) -> tuple[KeptOnDisk, LedgerOnDisk, list[dict], InputCounts]:
     """What `pipeline.run_checks` returns for the rows of `runs` (kept rows, ledger, reports), and the input
@@ -387,25 +578,26 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
         if type(check) in NARROWINGS and not any(c.name in RECORD_CHANGERS for c in rest[:i + 1]):
             narrowings[i] = NARROWINGS[type(check)](check)
     total, per_run, by_family, spilled = 0, Counter(), Counter(), []
+    stage = FirstPass(head, narrowings, workdir)
     if engine == "ray":
         from curator.gate.engines.ray_engine import first_pass
-        passes = first_pass(head, runs, batch_rows)
+        passes = (stage.settle(k, *done) for k, done in enumerate(first_pass(head, runs, batch_rows)))
     else:
-        passes = _first_pass(head, runs, batch_rows)
-    for batch, results in passes:
-        total += len(batch)
-        per_run.update(r.input for r in batch)
-        by_family.update(_family(r.record) for r in batch)
-        survivors = batch
-        for check, (result, seconds) in zip(head, results):
-            outcome.record(check, survivors, result, seconds)
-            survivors = result.kept
-        spill.write(survivors)
-        spilled.append(np.asarray([r.order for r in survivors], dtype=np.int64))
-        for i, narrowing in narrowings.items():
-            started = time.perf_counter()
-            narrowing.observe(survivors)
-            outcome.seconds[rest[i].name] += time.perf_counter() - started
+        passes = stage.run(runs, batch_rows)
+    for done in passes:
+        total += done.rows
+        per_run.update(done.per_run)
+        by_family.update(done.by_family)
+        for check, found in zip(head, done.verdicts):
+            outcome.add(check.name, found)
+        for part in done.spilled:
+            spill.adopt(part)
+        for part in done.early:
+            outcome.early.adopt(part)
+        spilled.append(done.survivors)
+        for i, (keys, seconds) in done.keys.items():
+            narrowings[i].add(keys)
+            outcome.seconds[rest[i].name] += seconds
     if not total:
         raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
     alive = np.zeros(total, dtype=bool)
@@ -433,7 +625,7 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
             outcome.record(check, rows, result, 0.0)
             alive[[rej.row.order for rej in result.rejected]] = False
             if part is not None:
-                part.path.unlink()
+                part.remove()
         outcome.in_input_order(check)
         outcome.stats[check.name] = narrowing.stats(outcome.stats[check.name], in_play)
         outcome.seconds[check.name] += time.perf_counter() - started
@@ -445,12 +637,3 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
     return kept, LedgerOnDisk(outcome, checks, total), outcome.reports(checks), InputCounts(total, per_run, by_family)
 
 
-def _first_pass(head: list[Check], runs: list[RunDir], batch_rows: int) -> Iterator[tuple[list[Row], list]]:
-    """Each batch of input rows with the results of the leading row-local checks, each on what the one before kept."""
-    for batch in batched(iter_rows(runs), batch_rows):
-        results, kept = [], batch
-        for check in head:
-            result, seconds = _timed(check, kept)
-            results.append((result, seconds))
-            kept = result.kept
-        yield batch, results

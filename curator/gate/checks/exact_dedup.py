@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from typing import Callable
+from itertools import islice
+from typing import Iterable
 
 from curator.gate.check import CheckResult, GateContext, Rejection, Row, keep_rank
+from curator.gate.normalize import normalize_all
 from curator.records import user_text
 from curator.spec import Spec
 from curator.text_signals import normalize
@@ -25,9 +27,13 @@ def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
+def _pair_text(messages: list[dict], contents: Iterable[str]) -> str:
+    return _MESSAGE.join(m["role"] + _FIELD + content for m, content in zip(messages, contents))
+
+
 def pair_key(record: dict) -> bytes:
     """Key of the whole conversation: role and normalised content of every message, in order."""
-    return _digest(_MESSAGE.join(m["role"] + _FIELD + normalize(m["content"]) for m in record["messages"]))
+    return _digest(_pair_text(record["messages"], (normalize(m["content"]) for m in record["messages"])))
 
 
 def prompt_key(record: dict) -> bytes:
@@ -35,11 +41,23 @@ def prompt_key(record: dict) -> bytes:
     return _digest(normalize(user_text(record)))
 
 
-def _dedup(rows: list[Row], key: Callable[[dict], bytes]) -> tuple[list[Row], dict[int, Row], int]:
-    """Keep one row per key: the kept rows (input order), each dropped row's keeper by `order`, the group count."""
+def pair_keys(records: list[dict]) -> list[bytes]:
+    """`pair_key` of each record, the texts normalised batch-wise."""
+    contents = iter(normalize_all([m["content"] for r in records for m in r["messages"]]))
+    return [_digest(_pair_text(r["messages"], islice(contents, len(r["messages"])))) for r in records]
+
+
+def prompt_keys(records: list[dict]) -> list[bytes]:
+    """`prompt_key` of each record, the texts normalised batch-wise."""
+    return [_digest(text) for text in normalize_all([user_text(r) for r in records])]
+
+
+def _dedup(rows: list[Row], keys: list[bytes]) -> tuple[list[Row], dict[int, Row], int]:
+    """Keep one row per key (`keys[i]` is row i's): the kept rows (input order), each dropped row's keeper by
+    `order`, the group count."""
     groups: dict[bytes, list[Row]] = defaultdict(list)
-    for row in rows:
-        groups[key(row.record)].append(row)
+    for row, key in zip(rows, keys):
+        groups[key].append(row)
     keeper_of: dict[int, Row] = {}
     n_groups = 0
     for members in groups.values():
@@ -58,8 +76,8 @@ class ExactDedup:
         return cls()
 
     def run(self, rows: list[Row]) -> CheckResult:
-        after_pair, pair_keeper, pair_groups = _dedup(rows, pair_key)
-        kept, prompt_keeper, prompt_groups = _dedup(after_pair, prompt_key)
+        after_pair, pair_keeper, pair_groups = _dedup(rows, pair_keys([r.record for r in rows]))
+        kept, prompt_keeper, prompt_groups = _dedup(after_pair, prompt_keys([r.record for r in after_pair]))
         rejected = []
         for row in rows:
             if row.order in pair_keeper:

@@ -27,12 +27,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import numpy as np
-
 from curator.gate.check import CheckResult, GateContext, Rejection, Row, keep_rank
-from curator.gate.minhash import (Shingles, candidate_pairs, char_shingles, choose_bands, jaccard, signatures,
-                                  word_shingles)
-from curator.gate.normalize import pair_text, response_words
+from curator.gate.minhash import (Shingles, candidate_pairs, char_shingles, choose_bands, jaccard, pair_jaccard,
+                                  signatures, word_shingles)
+from curator.gate.normalize import pair_texts, response_words
 from curator.spec import MinHashConfig, Spec
 
 MINHASH_SEED = 1  # datasketch's permutation seed (signatures must match its sketches)
@@ -66,7 +64,7 @@ class Matcher:
     def matches(self, records: list[dict], keep_pair=None) -> dict[tuple[int, int], Match]:
         """Best verified match per pair (i < j) of `records`; `keep_pair(i, j)` filters candidates first."""
         found: dict[tuple[int, int], Match] = {}
-        texts = [pair_text(r) for r in records]
+        texts = pair_texts(records)
         responses: dict[int, frozenset[str]] = {}
         for kind, n, threshold in self.config.kinds():
             shingles = self._shingles(kind, texts, n)
@@ -77,13 +75,9 @@ class Matcher:
             if keep_pair is not None and len(pairs):
                 pairs = pairs[keep_pair(pairs[:, 0], pairs[:, 1])]
             self.stats[f"{kind}_candidates"] += len(pairs)
-            sets: dict[int, set[int]] = {}
-            for i in np.unique(pairs).tolist():
-                sets[i] = shingles.set_of(i)
-            for i, j in pairs.tolist():
-                score = jaccard(sets[i], sets[j])
-                if score < threshold:
-                    continue
+            scores = pair_jaccard(shingles, pairs)
+            verified = scores >= threshold
+            for (i, j), score in zip(pairs[verified].tolist(), scores[verified].tolist()):
                 self.stats[f"{kind}_verified_pairs"] += 1
                 if not self._same_answer(records, responses, i, j):
                     self.stats[f"{kind}_template_pairs"] += 1
