@@ -61,7 +61,10 @@ def parse_line(line: int, data: bytes) -> RawRow:
             return RawRow(line, None, None, f"invalid JSON at column {e.colno}: {e.msg}", text)
         except RecursionError:
             return RawRow(line, None, None, f"nested deeper than {MAX_DEPTH} levels", text)
-    return RawRow(line, None, value, None if _plainly_fine(data) else inspect(value), "")
+    reason = None if _plainly_fine(data) else inspect(value)
+    if reason is not None and reason.startswith("nested deeper"):  # quarantined as text: too deep to write as JSON
+        return RawRow(line, None, None, reason, data.rstrip(b"\r\n").decode("utf-8", "backslashreplace"))
+    return RawRow(line, None, value, reason, "")
 
 
 def read_rows(path: Path) -> Iterator[RawRow | RawLine]:
@@ -201,6 +204,8 @@ def _array_rows(data: bytes) -> Iterator[RawRow]:
         try:
             value, end = decoder.raw_decode(text, pos)
             error = inspect(value)
+            if error is not None and error.startswith("nested deeper"):
+                value = None  # quarantined as its text: too deep to write back as JSON
         except json.JSONDecodeError as e:
             value, end, error = None, max(_value_end(text, pos), pos + 1), f"invalid JSON: {e.msg}"
         except RecursionError:

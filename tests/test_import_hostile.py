@@ -88,6 +88,18 @@ def test_a_json_array_file_names_the_bad_element_and_keeps_the_others(tmp_path):
     assert len(list(RunDir(tmp_path / "bom").pairs())) == 1
 
 
+def test_a_row_nested_too_deep_is_quarantined_as_its_text(tmp_path):
+    """Written back as JSON, a 600-deep row could exhaust the recursion limit: the quarantine keeps its text."""
+    deep = b"[" * 600 + b"]" * 600
+    for name, data in (("rows.jsonl", GOOD + b"\n" + deep + b"\n"), ("rows.json", b"[" + GOOD + b", " + deep + b"]")):
+        src, out = tmp_path / name, tmp_path / f"run-{name}"
+        src.write_bytes(data)
+        assert _import(src, out) == 0
+        [entry] = RunDir(out).quarantined()
+        assert "nested deeper than 64 levels" in entry["reason"]
+        assert entry["raw"] == deep.decode()
+
+
 def _children(pid: int) -> list[int]:
     """The processes whose parent is `pid`, from /proc."""
     kids = []
