@@ -27,7 +27,6 @@ passes.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter, defaultdict, deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -52,6 +51,7 @@ from curator.gate.minhash import band_key, char_shingles, choose_bands, signatur
 from curator.gate.normalize import pair_texts
 from curator.gate.pipeline import InputCounts, _family, check_report, ledger_entries, resolve_keepers
 from curator.jsonl import loads
+from curator.ordered_workers import cpu_count
 from curator.release.store import JSON_PAIRS, scores_json
 from curator.rundir import PAIRS, RunDir
 
@@ -473,15 +473,11 @@ def run_lines(runs: list[RunDir]) -> Iterator[Line]:
                     yield str(run.path), number, line[:-1]
 
 
-def worker_count() -> int:
-    """Processes the first pass runs in: the CPUs this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 class FirstPass:
     """The first pass over the input: parse each batch, run the leading row-local checks, spill what they keep
     (and, apart, what they reject) and compute the narrowings' keys. With more than one batch and more than one
-    CPU the batches go to worker processes (`worker_count`), a few batches ahead, and come back in input order."""
+    CPU the batches go to worker processes (one per CPU, `ordered_workers.cpu_count`), a few batches ahead, and
+    come back in input order."""
 
     def __init__(self, head: list[Check], narrowings: dict[int, Narrowing], workdir: Path):
         self.head = head
@@ -491,7 +487,7 @@ class FirstPass:
     def run(self, runs: list[RunDir], batch_rows: int) -> Iterator[BatchDone]:
         batches = enumerate(batched(run_lines(runs), batch_rows))
         ahead = list(islice(batches, 2))
-        workers = worker_count()
+        workers = cpu_count()
         if len(ahead) < 2 or workers < 2:
             yield from (self.lines(k, k * batch_rows, lines) for k, lines in chain(ahead, batches))
             return
