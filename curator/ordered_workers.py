@@ -1,7 +1,8 @@
 """A function mapped over items in forked worker processes, results in input order, few items in flight.
 
 `curator import` parses and builds rows in workers while its own process reads the input and alone writes the
-run directory, in input order (a rerun resumes by counting lines). Workers ignore Ctrl-C (the parent handles it)
+run directory, in input order (a rerun resumes by counting lines); the streaming gate's first pass runs its
+batches in them too. Workers ignore Ctrl-C (the parent handles it)
 and are killed by the kernel when the parent dies, kill -9 included (Linux's parent-death signal).
 """
 from __future__ import annotations
@@ -26,17 +27,25 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """`map(fn, items)`, with `fn` run in `workers` forked processes; at most two items a worker are in flight.
-    It runs in this process where there is one worker or one item, or off Linux (where forking is not safe)."""
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, *, start_method: str = "fork",
+                preload: tuple[str, ...] = (), initializer: Callable[..., None] | None = None,
+                initargs: tuple = ()) -> Iterator[R]:
+    """`map(fn, items)`, with `fn` run in `workers` processes; at most two items a worker are in flight.
+    It runs in this process where there is one worker or one item, or off Linux (where forking is not safe).
+    `start_method` "fork": workers are copies of this process, killed when it dies; "forkserver": they fork from
+    one fresh process that imported the modules `preload` once. `initializer(*initargs)` runs once in each worker."""
     items = iter(items)
     head = list(islice(items, 2))
     if workers <= 1 or len(head) < 2 or not sys.platform.startswith("linux"):
         yield from map(fn, chain(head, items))
         return
     items = chain(head, items)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_worker_start, initargs=(os.getpid(),))
+    context = multiprocessing.get_context(start_method)
+    if preload:
+        context.set_forkserver_preload(list(preload))
+    parent = os.getpid() if start_method == "fork" else None
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
+                               initargs=(parent, initializer, initargs))
     pending: deque[Future[R]] = deque()
     try:
         for item in items:
@@ -49,8 +58,11 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
         pool.shutdown(cancel_futures=True)
 
 
-def _worker_start(parent: int) -> None:
+def _worker_start(parent: int | None, initializer: Callable[..., None] | None, initargs: tuple) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the line above ran
-        os._exit(1)
+    if parent is not None:  # a forked copy: dies with the process that forked it
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the line above ran
+            os._exit(1)
+    if initializer is not None:
+        initializer(*initargs)

@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter, defaultdict, deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from itertools import chain, islice
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Iterator, Protocol
 
@@ -51,7 +49,7 @@ from curator.gate.minhash import band_key, char_shingles, choose_bands, signatur
 from curator.gate.normalize import pair_texts
 from curator.gate.pipeline import InputCounts, _family, check_report, ledger_entries, resolve_keepers
 from curator.jsonl import loads
-from curator.ordered_workers import cpu_count
+from curator.ordered_workers import cpu_count, ordered_map
 from curator.release.store import JSON_PAIRS, scores_json
 from curator.rundir import PAIRS, RunDir
 
@@ -491,19 +489,9 @@ class FirstPass:
         if len(ahead) < 2 or workers < 2:
             yield from (self.lines(k, k * batch_rows, lines) for k, lines in chain(ahead, batches))
             return
-        context = get_context("forkserver")  # workers forked from one fresh process that imported this module once
-        context.set_forkserver_preload([__name__])
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(self,))
-        try:
-            pending: deque[Future] = deque()
-            for k, lines in chain(ahead, batches):
-                pending.append(pool.submit(_worker_lines, k, k * batch_rows, lines))
-                if len(pending) > 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            pool.shutdown(cancel_futures=True)
+        jobs = ((k, k * batch_rows, lines) for k, lines in chain(ahead, batches))
+        yield from ordered_map(_worker_lines, jobs, workers, start_method="forkserver", preload=(__name__,),
+                               initializer=_start_worker, initargs=(self,))  # workers import this module once
 
     def lines(self, k: int, first: int, lines: list[Line]) -> BatchDone:
         """Batch `k` of the input, its rows numbered (`order`) from `first`, through the first pass."""
@@ -552,9 +540,9 @@ def _start_worker(first: FirstPass) -> None:
     _WORKER = first
 
 
-def _worker_lines(k: int, first: int, lines: list[Line]) -> BatchDone:
+def _worker_lines(job: tuple[int, int, list[Line]]) -> BatchDone:
     assert _WORKER is not None, "worker not started"
-    return _WORKER.lines(k, first, lines)
+    return _WORKER.lines(*job)
 
 
 def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, workdir: Path,
