@@ -86,6 +86,7 @@ def derived_spec(base: dict, path: Path, *, arm: str, budget: int) -> Path:
             gate[name] = {"enabled": False}
         doc["length_bands"] = [{"name": "any", "min_words": 1, "max_words": 100000}]
         doc["refusal_policy"]["max_share"] = 1
+        doc["refusal_policy"]["refuse"] = []  # a random sample may miss a category: no coverage verdict
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -118,14 +119,16 @@ def read_pairs(run_dirs: list[Path]) -> list[dict]:
 
 
 def sample_to_budget(pairs: list[dict], budget: int, seed: int) -> list[dict]:
-    """A random sample of `pairs` whose tokens add up to at most `budget`."""
+    """A random sample of `pairs` whose tokens add up to at most `budget`, each pair id once (a pool's byte-identical
+    copies share an id, and a release holds an id once)."""
     shuffled = random.Random(seed).sample(pairs, len(pairs))
-    out, tokens = [], 0
+    out, tokens, seen = [], 0, set()
     for pair in shuffled:
         size = approx_tokens(pair)
-        if tokens + size <= budget:
+        if tokens + size <= budget and pair["id"] not in seen:
             out.append(pair)
             tokens += size
+            seen.add(pair["id"])
     return out
 
 

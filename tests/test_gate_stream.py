@@ -3,16 +3,22 @@ release of the in-memory gate, row for row: kept rows, splits, ledger and check 
 from __future__ import annotations
 
 import json
+import os
 import random
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from curator.cli import main
 from curator.errors import CuratorError
 from curator.gate import stream
+from curator.gate.check import Row
+from curator.gate.engines import ray_engine
 from curator.gate.pipeline import run_gate
 from curator.gate.stream import merge_stats
 from curator.importers import import_file
@@ -185,15 +191,65 @@ def test_streaming_gate_keeps_the_same_rows_of_the_shared_mix(spec, tmp_path, mo
     assert release["counts"]["rejected"] > 100  # the slice has real duplicates and empty outputs
 
 
-def test_ray_engine_gives_the_in_memory_release(spec, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray with 2 CPUs, started once for this module's Ray tests (`RAY_ADDRESS` set aside)."""
     ray = pytest.importorskip("ray", reason="the scale extra (ray[data]) is not installed")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    address = os.environ.pop("RAY_ADDRESS", None)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+    if address is not None:
+        os.environ["RAY_ADDRESS"] = address
+
+
+def test_ray_engine_gives_the_in_memory_release(local_ray, spec, tmp_path, monkeypatch):
     runs = write_runs(tmp_path / "runs", planted_records(200, seed=3))
     memory = run_gate(runs, spec, root=tmp_path / "memory")
     monkeypatch.setattr(stream, "BATCH_ROWS", 64)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        distributed = run_gate(runs, spec, root=tmp_path / "ray", engine="ray")
-    finally:
-        ray.shutdown()
-    assert_same_release(memory.release, distributed.release)
+    distributed = run_gate(runs, spec, root=tmp_path / "ray", engine="ray")
+    release = assert_same_release(memory.release, distributed.release)
+    removed = {c["name"]: c["removed"] for c in release["checks"]}
+    assert removed["exact_dedup"] and removed["near_dedup"] and removed["labels"]  # found through the Ray shuffle
+
+
+def test_ray_engine_keeps_the_same_rows_of_the_shared_mix(local_ray, spec, tmp_path, monkeypatch):
+    run = _mix_run(tmp_path, 3000)
+    memory = run_gate([run], spec, root=tmp_path / "memory")
+    monkeypatch.setattr(stream, "BATCH_ROWS", 500)
+    distributed = run_gate([run], spec, root=tmp_path / "ray", engine="ray")
+    release = assert_same_release(memory.release, distributed.release)
+    assert {c["name"]: c["removed"] for c in release["checks"]}["near_dedup"] > 0
+
+def test_shared_keys_give_the_groups_of_all_keys():
+    """What the Ray shuffle leaves (the folded keys two or more rows share) links the rows in play exactly as all the
+    keys do, whichever rows are still in play."""
+    rng = np.random.default_rng(0)
+    n, store, tables = 3000, stream._KeyStore(), []
+    digests = rng.integers(0, 2**63, size=(n, 2), dtype=np.int64).view("V16").ravel()
+    bands = rng.integers(0, 2**64 - 1, size=(n, 3), dtype=np.uint64)
+    for source, target in rng.integers(0, n, size=(400, 2)):  # planted shared keys, chains included
+        column = rng.integers(0, 4)
+        if column == 0:
+            digests[target] = digests[source]
+        else:
+            bands[target, column - 1] = bands[source, column - 1]
+    orders = np.sort(rng.choice(n + 500, size=n, replace=False))  # rows without keys (rejected earlier) between
+    for part in np.array_split(np.arange(n), 4):  # batches, as the first pass adds them
+        keys = stream.Keys(orders[part], [digests[part], *bands[part].T])
+        store.add(keys)
+        rows = [Row(record={}, input="run", line=int(o), order=int(o)) for o in range(orders[part][0], orders[part][-1] + 1)]
+        tables.append(pa.table({"order": [r.order for r in rows], "keys0": ray_engine.key_lists(rows, keys)}))
+    long = pa.concat_tables([ray_engine.key_rows(t, "keys0") for t in tables])
+    grouped = long.group_by("key").aggregate([("order", "list")]).rename_columns({"order_list": "orders"})
+    shared = ray_engine.shared_only(grouped)
+    keyed = np.concatenate([t.column("order").to_numpy()[pc.list_value_length(t.column("keys0")).to_numpy() > 0]
+                            for t in tables])
+    found = stream.SharedKeys(shared.column("key").to_numpy(), shared.column("order").to_numpy(), keyed)
+    assert len(shared) < len(long) / 5  # only shared keys are left
+    for alive_share in (1.0, 0.7):
+        alive = rng.random(n + 500) < alive_share
+        expected, got = store.groups(alive), found.groups(alive)
+        assert (expected >= 0).sum() > 100
+        assert np.array_equal(expected, got)
+        assert found.keyed.size == n and store.live(alive) == int(alive[found.keyed].sum())

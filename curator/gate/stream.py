@@ -194,22 +194,23 @@ class Keys:
     columns: list[np.ndarray]
 
 
-def key_groups(n: int, orders: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
+def key_groups(n: int, columns: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Per order (of `n`): rows linked through an equal key in any column (chains included) share a group
-    number, the connected components of an integer-id graph; -1 for rows sharing no key."""
+    number, the connected components of an integer-id graph; -1 for rows sharing no key. A column is its keys
+    and the order of the row each key belongs to. Group numbers rise with the groups' first rows."""
     linked, first = [], []
-    for keys in columns:
+    for keys, orders in columns:
         _, index, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
         shared = np.flatnonzero(counts[inverse] > 1)
-        linked.append(shared)
-        first.append(index[inverse[shared]])  # each row is linked to the first row with its key
+        linked.append(orders[shared])
+        first.append(orders[index[inverse[shared]]])  # each row is linked to the first row with its key
     out = np.full(n, -1, dtype=np.int64)
-    src, dst = np.concatenate(linked), np.concatenate(first)
+    src, dst = np.concatenate(linked or [out[:0]]), np.concatenate(first or [out[:0]])
     if not len(src):
         return out
-    graph = coo_array((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(len(orders), len(orders)))
+    graph = coo_array((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
-    out[orders[src]] = labels[src]
+    out[src] = labels[src]
     return out
 
 
@@ -230,25 +231,48 @@ def digests(keys: list[bytes]) -> np.ndarray:
 
 
 class _KeyStore:
-    """The keys of every batch, as numpy arrays; rows linked through equal keys form the groups."""
+    """The keys of every batch, as numpy arrays; rows linked through equal keys form the groups. Where a shuffle
+    elsewhere (the Ray engine's) already kept only the keys two or more rows share, they are `shared` instead."""
 
     def __init__(self):
         self.parts: list[Keys] = []
+        self.shared: SharedKeys | None = None
 
     def add(self, keys: Keys) -> None:
         self.parts.append(keys)
 
     def groups(self, alive: np.ndarray) -> np.ndarray:
         """Per order: rows in play linked through equal keys in any column share a group number; -1 for the rest."""
+        if self.shared is not None:
+            return self.shared.groups(alive)
         if not self.parts:
             return np.full(len(alive), -1, dtype=np.int64)
         orders = np.concatenate([k.orders for k in self.parts])
         live = alive[orders]
-        columns = [np.concatenate(column)[live] for column in zip(*(k.columns for k in self.parts))]
-        return key_groups(len(alive), orders[live], columns)
+        return key_groups(len(alive), [(np.concatenate(column)[live], orders[live])
+                                       for column in zip(*(k.columns for k in self.parts))])
 
     def live(self, alive: np.ndarray) -> int:
+        """The rows in play that have keys."""
+        if self.shared is not None:
+            return int(alive[self.shared.keyed].sum())
         return int(sum(alive[k.orders].sum() for k in self.parts))
+
+
+@dataclass(frozen=True)
+class SharedKeys:
+    """The keys that two or more rows share, one 64-bit value per (key column, key): the rows they link (`orders`,
+    as long as `keys`), and every row that has keys at all (`keyed`). What a distributed shuffle on the keys
+    leaves; a row sharing no key is in `keyed` only. Two keys folded to one value only join their groups (the
+    check then runs on both together, with the same verdicts)."""
+
+    keys: np.ndarray  # 64-bit
+    orders: np.ndarray  # int64
+    keyed: np.ndarray  # int64
+
+    def groups(self, alive: np.ndarray) -> np.ndarray:
+        live = alive[self.orders]
+        return key_groups(len(alive), [(self.keys[live], self.orders[live])])
 
 
 def _orders(rows: list[Row]) -> np.ndarray:
@@ -562,11 +586,12 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
         if type(check) in NARROWINGS and not any(c.name in RECORD_CHANGERS for c in rest[:i + 1]):
             narrowings[i] = NARROWINGS[type(check)](check)
     total, per_run, by_family, spilled = 0, Counter(), Counter(), []
-    stage = FirstPass(head, narrowings, workdir)
-    if engine == "ray":
-        from curator.gate.engines.ray_engine import first_pass
-        passes = (stage.settle(k, *done) for k, done in enumerate(first_pass(head, runs, batch_rows)))
+    if engine == "ray":  # the keys stay on the cluster: a shuffle there leaves the shared ones (`SharedKeys`)
+        from curator.gate.engines.ray_engine import RayFirstPass
+        distributed, stage = RayFirstPass(head, narrowings), FirstPass(head, {}, workdir)
+        passes = (stage.settle(k, *done) for k, done in enumerate(distributed.run(runs, batch_rows)))
     else:
+        distributed, stage = None, FirstPass(head, narrowings, workdir)
         passes = stage.run(runs, batch_rows)
     for done in passes:
         total += done.rows
@@ -584,6 +609,10 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
             outcome.seconds[rest[i].name] += seconds
     if not total:
         raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
+    if distributed is not None:
+        for i, shared in distributed.shared.items():
+            narrowings[i].shared = shared
+            outcome.seconds[rest[i].name] += distributed.key_seconds[i]
     alive = np.zeros(total, dtype=bool)
     alive[np.concatenate(spilled)] = True
     for i, check in enumerate(rest):

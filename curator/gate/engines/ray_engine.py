@@ -1,14 +1,18 @@
-"""`curator gate --engine ray`: the streaming gate's first pass (the leading row-local checks) as a Ray Data
-`map_batches` over the input rows, on the cluster at `RAY_ADDRESS` or, without it, on a local Ray started
-for the gate.
+"""`curator gate --engine ray`: the streaming gate's first pass (the leading row-local checks and the dedup
+keys) as a Ray Data `map_batches` over the input rows, and the dedup keys grouped by a Ray Data shuffle, on the
+cluster at `RAY_ADDRESS` or, without it, on a local Ray started for the gate.
 
 The driver writes the input rows once to a Parquet file (order, run, line, record as JSON) that Ray Data
 reads in blocks; each block runs the row-local checks where it lands and sends back, per row, the check
 that rejected it (or none), the reason and the record as it left the checks, plus each check's stats.
-Blocks come back in input order (`preserve_order`), so the driver continues exactly as
-`curator.gate.stream` does (keys, whole-set checks, release), and the release is the same. The driver
-alone writes the release. On a cluster of several machines the Parquet file must be on storage every
-node can read (pass `TMPDIR` on a shared file system).
+The same task computes the keys of the narrowed whole-set checks (`stream.NARROWINGS`: exact and MinHash
+dedup, label conflicts) for the rows it kept: hashes and LSH band keys, one 64-bit value per key column.
+Blocks come back in input order (`preserve_order`), so the driver continues exactly as `curator.gate.stream`
+does. The keys do not come back: a `groupby` on them (a shuffle across the cluster) keeps only the keys two
+or more rows share, with those rows (`stream.SharedKeys`); the driver links them into groups (union-find over
+integer ids, `stream.key_groups`) and runs the unchanged checks on the groups, so the release is the same.
+The driver alone writes the release. On a cluster of several machines the Parquet file must be on storage
+every node can read (pass `TMPDIR` on a shared file system).
 """
 from __future__ import annotations
 
@@ -21,13 +25,17 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curator.gate.check import Check, CheckResult, Rejection, Row
+from curator.gate.minhash import fmix64
 from curator.gate.pipeline import iter_rows
-from curator.gate.stream import Spill, batched, merge_stats
+from curator.gate.stream import Keys, Narrowing, SharedKeys, Spill, batched, merge_stats
 from curator.rundir import RunDir
 
 PASSED = -1  # `check` column of a row no row-local check rejected
+STRINGS = ("input", "reason", "duplicate_of", "record", "scores", "block")  # string columns (may be all null)
+_COLUMN_MIX = 0x9E3779B97F4A7C15  # odd: each key column's number times it (mod 2^64) is mixed into its keys
 
 
 def _connect() -> None:
@@ -42,8 +50,19 @@ def _connect() -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
 
 
-def run_head(batch: dict[str, np.ndarray], head: list[Check]) -> dict[str, list]:
-    """The row-local checks on one block (the Ray Data task): per row its verdict, per block the stats."""
+def folded(keys: Keys) -> np.ndarray:
+    """The keys as one 64-bit value per row and column, shape (rows, columns): a 16-byte digest is read as its first
+    8 bytes, and each column's number is mixed in, so equal keys in two columns do not link rows."""
+    columns = []
+    for number, column in enumerate(keys.columns):
+        values = column if column.dtype == np.uint64 else np.frombuffer(column.tobytes(), dtype=np.uint64)[::2]
+        columns.append(fmix64(values ^ np.uint64((number + 1) * _COLUMN_MIX % 2**64)))
+    return np.stack(columns, axis=1) if columns else np.zeros((len(keys.orders), 0), dtype=np.uint64)
+
+
+def run_head(batch: dict[str, np.ndarray], head: list[Check], narrowings: dict[int, Narrowing]) -> pa.Table:
+    """The row-local checks on one block (the Ray Data task): per row its verdict and, for the rows kept, the
+    narrowings' keys (`keys<i>`: a list of the folded keys, empty for a row without keys); per block the stats."""
     rows = [Row(record=json.loads(rec), input=inp, line=int(line), order=int(order))
             for order, inp, line, rec in zip(batch["order"], batch["input"], batch["line"], batch["record"])]
     verdict: dict[int, tuple[int, Rejection]] = {}
@@ -62,6 +81,11 @@ def run_head(batch: dict[str, np.ndarray], head: list[Check]) -> dict[str, list]
         kept = result.kept
     out: dict[str, list] = {"order": [], "input": [], "line": [], "check": [], "reason": [], "duplicate_of": [],
                             "record": [], "scores": [], "block": []}
+    key_columns, key_seconds = {}, {}
+    for i, narrowing in narrowings.items():
+        started = time.perf_counter()
+        key_columns[f"keys{i}"] = key_lists(rows, narrowing.keys(kept))
+        key_seconds[i] = time.perf_counter() - started
     for i, row in enumerate(rows):
         k, rej = verdict.get(row.order, (PASSED, None))
         out["order"].append(row.order)
@@ -72,36 +96,89 @@ def run_head(batch: dict[str, np.ndarray], head: list[Check]) -> dict[str, list]
         out["duplicate_of"].append(rej.duplicate_of if rej else None)
         out["record"].append(json.dumps(final[row.order].record, ensure_ascii=False))
         out["scores"].append(json.dumps(final[row.order].scores))
-        out["block"].append(json.dumps({"stats": stats, "seconds": seconds}) if i == 0 else None)
-    return out
+        out["block"].append(json.dumps({"stats": stats, "seconds": seconds, "key_seconds": key_seconds})
+                            if i == 0 else None)
+    return pa.table({**{name: pa.array(values, type=pa.string() if name in STRINGS else None)
+                        for name, values in out.items()}, **key_columns})
 
 
-def first_pass(head: list[Check], runs: list[RunDir], batch_rows: int) -> Iterator[tuple[list[Row], list]]:
-    """As `stream._first_pass`: each batch of input rows with the results of the leading row-local checks."""
-    import ray
-
-    _connect()
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    with tempfile.TemporaryDirectory(prefix="curator-ray-") as tmp:
-        source = Spill(Path(tmp) / "input.parquet")
-        for batch in batched(iter_rows(runs), batch_rows):
-            source.write(batch)
-        source.close()
-        if not head:
-            for batch in source.rows(np.ones(_count(source), dtype=bool), {}):
-                yield batch, []
-            return
-        dataset = ray.data.read_parquet(str(source.path)).map_batches(
-            run_head, fn_args=(head,), batch_size=batch_rows, batch_format="numpy")
-        for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            yield _results(head, block)
+def key_lists(rows: list[Row], keys: Keys) -> pa.ListArray:
+    """Per row of `rows`, its folded keys (`folded`) as a list, empty for a row `keys` has no keys of. The keys are
+    stored as int64 (the same bits): Ray's hash aggregation turns uint64 values past 2^63 into Python objects."""
+    position = {order: p for p, order in enumerate(keys.orders.tolist())}
+    index = np.fromiter((position.get(r.order, -1) for r in rows), dtype=np.int64, count=len(rows))
+    values = folded(keys)
+    counts = np.where(index >= 0, values.shape[1], 0)
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values[index[index >= 0]].ravel().view(np.int64)))
 
 
-def _count(spill: Spill) -> int:
-    import pyarrow.parquet as pq
+def key_rows(batch: pa.Table, column: str) -> pa.Table:
+    """One row per key of a block's `column` (lists of folded keys): (key, order)."""
+    lists = batch.column(column).combine_chunks()
+    return pa.table({"key": pc.list_flatten(lists),
+                     "order": pc.take(batch.column("order"), pc.list_parent_indices(lists))})
 
-    return pq.ParquetFile(spill.path).metadata.num_rows
+
+def shared_only(groups: pa.Table) -> pa.Table:
+    """The keys two or more rows share, one row per (key, order)."""
+    groups = groups.filter(pc.greater(pc.list_value_length(groups.column("orders")), 1))
+    lengths = pc.list_value_length(groups.column("orders")).to_numpy(zero_copy_only=False)
+    return pa.table({"key": np.repeat(groups.column("key").to_numpy(), lengths),
+                     "order": pc.list_flatten(groups.column("orders"))})
+
+
+class RayFirstPass:
+    """The first pass on Ray: `run` yields each block's rows and the leading checks' results in input order (as
+    `stream.FirstPass` with no narrowings); once it is done, `shared` holds each narrowing's shared keys and
+    `key_seconds` the seconds the tasks spent computing them."""
+
+    def __init__(self, head: list[Check], narrowings: dict[int, Narrowing]):
+        self.head = head
+        self.narrowings = narrowings
+        self.shared: dict[int, SharedKeys] = {}
+        self.key_seconds: dict[int, float] = {i: 0.0 for i in narrowings}
+
+    def run(self, runs: list[RunDir], batch_rows: int) -> Iterator[tuple[list[Row], list]]:
+        import ray
+
+        _connect()
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        key_columns = [f"keys{i}" for i in self.narrowings]
+        with tempfile.TemporaryDirectory(prefix="curator-ray-") as tmp:
+            source = Spill(Path(tmp) / "input.parquet")
+            for batch in batched(iter_rows(runs), batch_rows):
+                source.write(batch)
+            source.close()
+            passed = ray.data.read_parquet(str(source.path)).map_batches(
+                run_head, fn_args=(self.head, self.narrowings), batch_size=batch_rows, batch_format="numpy"
+            ).materialize()
+            verdicts = passed.drop_columns(key_columns) if key_columns else passed
+            for block in verdicts.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for entry in filter(None, block.column("block").to_pylist()):
+                    for i, seconds in json.loads(entry)["key_seconds"].items():
+                        self.key_seconds[int(i)] += seconds
+                yield _results(self.head, block)
+            for i, column in zip(self.narrowings, key_columns):
+                self.shared[i] = _shuffled(passed, column)
+
+
+def _shuffled(passed, column: str) -> SharedKeys:
+    """The keys in `column` of `passed` that two or more rows share (a groupby on the cluster), and the rows with keys."""
+    from ray.data.aggregate import AsList
+
+    keys = passed.select_columns(["order", column])
+    shared = keys.map_batches(key_rows, fn_args=(column,), batch_format="pyarrow", batch_size=None).groupby(
+        "key").aggregate(AsList("order", alias_name="orders")).map_batches(shared_only, batch_format="pyarrow",
+                                                                            batch_size=None)
+    found = list(shared.iter_batches(batch_size=None, batch_format="pyarrow"))
+    keyed = [b.column("order").filter(pc.greater(pc.list_value_length(b.column(column)), 0)).to_numpy()
+             for b in keys.iter_batches(batch_size=None, batch_format="pyarrow")]
+    return SharedKeys(np.concatenate([b.column("key").to_numpy() for b in found] + [np.zeros(0, np.int64)]),
+                      np.concatenate([b.column("order").to_numpy() for b in found] + [np.zeros(0, np.int64)]
+                                     ).astype(np.int64),
+                      np.concatenate(keyed + [np.zeros(0, np.int64)]).astype(np.int64))
 
 
 def _results(head: list[Check], block: pa.Table) -> tuple[list[Row], list]:
