@@ -249,8 +249,9 @@ class _KeyStore:
             return np.full(len(alive), -1, dtype=np.int64)
         orders = np.concatenate([k.orders for k in self.parts])
         live = alive[orders]
-        return key_groups(len(alive), [(np.concatenate(column)[live], orders[live])
-                                       for column in zip(*(k.columns for k in self.parts))])
+        in_play = orders[live]
+        return key_groups(len(alive), ((np.concatenate(column)[live], in_play)  # one column at a time
+                                       for column in zip(*(k.columns for k in self.parts))))
 
     def live(self, alive: np.ndarray) -> int:
         """The rows in play that have keys."""
