@@ -169,9 +169,10 @@ def _shuffled(passed, column: str) -> SharedKeys:
     from ray.data.aggregate import AsList
 
     keys = passed.select_columns(["order", column])
+    partitions = passed.num_blocks()  # one per input block (Ray's default, 200, is a task each for small inputs)
     shared = keys.map_batches(key_rows, fn_args=(column,), batch_format="pyarrow", batch_size=None).groupby(
-        "key").aggregate(AsList("order", alias_name="orders")).map_batches(shared_only, batch_format="pyarrow",
-                                                                            batch_size=None)
+        "key", num_partitions=partitions).aggregate(AsList("order", alias_name="orders")).map_batches(
+        shared_only, batch_format="pyarrow", batch_size=None)
     found = list(shared.iter_batches(batch_size=None, batch_format="pyarrow"))
     keyed = [b.column("order").filter(pc.greater(pc.list_value_length(b.column(column)), 0)).to_numpy()
              for b in keys.iter_batches(batch_size=None, batch_format="pyarrow")]
