@@ -241,8 +241,9 @@ def test_shared_keys_give_the_groups_of_all_keys():
         rows = [Row(record={}, input="run", line=int(o), order=int(o)) for o in range(orders[part][0], orders[part][-1] + 1)]
         tables.append(pa.table({"order": [r.order for r in rows], "keys0": ray_engine.key_lists(rows, keys)}))
     long = pa.concat_tables([ray_engine.key_rows(t, "keys0") for t in tables])
-    grouped = long.group_by("key").aggregate([("order", "list")]).rename_columns({"order_list": "orders"})
-    shared = ray_engine.shared_only(grouped)
+    counted = long.group_by("key").aggregate([("order", "count")])  # what the Ray groupby counts
+    shared = ray_engine.among(long, counted.filter(pc.greater(counted.column("order_count"), 1)).column("key")
+                              .combine_chunks())
     keyed = np.concatenate([t.column("order").to_numpy()[pc.list_value_length(t.column("keys0")).to_numpy() > 0]
                             for t in tables])
     found = stream.SharedKeys(shared.column("key").to_numpy(), shared.column("order").to_numpy(), keyed)

@@ -120,12 +120,9 @@ def key_rows(batch: pa.Table, column: str) -> pa.Table:
                      "order": pc.take(batch.column("order"), pc.list_parent_indices(lists))})
 
 
-def shared_only(groups: pa.Table) -> pa.Table:
-    """The keys two or more rows share, one row per (key, order)."""
-    groups = groups.filter(pc.greater(pc.list_value_length(groups.column("orders")), 1))
-    lengths = pc.list_value_length(groups.column("orders")).to_numpy(zero_copy_only=False)
-    return pa.table({"key": np.repeat(groups.column("key").to_numpy(), lengths),
-                     "order": pc.list_flatten(groups.column("orders"))})
+def among(batch: pa.Table, shared: pa.Array) -> pa.Table:
+    """The (key, order) rows of a block whose key is one of `shared`."""
+    return batch.filter(pc.is_in(batch.column("key"), value_set=shared))
 
 
 class RayFirstPass:
@@ -165,21 +162,24 @@ class RayFirstPass:
 
 
 def _shuffled(passed, column: str) -> SharedKeys:
-    """The keys in `column` of `passed` that two or more rows share (a groupby on the cluster), and the rows with keys."""
-    from ray.data.aggregate import AsList
+    """The keys in `column` of `passed` that two or more rows share, with those rows, and the rows with keys: a
+    `groupby` count on the cluster (a shuffle) finds the shared keys, which are few; each block then keeps the rows
+    of those keys. (Ray's `AsList` of the rows per key was about 9 times slower than its count.)"""
+    from ray.data.aggregate import Count
 
-    keys = passed.select_columns(["order", column])
-    partitions = passed.num_blocks()  # one per input block (Ray's default, 200, is a task each for small inputs)
-    shared = keys.map_batches(key_rows, fn_args=(column,), batch_format="pyarrow", batch_size=None).groupby(
-        "key", num_partitions=partitions).aggregate(AsList("order", alias_name="orders")).map_batches(
-        shared_only, batch_format="pyarrow", batch_size=None)
-    found = list(shared.iter_batches(batch_size=None, batch_format="pyarrow"))
+    keys = passed.select_columns(["order", column]).map_batches(
+        key_rows, fn_args=(column,), batch_format="pyarrow", batch_size=None).materialize()
+    counted = keys.groupby("key", num_partitions=passed.num_blocks()).aggregate(Count(alias_name="rows"))
+    shared = pa.array(np.concatenate([b["key"][b["rows"] > 1] for b in
+                                      counted.iter_batches(batch_size=None, batch_format="numpy")]
+                                     + [np.zeros(0, np.int64)]))
+    found = [b for b in keys.map_batches(among, fn_args=(shared,), batch_format="pyarrow", batch_size=None)
+             .iter_batches(batch_size=None, batch_format="numpy")]
     keyed = [b.column("order").filter(pc.greater(pc.list_value_length(b.column(column)), 0)).to_numpy()
-             for b in keys.iter_batches(batch_size=None, batch_format="pyarrow")]
-    return SharedKeys(np.concatenate([b.column("key").to_numpy() for b in found] + [np.zeros(0, np.int64)]),
-                      np.concatenate([b.column("order").to_numpy() for b in found] + [np.zeros(0, np.int64)]
-                                     ).astype(np.int64),
-                      np.concatenate(keyed + [np.zeros(0, np.int64)]).astype(np.int64))
+             for b in passed.select_columns(["order", column]).iter_batches(batch_size=None, batch_format="pyarrow")]
+    empty = np.zeros(0, np.int64)
+    return SharedKeys(np.concatenate([b["key"] for b in found] + [empty]),
+                      np.concatenate([b["order"] for b in found] + [empty]), np.concatenate(keyed + [empty]))
 
 
 def _results(head: list[Check], block: pa.Table) -> tuple[list[Row], list]:
