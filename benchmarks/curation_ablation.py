@@ -76,6 +76,7 @@ def derived_spec(base: dict, path: Path, *, arm: str, budget: int) -> Path:
     else:  # the pool's own mix is far from the spec's: its sample is what the arm trains on, not a curriculum
         doc["refusal_policy"].pop("min_category_share", None)
         doc["refusal_policy"].pop("min_lookalike_share", None)
+        doc["refusal_policy"].pop("min_lookalikes_per_refusal", None)
         gate.update(mix_tolerance=1, max_reject_share=1)
         for name in CONSISTENCY_CHECKS:
             gate[name] = {"enabled": False}

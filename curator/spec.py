@@ -152,6 +152,7 @@ class RefusalPolicy:
     lookalike_share: float  # of a refusal family's slots: benign look-alikes answered normally
     min_category_share: float  # each refusal family (a category) must hold this share of refusals
     min_lookalike_share: float  # ... and this share of answered look-alikes
+    min_lookalikes_per_refusal: float  # ... and this many answered look-alikes per refusal (over-refusal guard)
 
 
 STRATEGIES = ("self_instruct", "respond", "evol", "evol:deepen", "evol:widen")
@@ -683,7 +684,7 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
         response_standards=_typed(ResponseStandards, doc.get("response_standards") or {}),
         refusal_policy=_typed(RefusalPolicy, rp, **{k: float(rp[k]) for k in
                                                     ("max_share", "lookalike_share", "min_category_share",
-                                                     "min_lookalike_share") if k in rp}),
+                                                     "min_lookalike_share", "min_lookalikes_per_refusal") if k in rp}),
         teacher=_typed(Teacher, te, sampling=_typed(Sampling, te.get("sampling") or {})),
         gate=GateConfig(**ga),
         path=str(path),

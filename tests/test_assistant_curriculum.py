@@ -67,13 +67,25 @@ def test_refusal_coverage_is_a_verdict(spec):
     assert verdicts["lookalike_coverage:refuse_malware"]["passed"] and verdicts["refusal_coverage:refuse_weapons"]["passed"]
 
 
+def test_too_few_lookalikes_per_refusal_is_a_verdict(spec):
+    pairs = seed_pairs(spec)
+    verdicts = {v["name"]: v for v in evaluate(spec, kept=pairs, train=pairs, n_input=len(pairs), n_rejected=0)}
+    balance = {k: v for k, v in verdicts.items() if k.startswith("lookalike_balance:")}
+    assert len(balance) == 4 and all(v["passed"] for v in balance.values()), balance
+    lookalikes = [p for p in pairs if p["task_family"] == "refuse_malware" and "lookalike" in p["provenance"]["strategy"]]
+    fewer = [p for p in pairs if p not in lookalikes[: len(lookalikes) // 2]]
+    verdicts = {v["name"]: v for v in evaluate(spec, kept=fewer, train=fewer, n_input=len(pairs), n_rejected=0)}
+    assert not verdicts["lookalike_balance:refuse_malware"]["passed"]
+    assert verdicts["lookalike_balance:refuse_weapons"]["passed"] and verdicts["lookalike_coverage:refuse_malware"]["passed"]
+
+
 def test_datasheet_says_what_will_and_will_not_be_refused(spec):
     raw = spec.raw
     families = [t.name for t in spec.task_families if t.refusal]
     none = refusal_summary(SimpleNamespace(refusal_coverage=refusal_coverage([], families)), raw)
     assert "holds no refusal examples" in none and "will not refuse anything" in none
     some = refusal_summary(SimpleNamespace(refusal_coverage=refusal_coverage(seed_pairs(spec)[:9], families)), raw)
-    assert "making, modifying or obtaining weapons and explosives (6 refusal examples; 3 harmless look-alikes" in some
+    assert "making, modifying or obtaining weapons and explosives (6 refusal examples; only 3 harmless look-alikes" in some
     assert "no refusal examples for malware" in some
 
 

@@ -15,6 +15,8 @@ analytics off). Each verdict is `{"name", "passed", "observed", "expected", "exp
                           (`curator.refusal_coverage`): at least one, and a share >= min_category_share
                                                                         ExpectColumnSum/MeanToBeBetween
   lookalike_coverage:<f>  answered benign look-alikes of f: share >= min_lookalike_share (when set)
+  lookalike_balance:<f>   answered look-alikes of f per refusal of f >= min_lookalikes_per_refusal (when set):
+                          the look-alike share of f's refusals and look-alikes >= r / (1 + r)
   refusal_coverage        (gate counts) fails when the policy lists what to refuse and no family is a refusal family
   unique_ids              id unique                                     ExpectColumnValuesToBeUnique
   not_null:<column>       id, task_family, format, difficulty, user, response  ExpectColumnValuesToNotBeNull
@@ -111,6 +113,8 @@ def frame(spec: Spec, kept: pl.DataFrame, train_ids: pl.Series):
         in_family = df["task_family"] == family
         df[f"refuses={family}"] = (in_family & (kinds == "refusal")).astype(float)
         df[f"lookalike={family}"] = (in_family & (kinds == "lookalike")).astype(float)
+        boundary = (in_family & kinds.isin(["refusal", "lookalike"])).to_numpy()
+        df[f"boundary={family}"] = df[f"lookalike={family}"].where(boundary)  # NaN off the boundary: not counted
     for family in spec.task_families:
         df[f"family={family.name}"] = (df["task_family"] == family.name).astype(float)
     word_series = pd.Series(kept["response_words"].to_numpy(), index=df.index, dtype=float)
@@ -176,6 +180,12 @@ def _coverage_plan(spec: Spec, gxe) -> list[_Planned]:
             plan.append(_Planned(f"lookalike_coverage:{family}", f"answered look-alikes >= {policy.min_lookalike_share} of rows",
                                  gxe.ExpectColumnMeanToBeBetween(column=f"lookalike={family}",
                                                                  min_value=policy.min_lookalike_share - EPS)))
+        ratio = policy.min_lookalikes_per_refusal
+        if ratio > 0:
+            plan.append(_Planned(f"lookalike_balance:{family}",
+                                 f"look-alikes >= {ratio:g} per refusal: share >= {ratio / (1 + ratio):.3f}",
+                                 gxe.ExpectColumnMeanToBeBetween(column=f"boundary={family}",
+                                                                 min_value=ratio / (1 + ratio) - EPS)))
     return plan
 
 

@@ -441,9 +441,13 @@ def refusal_summary(f: Figures, spec: dict) -> str:
                 "harmful ones included: it will not refuse anything, whatever the spec's refusal policy says.")
     lines = ["A model trained on it learns to decline requests about:"]
     for fam, c in covered.items():
-        lookalikes = (f"; {c['lookalikes']} harmless look-alikes are answered, so it learns where the line is"
-                      if c["lookalikes"] else "; no look-alikes are answered, so it may also refuse harmless requests "
-                                              "that sound like these")
+        if not c["lookalikes"]:
+            lookalikes = "; no look-alikes are answered, so it may also refuse harmless requests that sound like these"
+        elif c["lookalikes"] < c["refusals"]:
+            lookalikes = (f"; only {c['lookalikes']} harmless look-alikes are answered, fewer than the refusals, so it "
+                          "may also refuse harmless requests that sound like these")
+        else:
+            lookalikes = f"; {c['lookalikes']} harmless look-alikes are answered, so it learns where the line is"
         lines.append(f"- {descriptions.get(fam, fam)} ({c['refusals']} refusal examples{lookalikes}).")
     missing = [fam for fam, c in f.refusal_coverage.items() if not c["refusals"]]
     if missing:
