@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -10,19 +9,34 @@ import orjson
 
 from curator.errors import CuratorError
 
-_LONG_DIGITS = {str: re.compile(r"[0-9]{19,}"), bytes: re.compile(rb"[0-9]{19,}")}  # a number orjson may read as a float
+_BIG = 2.0 ** 63  # orjson reads an integer past 64 bits as a float; json.loads keeps it an int
+
+
+def _may_differ(value: Any) -> bool:
+    """Whether orjson's result holds a float that may have been an integer literal past 64 bits (an integral
+    float of magnitude 2**63 or more): then `json.loads` could read the text differently."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float and abs(item) >= _BIG and item.is_integer():
+            return True
+    return False
 
 
 def loads(text: str | bytes) -> Any:
     """`json.loads`, about 3 times faster: orjson parses; what it refuses (NaN, lone surrogates, invalid JSON) or
-    would read differently (an integer past 64 bits, which orjson makes a float: any run of 19+ digits) goes to
-    `json.loads`, so results and errors are the standard library's."""
-    if _LONG_DIGITS[str if isinstance(text, str) else bytes].search(text):
-        return json.loads(text)
+    may read differently (an integer past 64 bits, which orjson makes a float) goes to `json.loads`, so results
+    and errors are the standard library's."""
     try:
-        return orjson.loads(text)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+    return json.loads(text) if _may_differ(value) else value
 
 
 def object_lines(path: Path, lines: list[str], what: str,

@@ -30,8 +30,9 @@ from curator.paths import releases_root, runs_root
 PAIRS, QUARANTINE, FAILED = RUN_FILES = ("pairs.jsonl", "quarantine.jsonl", "failed.jsonl")
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
-    """Records of a JSONL file written by this module; a torn final line (crash mid-write) is skipped."""
+def complete_lines(path: Path) -> Iterator[str]:
+    """The non-blank lines of a JSONL file written by this module, without their newline; a torn final line (crash
+    mid-write) is skipped."""
     if not path.exists():
         return
     with open(path, encoding="utf-8") as f:
@@ -39,7 +40,12 @@ def read_jsonl(path: Path) -> Iterator[dict]:
             if not line.endswith("\n"):
                 return  # torn write at the end of the file
             if line.strip():
-                yield loads(line)
+                yield line[:-1]
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """Records of a JSONL file written by this module (`complete_lines`)."""
+    return (loads(line) for line in complete_lines(path))
 
 
 class RunDir:

@@ -33,7 +33,6 @@ without the words English shares) with the most hits, `und` on a tie or without 
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 from collections import Counter
 from functools import lru_cache
@@ -68,10 +67,19 @@ def is_refusal(response: str) -> bool:
 # ---------------------------------------------------------------- normalisation
 
 
+class _PunctuationToSpace(dict):
+    """`str.translate` table: every Unicode punctuation code point (category P*) to a space, every other to
+    itself; filled as code points are met (building it whole walks 1.1M code points: about half a second)."""
+
+    def __missing__(self, cp: int) -> str:
+        char = chr(cp)
+        self[cp] = " " if unicodedata.category(char).startswith("P") else char
+        return self[cp]
+
+
 @lru_cache(maxsize=1)
 def _punctuation_to_space() -> dict[int, str]:
-    """Translation table mapping every Unicode punctuation code point (category P*) to a space."""
-    return {cp: " " for cp in range(sys.maxunicode + 1) if unicodedata.category(chr(cp)).startswith("P")}
+    return _PunctuationToSpace()
 
 
 @lru_cache(maxsize=NORMALIZE_CACHE)

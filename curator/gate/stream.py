@@ -51,7 +51,7 @@ from curator.gate.pipeline import InputCounts, _family, check_report, ledger_ent
 from curator.jsonl import loads
 from curator.ordered_workers import cpu_count, ordered_map
 from curator.release.store import JSON_PAIRS, scores_json
-from curator.rundir import PAIRS, RunDir
+from curator.rundir import PAIRS, RunDir, complete_lines
 
 BATCH_ROWS = 8192
 SPILL_SCHEMA = pa.schema([("order", pa.int64()), ("input", pa.string()), ("line", pa.int64()), ("id", pa.string()),
@@ -483,17 +483,8 @@ def run_lines(runs: list[RunDir]) -> Iterator[Line]:
     """Every pair of every run as JSON text, unparsed, numbered as `pipeline.iter_rows` numbers them (blank lines
     skipped, a torn last line left out, as `RunDir.pairs` reads)."""
     for run in runs:
-        path = run.path / PAIRS
-        if not path.exists():
-            continue
-        number = 0
-        with open(path, encoding="utf-8") as f:
-            for line in progress(f, f"reading {run.path.name}"):
-                if not line.endswith("\n"):
-                    break
-                if line.strip():
-                    number += 1
-                    yield str(run.path), number, line[:-1]
+        lines = progress(complete_lines(run.path / PAIRS), f"reading {run.path.name}")
+        yield from ((str(run.path), number, line) for number, line in enumerate(lines, 1))
 
 
 class FirstPass:

@@ -153,10 +153,11 @@ class RayFirstPass:
             ).materialize()
             verdicts = passed.drop_columns(key_columns) if key_columns else passed
             for block in verdicts.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for entry in filter(None, block.column("block").to_pylist()):
-                    for i, seconds in json.loads(entry)["key_seconds"].items():
+                entries = [json.loads(entry) for entry in block.column("block").to_pylist() if entry]
+                for entry in entries:
+                    for i, seconds in entry["key_seconds"].items():
                         self.key_seconds[int(i)] += seconds
-                yield _results(self.head, block)
+                yield _results(self.head, block, entries)
             for i, column in zip(self.narrowings, key_columns):
                 self.shared[i] = _shuffled(passed, column)
 
@@ -182,16 +183,16 @@ def _shuffled(passed, column: str) -> SharedKeys:
                       np.concatenate([b["order"] for b in found] + [empty]), np.concatenate(keyed + [empty]))
 
 
-def _results(head: list[Check], block: pa.Table) -> tuple[list[Row], list]:
-    """One block's rows and per-check results (`CheckResult`s with the block's stats merged, seconds summed)."""
+def _results(head: list[Check], block: pa.Table, entries: list[dict]) -> tuple[list[Row], list]:
+    """One block's rows and per-check results (`CheckResult`s with the stats of its batches' `entries` merged,
+    seconds summed)."""
     columns = block.to_pydict()
     rows = [Row(record=json.loads(rec), input=inp, line=line, order=order, scores=json.loads(scores))
             for order, inp, line, rec, scores
             in zip(columns["order"], columns["input"], columns["line"], columns["record"], columns["scores"])]
     stats: list[dict] = [{} for _ in head]
     seconds = [0.0 for _ in head]
-    for entry in filter(None, columns["block"]):
-        part = json.loads(entry)
+    for part in entries:
         stats = [merge_stats(a, b) if a else b for a, b in zip(stats, part["stats"])]
         seconds = [a + b for a, b in zip(seconds, part["seconds"])]
     results, kept = [], rows
