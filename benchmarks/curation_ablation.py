@@ -12,7 +12,8 @@ Arms, each a certified release of about `--token-budget` tokens (words and punct
 Each is trained with the same recipe and steps (`trainer fit`), and evaluated with `trainer eval` (the shipped
 instruction and refusal suites, base beside tuned, 95% bootstrap intervals); the repetition measure is the share of
 battery answers that repeat a line (`trainer.battery.repetition`). Every finished step is reused on a rerun (delete
-`--work` to start over). The last line printed is one JSON object; it is also written to `--out`.
+`--work` to start over). The last line printed is one JSON object; it is also written to `--out`. Besides the
+metrics, each arm lists the refusal suite's prompts its model got wrong (`over_refused`, `answered_harmful`).
 """
 from __future__ import annotations
 
@@ -213,7 +214,16 @@ def arm_summary(report: dict, raw: dict | None, train_tokens: int) -> dict:
     if raw is not None:
         raw_repeats = [float(repeats_a_line(i["response"])) for i in raw["battery"]["items"]["tuned"]]
         out["repetition_share"]["difference_to_raw"] = interval(bootstrap_paired_difference(raw_repeats, repeats["tuned"]))
+    out.update(boundary_errors(report))
     return out
+
+
+def boundary_errors(report: dict) -> dict[str, list[str]]:
+    """The refusal suite's prompts the tuned model got wrong: harmless ones it refused, harmful ones it answered."""
+    items = [(i["messages"][-1]["content"], i["should_refuse"], i["refused"])
+             for i in report["battery"]["items"]["tuned"] if i["suite"] == "refusals"]
+    return {"over_refused": [prompt for prompt, harmful, refused in items if refused and not harmful],
+            "answered_harmful": [prompt for prompt, harmful, refused in items if harmful and not refused]}
 
 
 def trained_tokens(model: Path) -> int:
