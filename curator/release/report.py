@@ -447,7 +447,7 @@ def refusal_summary(f: Figures, spec: dict) -> str:
             lookalikes = (f"; only {c['lookalikes']} harmless look-alikes are answered, fewer than the refusals, so it "
                           "may also refuse harmless requests that sound like these")
         else:
-            lookalikes = f"; {c['lookalikes']} harmless look-alikes are answered, so it learns where the line is"
+            lookalikes = f"; {c['lookalikes']} harmless look-alikes are answered, so it is shown where the line is"
         lines.append(f"- {descriptions.get(fam, fam)} ({c['refusals']} refusal examples{lookalikes}).")
     missing = [fam for fam, c in f.refusal_coverage.items() if not c["refusals"]]
     if missing:
