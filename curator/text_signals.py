@@ -77,9 +77,7 @@ class _PunctuationToSpace(dict):
         return self[cp]
 
 
-@lru_cache(maxsize=1)
-def _punctuation_to_space() -> dict[int, str]:
-    return _PunctuationToSpace()
+_PUNCTUATION_TO_SPACE = _PunctuationToSpace()
 
 
 @lru_cache(maxsize=NORMALIZE_CACHE)
@@ -87,7 +85,7 @@ def normalize(text: str) -> str:
     """NFKC, casefold, punctuation to spaces, whitespace runs collapsed to one space, ends stripped (memoised:
     the gate normalises the same messages several times)."""
     text = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(text.translate(_punctuation_to_space()).split())
+    return " ".join(text.translate(_PUNCTUATION_TO_SPACE).split())
 
 
 # ---------------------------------------------------------------- demographic terms

@@ -113,8 +113,9 @@ def frame(spec: Spec, kept: pl.DataFrame, train_ids: pl.Series):
         in_family = df["task_family"] == family
         df[f"refuses={family}"] = (in_family & (kinds == "refusal")).astype(float)
         df[f"lookalike={family}"] = (in_family & (kinds == "lookalike")).astype(float)
-        boundary = (in_family & kinds.isin(["refusal", "lookalike"])).to_numpy()
-        df[f"boundary={family}"] = df[f"lookalike={family}"].where(boundary)  # NaN off the boundary: not counted
+        if spec.refusal_policy.min_lookalikes_per_refusal > 0:  # only `lookalike_balance` reads it
+            boundary = (in_family & kinds.isin(["refusal", "lookalike"])).to_numpy()
+            df[f"boundary={family}"] = df[f"lookalike={family}"].where(boundary)  # NaN off the boundary: not counted
     for family in spec.task_families:
         df[f"family={family.name}"] = (df["task_family"] == family.name).astype(float)
     word_series = pd.Series(kept["response_words"].to_numpy(), index=df.index, dtype=float)
