@@ -22,11 +22,16 @@ import_rows_per_s, gate_rows_per_s, import_peak_rss_gb, gate_peak_rss_gb, near_d
 exact_duplicate_recall, seconds per check), `gate_time_exponent` (the slope of log gate seconds over log
 rows; null for one size) and `baseline` (the memory engine at the smallest size).
 
+`--gate-baseline DIR` gates each size a second time with the code checked out in DIR (for instance `git worktree
+add /tmp/before <commit>`), right after on the same run directory: its seconds, CPU seconds and peak RSS, and
+whether its verdicts (kept, rejected, removed per check, certified) are the same.
+
 `--import-only` measures import alone (no gate; results in benchmarks/results/import_scale.json), with
 `--import-baseline DIR` also importing each input with the code checked out in DIR (for instance
 `git worktree add /tmp/before <commit>`), right after, as the baseline in the same run.
 
     python benchmarks/gate_scale.py [--sizes 500000,1000000,2000000] [--checks dedup|default] [--data PATH]
+        [--gate-baseline DIR]
     python benchmarks/gate_scale.py --import-only --sizes 500000,1000000 [--import-baseline DIR]
 """
 from __future__ import annotations
@@ -142,17 +147,20 @@ def measured(command: list[str], env: dict, cwd: Path | None = None) -> tuple[fl
     return seconds, usage.ru_maxrss / 1024 / 1024, code, usage.ru_utime + usage.ru_stime
 
 
-def gate(run: Path, spec: Path, engine: str, env: dict, planted: dict) -> dict:
+def gate(run: Path, spec: Path, engine: str, env: dict, planted: dict, tree: Path | None = None) -> dict:
+    """Gate `run` with the code in `tree` (this checkout unless given); timings, counts and duplicate recall."""
     data = Path(env["INSTRUCT_CURATOR_DATA"])
     before = set((data / "releases").glob("release-v*")) if (data / "releases").exists() else set()
-    seconds, rss, code, _ = measured([sys.executable, "-m", "curator.cli", "gate", str(run), "--spec", str(spec),
-                                   "--engine", engine], env)
+    tree = tree or ROOT  # `python -m` finds the package in its working directory first
+    seconds, rss, code, cpu = measured([sys.executable, "-m", "curator.cli", "gate", str(run), "--spec", str(spec),
+                                        "--engine", engine], {**env, "PYTHONPATH": str(tree)}, tree)
     release = (set((data / "releases").glob("release-v*")) - before).pop()
     manifest = json.loads((release / "manifest.json").read_text())
     ledger = pl.read_parquet(release / "rejected.parquet", columns=["id", "check"])
     dedup = set(ledger.filter(pl.col("check").is_in(["exact_dedup", "near_dedup"]))["id"].to_list())
     recall = {kind: (sum(i in dedup for i in ids) / len(ids) if ids else None) for kind, ids in planted.items()}
-    return {"seconds": round(seconds, 1), "peak_rss_gb": round(rss, 2), "certified": code == 0,
+    return {"seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "peak_rss_gb": round(rss, 2),
+            "certified": code == 0,
             "kept": manifest["counts"]["kept"], "rejected": manifest["counts"]["rejected"],
             "removed": manifest["counts"]["removed"], "phases": manifest["seconds"],
             "check_seconds": {c["name"]: c["seconds"] for c in manifest["checks"]},
@@ -171,6 +179,7 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip the memory engine on the smallest size")
     ap.add_argument("--import-only", action="store_true", help="measure import alone, no gate")
     ap.add_argument("--import-baseline", type=Path, help="with --import-only: a checkout of the code to compare with")
+    ap.add_argument("--gate-baseline", type=Path, help="also gate each size with the code checked out here, right after")
     args = ap.parse_args()
     if args.import_only:
         return import_only(args)
@@ -194,11 +203,19 @@ def main() -> None:
             gated = gate(run, spec, args.engine, env, planted)
             entry = {"rows": n, "import_seconds": round(import_s, 1), "import_rows_per_s": round(n / import_s),
                      "import_peak_rss_gb": round(import_rss, 2), "gate_seconds": gated["seconds"],
-                     "gate_rows_per_s": round(n / gated["seconds"]), "gate_peak_rss_gb": gated["peak_rss_gb"],
+                     "gate_rows_per_s": round(n / gated["seconds"]), "gate_cpu_seconds": gated["cpu_seconds"],
+                     "gate_peak_rss_gb": gated["peak_rss_gb"],
                      "near_duplicate_recall": gated["near_duplicate_recall"],
                      "exact_duplicate_recall": gated["exact_duplicate_recall"],
                      "planted": {k: len(v) for k, v in planted.items()}, **{k: gated[k] for k in
                      ("kept", "rejected", "removed", "phases", "check_seconds", "certified")}}
+            if args.gate_baseline:
+                code = gate(run, spec, args.engine, env, planted, tree=args.gate_baseline.resolve())
+                entry["baseline_code"] = {
+                    "tree": str(args.gate_baseline), "gate_seconds": code["seconds"],
+                    "gate_rows_per_s": round(n / code["seconds"]), "gate_cpu_seconds": code["cpu_seconds"],
+                    "gate_peak_rss_gb": code["peak_rss_gb"], "check_seconds": code["check_seconds"],
+                    "same_verdicts": all(code[k] == gated[k] for k in ("kept", "rejected", "removed", "certified"))}
             print(json.dumps(entry), flush=True)
             results.append(entry)
             if baseline is None and not args.no_baseline and args.engine != "memory":

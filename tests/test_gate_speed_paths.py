@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+from itertools import islice
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from datasketch import MinHash, MinHashLSH
 from curator.gate.compiled_schema import UnsupportedSchema, compile_schema
 from curator.gate.minhash import (candidate_pairs, char_shingles, input_hash32, jaccard, pair_jaccard, signatures,
                                   word_shingles)
-from curator.gate.normalize import normalize, normalize_all
+from curator.gate.checks.exact_dedup import pair_key, pair_keys, prompt_key, prompt_keys
+from curator.gate.normalize import NormalizedMessages, normalize, normalize_all, pair_text, pair_texts
 from curator.records import build_messages, make_pair, pair_validator, schema_errors
 from curator.spec import load_schema
 from shared_data import mix_path
@@ -190,3 +192,23 @@ def test_batch_normalisation_gives_normalize_text_for_ascii_unicode_and_real_tex
     texts = ascii_ + unicode_ + real[:20000]
     assert normalize_all(texts) == [normalize(t) for t in texts]
     assert any(not t.isascii() for t in real[:20000])  # both paths ran on real text
+
+
+def test_messages_normalised_once_give_the_keys_and_texts_of_the_joined_sides():
+    """Exact dedup's pair and prompt keys and near dedup's texts from each message normalised once equal those of
+    `normalize` on the joined sides: punctuation-only, empty and Unicode turns, a combining mark opening a turn."""
+    tricky = [["Hello, world", "...", "ﬁne ＦＵＬＬ Straße", "\u0301accent", "!?", "x\x1cy"],
+              ["", "Only an answer."], ["a\u00a0b", "caf\u00e9\u0301 « quoted »", "Ⅻ\u2003x"]]
+    records = []
+    for turns in tricky:
+        roles = ["system"] + ["user", "assistant"] * len(turns)
+        records.append({"messages": [{"role": r, "content": c} for r, c in zip(roles, ["Be brief.", *turns])]})
+    with open(mix_path(), encoding="utf-8") as f:
+        for row in map(json.loads, islice(f, 3000)):
+            records.append({"messages": build_messages(row["instruction"], row.get("input", ""), row["output"])})
+    normalized = NormalizedMessages.of(records)
+    assert normalized.pair_texts() == pair_texts(records) == [pair_text(r) for r in records]
+    assert pair_keys(records, normalized) == pair_keys(records) == [pair_key(r) for r in records]
+    assert prompt_keys(records, normalized) == prompt_keys(records) == [prompt_key(r) for r in records]
+    some = [5, 0, 2]
+    assert prompt_keys([records[i] for i in some], normalized.subset(some)) == [prompt_key(records[i]) for i in some]

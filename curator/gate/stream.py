@@ -46,7 +46,7 @@ from curator.gate.checks.exact_dedup import ExactDedup, pair_keys, prompt_keys
 from curator.gate.checks.label_consistency import LabelConsistency
 from curator.gate.checks.near_dedup import MINHASH_SEED, NearDedup
 from curator.gate.minhash import band_key, char_shingles, choose_bands, signatures, word_shingles
-from curator.gate.normalize import pair_texts
+from curator.gate.normalize import NormalizedMessages
 from curator.gate.pipeline import InputCounts, _family, check_report, ledger_entries, resolve_keepers
 from curator.jsonl import loads
 from curator.ordered_workers import cpu_count, ordered_map
@@ -168,8 +168,9 @@ class Spill:
 class Narrowing(Protocol):
     """Keys of a whole-set check, gathered as rows stream past: which rows can its verdicts concern?"""
 
-    def keys(self, rows: list[Row]) -> "Keys":
-        """The keys of `rows` (computed where the rows are: a worker process; the narrowing is not changed)."""
+    def keys(self, rows: list[Row], normalized: NormalizedMessages) -> "Keys":
+        """The keys of `rows` (computed where the rows are: a worker process; the narrowing is not changed), from
+        their messages' normalised texts (`normalized`, of `rows`' records: computed once for every narrowing)."""
         ...
 
     def add(self, keys: "Keys") -> None:
@@ -286,9 +287,9 @@ class ExactKeys(_KeyStore):
     def __init__(self, check: ExactDedup):
         super().__init__()
 
-    def keys(self, rows: list[Row]) -> Keys:
+    def keys(self, rows: list[Row], normalized: NormalizedMessages) -> Keys:
         records = [r.record for r in rows]
-        return Keys(_orders(rows), [digests(pair_keys(records)), digests(prompt_keys(records))])
+        return Keys(_orders(rows), [digests(pair_keys(records, normalized)), digests(prompt_keys(records, normalized))])
 
     def stats(self, stats: dict, alive: np.ndarray) -> dict:
         return {**stats, "checked": int(alive.sum())}
@@ -301,9 +302,10 @@ class LabelKeys(_KeyStore):
         super().__init__()
         self.check = check
 
-    def keys(self, rows: list[Row]) -> Keys:
-        labelled = [r for r in rows if self.check.label_of(r.record) is not None]
-        return Keys(_orders(labelled), [digests(prompt_keys([r.record for r in labelled]))])  # the normalised question
+    def keys(self, rows: list[Row], normalized: NormalizedMessages) -> Keys:
+        labelled = [i for i, r in enumerate(rows) if self.check.label_of(r.record) is not None]
+        records = [rows[i].record for i in labelled]  # keyed by the normalised question
+        return Keys(_orders([rows[i] for i in labelled]), [digests(prompt_keys(records, normalized.subset(labelled)))])
 
     def stats(self, stats: dict, alive: np.ndarray) -> dict:
         return {**stats, "checked": int(alive.sum()), "label_rows": self.live(alive)}
@@ -318,8 +320,8 @@ class NearKeys(_KeyStore):
         super().__init__()
         self.config = check.config
 
-    def keys(self, rows: list[Row]) -> Keys:
-        texts = pair_texts([r.record for r in rows])
+    def keys(self, rows: list[Row], normalized: NormalizedMessages) -> Keys:
+        texts = normalized.pair_texts()
         columns = []
         for kind, n, threshold in self.config.kinds():
             shingles = word_shingles(texts, n) if kind == "word" else char_shingles(texts, n)
@@ -540,10 +542,13 @@ class FirstPass:
         if survivors:
             spill.write(survivors, _texts(survivors, texts))
             spill.close()
-        keys = {}
+        keys, normalized, started = {}, None, time.perf_counter()
+        if self.narrowings:
+            normalized = NormalizedMessages.of([r.record for r in survivors])
+        shared = (time.perf_counter() - started) / max(len(self.narrowings), 1)  # the normalisation, split evenly
         for i, narrowing in self.narrowings.items():
             started = time.perf_counter()
-            keys[i] = (narrowing.keys(survivors), time.perf_counter() - started)
+            keys[i] = (narrowing.keys(survivors, normalized), time.perf_counter() - started + shared)
         return BatchDone(len(batch), Counter(r.input for r in batch), Counter(_family(r.record) for r in batch),
                          found, _orders(survivors), keys, spill.parts, early.parts)
 

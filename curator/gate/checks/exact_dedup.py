@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from itertools import islice
 from typing import Iterable
 
 from curator.gate.check import CheckResult, GateContext, Rejection, Row, keep_rank
-from curator.gate.normalize import normalize_all
+from curator.gate.normalize import NormalizedMessages
 from curator.records import user_text
 from curator.spec import Spec
 from curator.text_signals import normalize
@@ -41,15 +40,16 @@ def prompt_key(record: dict) -> bytes:
     return _digest(normalize(user_text(record)))
 
 
-def pair_keys(records: list[dict]) -> list[bytes]:
-    """`pair_key` of each record, the texts normalised batch-wise."""
-    contents = iter(normalize_all([m["content"] for r in records for m in r["messages"]]))
-    return [_digest(_pair_text(r["messages"], islice(contents, len(r["messages"])))) for r in records]
+def pair_keys(records: list[dict], normalized: NormalizedMessages | None = None) -> list[bytes]:
+    """`pair_key` of each record, the texts normalised batch-wise (or taken from `normalized`, of `records`)."""
+    normalized = NormalizedMessages.of(records) if normalized is None else normalized
+    return [_digest(_pair_text(r["messages"], contents)) for r, contents in zip(records, normalized.contents)]
 
 
-def prompt_keys(records: list[dict]) -> list[bytes]:
-    """`prompt_key` of each record, the texts normalised batch-wise."""
-    return [_digest(text) for text in normalize_all([user_text(r) for r in records])]
+def prompt_keys(records: list[dict], normalized: NormalizedMessages | None = None) -> list[bytes]:
+    """`prompt_key` of each record, the texts normalised batch-wise (or taken from `normalized`, of `records`)."""
+    normalized = NormalizedMessages.of(records) if normalized is None else normalized
+    return [_digest(text) for text in normalized.users()]
 
 
 def _dedup(rows: list[Row], keys: list[bytes]) -> tuple[list[Row], dict[int, Row], int]:
