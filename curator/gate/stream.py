@@ -19,20 +19,22 @@ The first pass (`FirstPass`) parses the run files' lines, runs the leading row-l
 narrowings' keys, batch by batch in worker processes (one per CPU; the batches come back in input order); the
 rows they keep go to a Parquet spill (`Spill`, one part file per batch, each record as the JSON text it was read
 from) in the gate's temporary directory (under `TMPDIR`), read back in batches by the later checks.
-What stays in memory across the whole run: a flag per row (still in play), the keys above, the scores checks
-gave, and the ledger entries without their records (`LedgerOnDisk` reads those back from the spills). The
+What stays in memory across the whole run: a flag per row (still in play), the scores checks gave, and the
+ledger entries without their records; the keys above wait in temporary files (`_KeyStore`) until their check
+runs, which reads them back one key column at a time (`LedgerOnDisk` reads those back from the spills). The
 kept rows stay on disk (`KeptOnDisk`): the split, the expectations and the release writer read them back in
 passes.
 """
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol
+from typing import IO, Iterable, Iterator, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -232,33 +234,51 @@ def digests(keys: list[bytes]) -> np.ndarray:
 
 
 class _KeyStore:
-    """The keys of every batch, as numpy arrays; rows linked through equal keys form the groups. Where a shuffle
-    elsewhere (the Ray engine's) already kept only the keys two or more rows share, they are `shared` instead."""
+    """The keys of every batch, on disk: one anonymous temporary file (under `TMPDIR`) for the rows' orders and one
+    per key column, appended batch by batch and read back one column at a time when the groups are formed, so
+    memory holds one column, not every key of every row. Rows linked through equal keys form the groups. Where a
+    shuffle elsewhere (the Ray engine's) already kept only the keys two or more rows share, they are `shared`
+    instead."""
 
     def __init__(self):
-        self.parts: list[Keys] = []
+        self.files: list[IO[bytes]] = []  # orders, then each key column
+        self.dtypes: list[np.dtype] = []
         self.shared: SharedKeys | None = None
 
     def add(self, keys: Keys) -> None:
-        self.parts.append(keys)
+        arrays = [keys.orders, *keys.columns]
+        if not self.files:
+            self.files = [tempfile.TemporaryFile(prefix="gate-keys-") for _ in arrays]
+            self.dtypes = [a.dtype for a in arrays]
+        for file, array, dtype in zip(self.files, arrays, self.dtypes):
+            file.write(np.ascontiguousarray(array, dtype=dtype).tobytes())
+
+    def _read(self, k: int) -> np.ndarray:
+        """File k's values (the orders for 0, key column k - 1 otherwise)."""
+        file = self.files[k]
+        file.flush()
+        file.seek(0)
+        values = np.fromfile(file, dtype=self.dtypes[k])
+        file.seek(0, 2)  # back to the end, for a later `add`
+        return values
 
     def groups(self, alive: np.ndarray) -> np.ndarray:
         """Per order: rows in play linked through equal keys in any column share a group number; -1 for the rest."""
         if self.shared is not None:
             return self.shared.groups(alive)
-        if not self.parts:
+        if not self.files:
             return np.full(len(alive), -1, dtype=np.int64)
-        orders = np.concatenate([k.orders for k in self.parts])
+        orders = self._read(0)
         live = alive[orders]
         in_play = orders[live]
-        return key_groups(len(alive), ((np.concatenate(column)[live], in_play)  # one column at a time
-                                       for column in zip(*(k.columns for k in self.parts))))
+        return key_groups(len(alive), ((self._read(k)[live], in_play)  # one column at a time
+                                       for k in range(1, len(self.files))))
 
     def live(self, alive: np.ndarray) -> int:
         """The rows in play that have keys."""
         if self.shared is not None:
             return int(alive[self.shared.keyed].sum())
-        return int(sum(alive[k.orders].sum() for k in self.parts))
+        return int(alive[self._read(0)].sum()) if self.files else 0
 
 
 @dataclass(frozen=True)
