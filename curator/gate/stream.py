@@ -20,8 +20,8 @@ narrowings' keys, batch by batch in worker processes (one per CPU; the batches c
 rows they keep go to a Parquet spill (`Spill`, one part file per batch, each record as the JSON text it was read
 from) in the gate's temporary directory (under `TMPDIR`), read back in batches by the later checks.
 What stays in memory across the whole run: a flag per row (still in play), the scores checks gave, and the
-ledger entries without their records; the keys above wait in temporary files (`_KeyStore`) until their check
-runs, which reads them back one key column at a time (`LedgerOnDisk` reads those back from the spills). The
+ledger entries without their records (`LedgerOnDisk` reads those back from the spills); the keys above wait in
+temporary files (`_KeyStore`) until their check runs, which reads them back one key column at a time. The
 kept rows stay on disk (`KeptOnDisk`): the split, the expectations and the release writer read them back in
 passes.
 """
@@ -562,15 +562,22 @@ class FirstPass:
         if survivors:
             spill.write(survivors, _texts(survivors, texts))
             spill.close()
-        keys, normalized, started = {}, None, time.perf_counter()
-        if self.narrowings:
-            normalized = NormalizedMessages.of([r.record for r in survivors])
-        shared = (time.perf_counter() - started) / max(len(self.narrowings), 1)  # the normalisation, split evenly
-        for i, narrowing in self.narrowings.items():
-            started = time.perf_counter()
-            keys[i] = (narrowing.keys(survivors, normalized), time.perf_counter() - started + shared)
+        keys = narrowing_keys(self.narrowings, survivors)
         return BatchDone(len(batch), Counter(r.input for r in batch), Counter(_family(r.record) for r in batch),
                          found, _orders(survivors), keys, spill.parts, early.parts)
+
+
+def narrowing_keys(narrowings: dict[int, Narrowing], rows: list[Row]) -> dict[int, tuple[Keys, float]]:
+    """Each narrowing's keys of `rows` and the seconds they took: the messages are normalised once for all of them
+    (`NormalizedMessages`), those seconds split evenly."""
+    started = time.perf_counter()
+    normalized = NormalizedMessages.of([r.record for r in rows]) if narrowings else None
+    shared = (time.perf_counter() - started) / max(len(narrowings), 1)
+    out = {}
+    for i, narrowing in narrowings.items():
+        started = time.perf_counter()
+        out[i] = (narrowing.keys(rows, normalized), time.perf_counter() - started + shared)
+    return out
 
 
 _WORKER: FirstPass | None = None  # in a worker process: the first pass it serves

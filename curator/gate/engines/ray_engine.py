@@ -29,9 +29,8 @@ import pyarrow.compute as pc
 
 from curator.gate.check import Check, CheckResult, Rejection, Row
 from curator.gate.minhash import fmix64
-from curator.gate.normalize import NormalizedMessages
 from curator.gate.pipeline import iter_rows
-from curator.gate.stream import Keys, Narrowing, SharedKeys, Spill, batched, merge_stats
+from curator.gate.stream import Keys, Narrowing, SharedKeys, Spill, batched, merge_stats, narrowing_keys
 from curator.rundir import RunDir
 
 PASSED = -1  # `check` column of a row no row-local check rejected
@@ -82,13 +81,9 @@ def run_head(batch: dict[str, np.ndarray], head: list[Check], narrowings: dict[i
         kept = result.kept
     out: dict[str, list] = {"order": [], "input": [], "line": [], "check": [], "reason": [], "duplicate_of": [],
                             "record": [], "scores": [], "block": []}
-    key_columns, key_seconds, started = {}, {}, time.perf_counter()
-    normalized = NormalizedMessages.of([r.record for r in kept]) if narrowings else None
-    shared = (time.perf_counter() - started) / max(len(narrowings), 1)  # the normalisation, split evenly
-    for i, narrowing in narrowings.items():
-        started = time.perf_counter()
-        key_columns[f"keys{i}"] = key_lists(rows, narrowing.keys(kept, normalized))
-        key_seconds[i] = time.perf_counter() - started + shared
+    keys = narrowing_keys(narrowings, kept)
+    key_columns = {f"keys{i}": key_lists(rows, k) for i, (k, _) in keys.items()}
+    key_seconds = {i: seconds for i, (_, seconds) in keys.items()}
     for i, row in enumerate(rows):
         k, rej = verdict.get(row.order, (PASSED, None))
         out["order"].append(row.order)
