@@ -208,7 +208,7 @@ def test_messages_normalised_once_give_the_keys_and_texts_of_the_joined_sides():
             records.append({"messages": build_messages(row["instruction"], row.get("input", ""), row["output"])})
     normalized = NormalizedMessages.of(records)
     assert normalized.pair_texts() == pair_texts(records) == [pair_text(r) for r in records]
-    assert pair_keys(records, normalized) == pair_keys(records) == [pair_key(r) for r in records]
-    assert prompt_keys(records, normalized) == prompt_keys(records) == [prompt_key(r) for r in records]
+    assert pair_keys(normalized) == [pair_key(r) for r in records]
+    assert prompt_keys(normalized) == [prompt_key(r) for r in records]
     some = [5, 0, 2]
-    assert prompt_keys([records[i] for i in some], normalized.subset(some)) == [prompt_key(records[i]) for i in some]
+    assert prompt_keys(normalized.subset(some)) == [prompt_key(records[i]) for i in some]

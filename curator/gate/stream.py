@@ -308,8 +308,7 @@ class ExactKeys(_KeyStore):
         super().__init__()
 
     def keys(self, rows: list[Row], normalized: NormalizedMessages) -> Keys:
-        records = [r.record for r in rows]
-        return Keys(_orders(rows), [digests(pair_keys(records, normalized)), digests(prompt_keys(records, normalized))])
+        return Keys(_orders(rows), [digests(pair_keys(normalized)), digests(prompt_keys(normalized))])
 
     def stats(self, stats: dict, alive: np.ndarray) -> dict:
         return {**stats, "checked": int(alive.sum())}
@@ -324,8 +323,8 @@ class LabelKeys(_KeyStore):
 
     def keys(self, rows: list[Row], normalized: NormalizedMessages) -> Keys:
         labelled = [i for i, r in enumerate(rows) if self.check.label_of(r.record) is not None]
-        records = [rows[i].record for i in labelled]  # keyed by the normalised question
-        return Keys(_orders([rows[i] for i in labelled]), [digests(prompt_keys(records, normalized.subset(labelled)))])
+        return Keys(_orders([rows[i] for i in labelled]),  # keyed by the normalised question
+                    [digests(prompt_keys(normalized.subset(labelled)))])
 
     def stats(self, stats: dict, alive: np.ndarray) -> dict:
         return {**stats, "checked": int(alive.sum()), "label_rows": self.live(alive)}

@@ -40,15 +40,13 @@ def prompt_key(record: dict) -> bytes:
     return _digest(normalize(user_text(record)))
 
 
-def pair_keys(records: list[dict], normalized: NormalizedMessages | None = None) -> list[bytes]:
-    """`pair_key` of each record, the texts normalised batch-wise (or taken from `normalized`, of `records`)."""
-    normalized = NormalizedMessages.of(records) if normalized is None else normalized
-    return [_digest(_pair_text(r["messages"], contents)) for r, contents in zip(records, normalized.contents)]
+def pair_keys(normalized: NormalizedMessages) -> list[bytes]:
+    """`pair_key` of each record of `normalized`, from its once-normalised messages."""
+    return [_digest(_pair_text(r["messages"], contents)) for r, contents in zip(normalized.records, normalized.contents)]
 
 
-def prompt_keys(records: list[dict], normalized: NormalizedMessages | None = None) -> list[bytes]:
-    """`prompt_key` of each record, the texts normalised batch-wise (or taken from `normalized`, of `records`)."""
-    normalized = NormalizedMessages.of(records) if normalized is None else normalized
+def prompt_keys(normalized: NormalizedMessages) -> list[bytes]:
+    """`prompt_key` of each record of `normalized`, from its once-normalised messages."""
     return [_digest(text) for text in normalized.users()]
 
 
@@ -76,8 +74,10 @@ class ExactDedup:
         return cls()
 
     def run(self, rows: list[Row]) -> CheckResult:
-        after_pair, pair_keeper, pair_groups = _dedup(rows, pair_keys([r.record for r in rows]))
-        kept, prompt_keeper, prompt_groups = _dedup(after_pair, prompt_keys([r.record for r in after_pair]))
+        normalized = NormalizedMessages.of([r.record for r in rows])  # each message once, for both passes
+        after_pair, pair_keeper, pair_groups = _dedup(rows, pair_keys(normalized))
+        remaining = [i for i, row in enumerate(rows) if row.order not in pair_keeper]
+        kept, prompt_keeper, prompt_groups = _dedup(after_pair, prompt_keys(normalized.subset(remaining)))
         rejected = []
         for row in rows:
             if row.order in pair_keeper:

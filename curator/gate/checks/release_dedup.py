@@ -14,8 +14,9 @@ from pathlib import Path
 import polars as pl
 
 from curator.gate.check import CheckResult, GateContext, Rejection, Row
-from curator.gate.checks.exact_dedup import pair_key, prompt_key
+from curator.gate.checks.exact_dedup import pair_keys, prompt_keys
 from curator.gate.checks.near_dedup import Match, Matcher
+from curator.gate.normalize import NormalizedMessages
 from curator.release.store import SPLITS, release_versions, verify_release
 from curator.spec import MinHashConfig, Spec
 
@@ -72,12 +73,14 @@ class PriorReleaseDedup:
     def run(self, rows: list[Row]) -> CheckResult:
         dropped: dict[int, Rejection] = {}
         if self.exact:
-            by_pair = {pair_key(r.record): r for r in self.released}
-            by_prompt = {prompt_key(r.record): r for r in self.released}
-            for i, row in enumerate(rows):
-                if (hit := by_pair.get(pair_key(row.record))) is not None:
+            released = NormalizedMessages.of([r.record for r in self.released])
+            by_pair = dict(zip(pair_keys(released), self.released))
+            by_prompt = dict(zip(prompt_keys(released), self.released))
+            normalized = NormalizedMessages.of([r.record for r in rows])
+            for i, (row, pair, prompt) in enumerate(zip(rows, pair_keys(normalized), prompt_keys(normalized))):
+                if (hit := by_pair.get(pair)) is not None:
                     dropped[i] = Rejection(row, f"release_duplicate: same normalised pair as {hit.ref}", hit.ref)
-                elif (hit := by_prompt.get(prompt_key(row.record))) is not None:
+                elif (hit := by_prompt.get(prompt)) is not None:
                     dropped[i] = Rejection(row, f"release_duplicate: same normalised prompt as {hit.ref}", hit.ref)
         exact_removed = len(dropped)
         matcher = Matcher(self.config)

@@ -123,6 +123,11 @@ def among(batch: pa.Table, shared: pa.Array) -> pa.Table:
     return batch.filter(pc.is_in(batch.column("key"), value_set=shared))
 
 
+def distinct_orders(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The rows of a block of (key, order) rows, each once."""
+    return {"order": np.unique(batch["order"])}
+
+
 class RayFirstPass:
     """The first pass on Ray: `run` yields each block's rows and the leading checks' results in input order (as
     `stream.FirstPass` with no narrowings); once it is done, `shared` holds each narrowing's shared keys and
@@ -174,11 +179,11 @@ def _shuffled(passed, column: str) -> SharedKeys:
                                      + [np.zeros(0, np.int64)]))
     found = [b for b in keys.map_batches(among, fn_args=(shared,), batch_format="pyarrow", batch_size=None)
              .iter_batches(batch_size=None, batch_format="numpy")]
-    keyed = [b.column("order").filter(pc.greater(pc.list_value_length(b.column(column)), 0)).to_numpy()
-             for b in passed.select_columns(["order", column]).iter_batches(batch_size=None, batch_format="pyarrow")]
+    keyed = [b["order"] for b in keys.map_batches(distinct_orders, batch_format="numpy", batch_size=None)
+             .iter_batches(batch_size=None, batch_format="numpy")]  # the rows with keys, from the keys themselves
     empty = np.zeros(0, np.int64)
     return SharedKeys(np.concatenate([b["key"] for b in found] + [empty]),
-                      np.concatenate([b["order"] for b in found] + [empty]), np.concatenate(keyed + [empty]))
+                      np.concatenate([b["order"] for b in found] + [empty]), np.unique(np.concatenate(keyed + [empty])))
 
 
 def _results(head: list[Check], block: pa.Table, entries: list[dict]) -> tuple[list[Row], list]:
