@@ -161,6 +161,22 @@ def test_a_corrupt_line_read_by_a_worker_is_named(spec, tmp_path, monkeypatch):
         run_gate(runs, spec, root=tmp_path / "releases", engine="stream")
 
 
+def test_rows_selection_leaves_out_are_not_counted_as_rejects(tmp_path):
+    """Selection keeping 50 rows a cell leaves out most rows: the reject share (rejects / input) counts neither them
+    nor their rows, so the release passes `max_reject_share: 0.7`, in memory and streamed."""
+    path = tmp_path / "select.yaml"
+    path.write_text(SPEC.replace("max_reject_share: 0.9", "max_reject_share: 0.7\n  selection: {top_n: 50}"))
+    spec = load_spec(path)
+    runs = write_runs(tmp_path / "runs", planted_records())
+    for engine in ("memory", "stream"):
+        release = _release(run_gate(runs, spec, root=tmp_path / engine, engine=engine).release)
+        removed = {c["name"]: c["removed"] for c in release["checks"]}
+        counts, share = release["counts"], next(v for v in release["verdicts"] if v["name"] == "max_reject_share")
+        assert counts["rejected"] / counts["input"] > 0.7  # selection's choices counted as rejects would fail it
+        assert share["passed"] and share["observed"] == round(
+            (counts["rejected"] - removed["selection"]) / (counts["input"] - removed["selection"]), 4)
+
+
 def test_merge_stats_adds_counts_and_keeps_settings():
     a = {"checked": 3, "found": {"x": 1}, "kinds": ["email"], "redacted": [{"id": 1}], "detector_version": 1,
          "language": "en"}

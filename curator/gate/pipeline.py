@@ -337,7 +337,7 @@ def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: L
     columns = _kept_columns(kept, spec)
     is_eval = eval_mask(columns["task_family"], columns["id"], spec.gate.eval_fraction)
     clock.lap("split")
-    selected_out = sum(1 for e in ledger if e["check"] == "selection")  # a choice, not a defect: not a reject
+    selected_out = sum(c["removed"] for c in check_reports if c["name"] == "selection")  # a choice, not a defect
     verdicts = evaluate_columns(spec, columns, columns["id"].filter(~is_eval), n_input=counts.total - selected_out,
                                 n_rejected=len(ledger) - selected_out)
     clock.lap("expectations")
