@@ -161,6 +161,20 @@ def test_a_corrupt_line_read_by_a_worker_is_named(spec, tmp_path, monkeypatch):
         run_gate(runs, spec, root=tmp_path / "releases", engine="stream")
 
 
+def test_a_row_with_a_list_for_its_family_or_a_number_for_its_id_is_rejected_into_the_ledger(spec, tmp_path):
+    """Malformed fields reach the ledger as JSON text (the ledger's columns are text) in both engines, where they
+    used to stop the release from being written."""
+    records = planted_records(60)
+    records[0] = {**records[0], "task_family": ["general", "classify"]}
+    records[1] = {**records[1], "id": 12345}
+    runs = write_runs(tmp_path / "runs", records)
+    memory = run_gate(runs, spec, root=tmp_path / "memory")
+    release = assert_same_release(memory.release, run_gate(runs, spec, root=tmp_path / "stream",
+                                                           engine="stream").release)
+    schema = [(r["id"], r["task_family"]) for r in release["rejected"] if r["check"] == "schema"]
+    assert (records[0]["id"], '["general", "classify"]') in schema and ("12345", records[1]["task_family"]) in schema
+
+
 def test_rows_selection_leaves_out_are_not_counted_as_rejects(tmp_path):
     """Selection keeping 50 rows a cell leaves out most rows: the reject share (rejects / input) counts neither them
     nor their rows, so the release passes `max_reject_share: 0.7`, in memory and streamed."""

@@ -133,6 +133,11 @@ def _family(record: object) -> str:
     return family if isinstance(family, str) else UNKNOWN_FAMILY
 
 
+def as_text(value: object) -> str | None:
+    """A ledger field as text: a string as it is, any other value (a malformed row's) as JSON."""
+    return value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 def ledger_entries(check: str, rejected: list[Rejection]) -> tuple[list[dict], Counter[str]]:
     """The ledger entries of one check's rejections, and how many it removed per task family."""
     entries, by_family = [], Counter()
@@ -140,12 +145,12 @@ def ledger_entries(check: str, rejected: list[Rejection]) -> tuple[list[dict], C
         record = rej.row.record
         by_family[_family(record)] += 1
         entries.append({
-            "id": rej.row.id,
+            "id": as_text(rej.row.id),
             "check": check,
             "reason": rej.reason,
             "duplicate_of": rej.duplicate_of,
             "kept_as": None,
-            "task_family": record.get("task_family") if isinstance(record, dict) else None,
+            "task_family": as_text(record.get("task_family") if isinstance(record, dict) else None),
             "input": rej.row.origin,
             "record": record,
             "scores": dict(rej.row.scores),

@@ -49,7 +49,7 @@ from curator.gate.checks.label_consistency import LabelConsistency
 from curator.gate.checks.near_dedup import MINHASH_SEED, NearDedup
 from curator.gate.minhash import band_key, char_shingles, choose_bands, signatures, word_shingles
 from curator.gate.normalize import NormalizedMessages
-from curator.gate.pipeline import InputCounts, _family, check_report, ledger_entries, resolve_keepers
+from curator.gate.pipeline import InputCounts, _family, as_text, check_report, ledger_entries, resolve_keepers
 from curator.jsonl import loads
 from curator.ordered_workers import cpu_count, ordered_map
 from curator.release.store import JSON_PAIRS, scores_json
@@ -101,7 +101,7 @@ class Spill:
     def write(self, rows: list[Row], texts: list[str | None] | None = None) -> None:
         """Append `rows`; `texts[i]`, when given and not None, is row i's record as JSON already (its input line)."""
         texts = texts or [None] * len(rows)
-        columns = [[r.order for r in rows], [r.input for r in rows], [r.line for r in rows], [r.id for r in rows],
+        columns = [[r.order for r in rows], [r.input for r in rows], [r.line for r in rows], [as_text(r.id) for r in rows],
                    [json.dumps(r.record, ensure_ascii=False) if t is None else t for r, t in zip(rows, texts)]]
         self.write_batch(pa.record_batch(columns, schema=SPILL_SCHEMA))
 
