@@ -194,16 +194,25 @@ def run_checks(checks: list[Check], rows: list[Row]) -> tuple[list[Row], list[di
 
 
 def resolve_keepers(ledger: list[dict], kept_ids: set[str | None]) -> None:
-    """Set each duplicate's `kept_as`: the row that carries its content into this release, or into an
-    earlier one (`release-vN/<id>`), following `duplicate_of` through keepers a later check removed.
-    None where the chain ends at a row rejected for something other than duplication."""
-    next_of = {e["id"]: e["duplicate_of"] for e in ledger if e["duplicate_of"]}
-    for entry in ledger:
-        target, seen = entry["duplicate_of"], set()
+    """Set each ledger entry's `kept_as` (`keepers`)."""
+    found = keepers([e["id"] for e in ledger], [e["duplicate_of"] for e in ledger], kept_ids)
+    for entry, kept_as in zip(ledger, found):
+        entry["kept_as"] = kept_as
+
+
+def keepers(ids: list[str | None], duplicate_of: list[str | None], kept_ids: set[str | None]) -> list[str | None]:
+    """Per rejected row (`ids[i]`, a duplicate of `duplicate_of[i]` or None): the row that carries its content into
+    this release, or into an earlier one (`release-vN/<id>`), following `duplicate_of` through keepers a later check
+    removed. None where the chain ends at a row rejected for something other than duplication."""
+    next_of = {i: d for i, d in zip(ids, duplicate_of) if d}
+    out: list[str | None] = []
+    for target in duplicate_of:
+        seen = set()
         while target is not None and target not in kept_ids and "/" not in target and target not in seen:
             seen.add(target)
             target = next_of.get(target)
-        entry["kept_as"] = None if target is None or target in seen else target
+        out.append(None if target is None or target in seen else target)
+    return out
 
 
 class _Clock:

@@ -34,7 +34,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Protocol
+from typing import IO, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +49,7 @@ from curator.gate.checks.label_consistency import LabelConsistency
 from curator.gate.checks.near_dedup import MINHASH_SEED, NearDedup
 from curator.gate.minhash import band_key, char_shingles, choose_bands, signatures, word_shingles
 from curator.gate.normalize import NormalizedMessages
-from curator.gate.pipeline import InputCounts, _family, as_text, check_report, ledger_entries, resolve_keepers
+from curator.gate.pipeline import InputCounts, _family, as_text, check_report, keepers, ledger_entries
 from curator.jsonl import loads
 from curator.ordered_workers import cpu_count, ordered_map
 from curator.release.store import JSON_PAIRS, scores_json
@@ -357,12 +357,24 @@ class NearKeys(_KeyStore):
 NARROWINGS: dict[type, type] = {ExactDedup: ExactKeys, LabelConsistency: LabelKeys, NearDedup: NearKeys}
 
 
+ENTRY_SCHEMA = pa.schema([("order", pa.int64()), ("id", pa.string()), ("reason", pa.string()),
+                          ("duplicate_of", pa.string()), ("task_family", pa.string()), ("input", pa.string()),
+                          ("scores", pa.string())])  # a ledger entry without its check, record and keeper
+
+
+def entry_batch(orders: list[int], entries: list[dict]) -> pa.RecordBatch:
+    """Ledger entries (as `ledger_entries` makes them) of the rows at `orders`, as columns: a few hundred bytes an
+    entry instead of a dict's, for the millions a large input can reject."""
+    columns = [orders, *([e[name] for e in entries] for name in ENTRY_SCHEMA.names[1:-1]),
+               [scores_json(e["scores"]) for e in entries]]
+    return pa.record_batch(columns, schema=ENTRY_SCHEMA)
+
+
 @dataclass
 class Verdicts:
     """One check's result on some rows without their records: what the main process keeps of it."""
 
-    orders: list[int]  # the rejected rows
-    entries: list[dict]  # their ledger entries, records left out (read back when the ledger is: `LedgerOnDisk`)
+    entries: pa.RecordBatch  # the rejected rows' ledger entries (`ENTRY_SCHEMA`; records read back: `LedgerOnDisk`)
     by_family: Counter[str]
     stats: dict
     seconds: float
@@ -381,10 +393,8 @@ def verdicts(check: Check, given: list[Row], result, seconds: float, early: Spil
     if result.rejected and early is not None:
         rows = [rej.row for rej in result.rejected]
         early.write(rows, _texts(rows, texts))
-    for entry in entries:
-        entry["record"] = None
-    return Verdicts([rej.row.order for rej in result.rejected], entries, by_family, result.stats, seconds,
-                    {r.order: dict(r.scores) for r in given if r.scores})
+    return Verdicts(entry_batch([rej.row.order for rej in result.rejected], entries), by_family, result.stats,
+                    seconds, {r.order: dict(r.scores) for r in given if r.scores})
 
 
 def _texts(rows: list[Row], texts: dict[int, tuple[object, str]] | None) -> list[str | None] | None:
@@ -399,11 +409,12 @@ def _texts(rows: list[Row], texts: dict[int, tuple[object, str]] | None) -> list
 
 
 class _Outcome:
-    """The ledger, reports and scores gathered check by check. Ledger entries are held without their records:
-    a row rejected by a leading check goes to the `early` spill, any other is in the row spill already."""
+    """The ledger, reports and scores gathered check by check. Ledger entries are held as columns without their
+    records: a row rejected by a leading check goes to the `early` spill, any other is in the row spill already."""
 
     def __init__(self, checks: list[Check], lead: int, rows: Spill, early: Spill):
-        self.ledger: dict[str, list[tuple[int, dict]]] = {c.name: [] for c in checks}  # (order, entry)
+        self.ledger: dict[str, list[pa.RecordBatch]] = {c.name: [] for c in checks}  # `ENTRY_SCHEMA` batches
+        self.kept_as: dict[str, list[str | None]] = {}  # per check, its entries' keepers (`resolve`)
         self.early = early
         self.source = {c.name: early if i < lead else rows for i, c in enumerate(checks)}  # where records are
         self.by_family: dict[str, Counter[str]] = defaultdict(Counter)
@@ -416,7 +427,8 @@ class _Outcome:
         self.add(check.name, verdicts(check, given, result, seconds))
 
     def add(self, name: str, found: Verdicts) -> None:
-        self.ledger[name].extend(zip(found.orders, found.entries))
+        if found.entries.num_rows:
+            self.ledger[name].append(found.entries)
         self.by_family[name].update(found.by_family)
         self.stats[name] = merge_stats(self.stats[name], found.stats) if name in self.stats else found.stats
         self.seconds[name] += found.seconds
@@ -424,14 +436,27 @@ class _Outcome:
 
     def in_input_order(self, check: Check) -> None:
         """Sort the check's ledger entries by input row (as its run on all rows at once lists them)."""
-        self.ledger[check.name].sort(key=lambda item: item[0])
+        if self.ledger[check.name]:
+            self.ledger[check.name] = self.table(check.name).sort_by("order").to_batches()
 
-    def entries(self, checks: list[Check]) -> list[dict]:
-        """The ledger entries, without records."""
-        return [entry for c in checks for _, entry in self.ledger[c.name]]
+    def table(self, name: str) -> pa.Table:
+        return pa.Table.from_batches(self.ledger[name], schema=ENTRY_SCHEMA)
+
+    def count(self, name: str) -> int:
+        return sum(batch.num_rows for batch in self.ledger[name])
+
+    def resolve(self, checks: list[Check], kept_ids: Callable[[set[str]], set[str]]) -> None:
+        """Each entry's `kept_as` (`resolve_keepers`), given which of some ids the kept rows carry (`kept_ids`)."""
+        ids, targets = [], []
+        for c in checks:
+            table = self.table(c.name)
+            ids += table.column("id").to_pylist()
+            targets += table.column("duplicate_of").to_pylist()
+        found = iter(keepers(ids, targets, kept_ids({t for t in targets if t})))
+        self.kept_as = {c.name: list(islice(found, self.count(c.name))) for c in checks}
 
     def reports(self, checks: list[Check]) -> list[dict]:
-        return [check_report(c.name, len(self.ledger[c.name]), 0, self.by_family[c.name], self.seconds[c.name],
+        return [check_report(c.name, self.count(c.name), 0, self.by_family[c.name], self.seconds[c.name],
                              self.stats.get(c.name, {})) for c in checks]
 
 
@@ -450,22 +475,26 @@ class LedgerOnDisk:
     total: int
 
     def __len__(self) -> int:
-        return sum(len(self.outcome.ledger[c.name]) for c in self.checks)
+        return sum(self.outcome.count(c.name) for c in self.checks)
 
     def __iter__(self) -> Iterator[dict]:
         for check in self.checks:
-            items = self.outcome.ledger[check.name]
-            orders = np.fromiter((order for order, _ in items), dtype=np.int64, count=len(items))
+            name = check.name
+            orders = self.outcome.table(name).column("order").to_numpy()
             wanted = np.zeros(self.total, dtype=bool)
             wanted[orders] = True
-            rows = (row for batch in self.outcome.source[check.name].rows(wanted, {}) for row in batch)
+            rows = (row for batch in self.outcome.source[name].rows(wanted, {}) for row in batch)
             if np.all(orders[1:] > orders[:-1]):  # in input order, as the spill: read alongside
                 records = (row.record for row in rows)
             else:  # a whole-set check listed its rejections in its own order
                 by_order = {row.order: row.record for row in rows}
                 records = (by_order[order] for order in orders.tolist())
-            for (_, entry), record in zip(items, records):
-                yield {**entry, "record": record}
+            entries = (entry for batch in self.outcome.ledger[name] for entry in batch.to_pylist())
+            for entry, kept_as, record in zip(entries, self.outcome.kept_as[name], records):
+                yield {"id": entry["id"], "check": name, "reason": entry["reason"],
+                       "duplicate_of": entry["duplicate_of"], "kept_as": kept_as, "task_family": entry["task_family"],
+                       "input": entry["input"], "record": record,
+                       "scores": json.loads(entry["scores"]) if entry["scores"] else {}}
 
 
 @dataclass(frozen=True)
@@ -665,11 +694,10 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
         outcome.in_input_order(check)
         outcome.stats[check.name] = narrowing.stats(outcome.stats[check.name], in_play)
         outcome.seconds[check.name] += time.perf_counter() - started
-    entries = outcome.entries(checks)
-    kept = KeptOnDisk(spill, alive, outcome.scores)
-    if int(alive.sum()) + len(entries) != total:
-        raise CuratorError(f"gate: {total} input rows do not add up to {int(alive.sum())} kept + {len(entries)} rejected")
-    resolve_keepers(entries, spill.ids_among(alive, {e["duplicate_of"] for e in entries if e["duplicate_of"]}))
-    return kept, LedgerOnDisk(outcome, checks, total), outcome.reports(checks), InputCounts(total, per_run, by_family)
+    kept, ledger = KeptOnDisk(spill, alive, outcome.scores), LedgerOnDisk(outcome, checks, total)
+    if int(alive.sum()) + len(ledger) != total:
+        raise CuratorError(f"gate: {total} input rows do not add up to {int(alive.sum())} kept + {len(ledger)} rejected")
+    outcome.resolve(checks, lambda ids: spill.ids_among(alive, ids))
+    return kept, ledger, outcome.reports(checks), InputCounts(total, per_run, by_family)
 
 
