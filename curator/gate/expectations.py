@@ -39,6 +39,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import numpy as np
 import polars as pl
 
 from curator.errors import CuratorError
@@ -90,8 +91,9 @@ def _import_quietly() -> None:
         pass
 
 
-def frame(spec: Spec, kept: pl.DataFrame, train_ids: pl.Series):
-    """The pandas frame the suite runs on: one row per kept pair, from its `kept_columns` (`kept`).
+def frame(spec: Spec, kept: pl.DataFrame, is_train: np.ndarray):
+    """The pandas frame the suite runs on: one row per kept pair, from its `kept_columns` (`kept`) and whether it
+    went to the train split (`is_train`).
 
     It holds no texts: `user` and `response` are the texts' lengths in characters, the response's word count
     goes to its band's column, so the frame stays small for millions of rows.
@@ -106,7 +108,7 @@ def frame(spec: Spec, kept: pl.DataFrame, train_ids: pl.Series):
         df[name] = values.where(values.notna(), None)
     for name in ("user", "response", "shortest_message"):
         df[name] = kept[name].to_numpy()
-    df["is_train"] = kept["id"].is_in(train_ids.implode()).fill_null(False).to_numpy().astype(int)
+    df["is_train"] = np.asarray(is_train, dtype=int)
     df["in_refusal_family"] = df["task_family"].isin(refusal).astype(float)
     kinds = pd.Series(kept["coverage"].to_numpy(), index=df.index, dtype=object)
     for family in sorted(refusal):
@@ -237,19 +239,21 @@ def evaluate(spec: Spec, *, kept: Iterable[dict], train: Iterable[dict], n_input
     """All verdicts for a release of `kept` rows (`train` is its train split, only ids read) from `n_input`
     input rows; `kept` is read once (it may be a generator)."""
     records = pl.Series([json.dumps(r, ensure_ascii=False) for r in kept], dtype=pl.String)
+    columns = kept_columns(records, refusal_families(spec))
     train_ids = pl.Series([r["id"] for r in train], dtype=pl.String)
-    return evaluate_columns(spec, kept_columns(records, refusal_families(spec)), train_ids, n_input, n_rejected, config)
+    is_train = columns["id"].is_in(train_ids.implode()).fill_null(False).to_numpy()
+    return evaluate_columns(spec, columns, is_train, n_input, n_rejected, config)
 
 
 def refusal_families(spec: Spec) -> frozenset[str]:
     return frozenset(t.name for t in spec.task_families if t.refusal)
 
 
-def evaluate_columns(spec: Spec, kept: pl.DataFrame, train_ids: pl.Series, n_input: int, n_rejected: int,
+def evaluate_columns(spec: Spec, kept: pl.DataFrame, is_train: np.ndarray, n_input: int, n_rejected: int,
                      config: ExpectationsConfig | None = None) -> list[dict]:
-    """`evaluate` on the `kept_columns` of the kept rows and the ids of the train split."""
+    """`evaluate` on the `kept_columns` of the kept rows and whether each went to the train split."""
     config = ExpectationsConfig.from_spec(spec) if config is None else config
-    verdicts = run_suite(spec, frame(spec, kept, train_ids), config)
+    verdicts = run_suite(spec, frame(spec, kept, is_train), config)
     reject_share = n_rejected / n_input if n_input else 0.0
     max_share = spec.gate.max_reject_share
     verdicts.insert(1, {"name": "max_reject_share", "passed": reject_share <= max_share + EPS,

@@ -352,7 +352,7 @@ def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: L
     is_eval = eval_mask(columns["task_family"], columns["id"], spec.gate.eval_fraction)
     clock.lap("split")
     selected_out = sum(c["removed"] for c in check_reports if c["name"] == "selection")  # a choice, not a defect
-    verdicts = evaluate_columns(spec, columns, columns["id"].filter(~is_eval), n_input=counts.total - selected_out,
+    verdicts = evaluate_columns(spec, columns, ~is_eval, n_input=counts.total - selected_out,
                                 n_rejected=len(ledger) - selected_out)
     clock.lap("expectations")
     failed = [v["name"] for v in verdicts if not v["passed"]]
