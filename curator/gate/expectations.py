@@ -41,6 +41,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from curator.errors import CuratorError
 from curator.gate.kept_columns import kept_columns
@@ -102,7 +103,8 @@ def frame(spec: Spec, kept: pl.DataFrame, is_train: np.ndarray):
 
     refusal = refusal_families(spec)
     band_of = {t.name: t.length_band for t in spec.task_families}
-    df = pd.DataFrame({"id": pd.Series(kept["id"].to_list(), dtype=object)})
+    ids = kept["id"].to_arrow().cast(pa.large_string())  # Arrow-backed: no string object per row
+    df = pd.DataFrame({"id": pd.Series(pd.arrays.ArrowExtensionArray(ids))})
     for name in ("task_family", "format", "difficulty"):  # one string object per value, not per row
         values = kept[name].cast(pl.Categorical).to_pandas().astype(object)
         df[name] = values.where(values.notna(), None)
@@ -203,6 +205,7 @@ def _observed(result: dict) -> Any:
 def run_suite(spec: Spec, df, config: ExpectationsConfig) -> list[dict]:
     """Run the spec's expectation suite on `df` (see `frame`) in an ephemeral GX context."""
     gx, gxe = _import_gx()
+    import pandas as pd
     from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
                                                             ProgressBarsConfig)
 
@@ -227,7 +230,7 @@ def run_suite(spec: Spec, df, config: ExpectationsConfig) -> list[dict]:
         v = {"name": plan[i].name, "passed": bool(r.success), "observed": _observed(r.result),
              "expected": plan[i].expected, "expectation": r.expectation_config.type}
         if not r.success and r.result.get("partial_unexpected_list"):
-            v["examples"] = list(r.result["partial_unexpected_list"][:MAX_EXAMPLES])
+            v["examples"] = [None if x is pd.NA else x for x in r.result["partial_unexpected_list"][:MAX_EXAMPLES]]
         verdicts[i] = v
     if missing := [plan[i].name for i, v in enumerate(verdicts) if v is None]:
         raise CuratorError(f"great-expectations returned no result for {', '.join(missing)}")
