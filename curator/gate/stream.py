@@ -446,7 +446,7 @@ class _Outcome:
         return sum(batch.num_rows for batch in self.ledger[name])
 
     def resolve(self, checks: list[Check], kept_ids: Callable[[set[str]], set[str]]) -> None:
-        """Each entry's `kept_as` (`resolve_keepers`), given which of some ids the kept rows carry (`kept_ids`)."""
+        """Each entry's `kept_as` (`keepers`), given which of some ids the kept rows carry (`kept_ids`)."""
         ids, targets = [], []
         for c in checks:
             table = self.table(c.name)
