@@ -13,6 +13,8 @@ import math
 import numpy as np
 import polars as pl
 
+SLICE = 1 << 16
+
 
 def eval_count(n: int, eval_fraction: float) -> int:
     """How many of a family's n rows go to eval."""
@@ -25,8 +27,11 @@ def eval_mask(families: pl.Series, ids: pl.Series, eval_fraction: float) -> np.n
     """Per row (in input order): whether it goes to eval, from each row's task family and id alone."""
     n = len(ids)
     family = families.cast(pl.Categorical).to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
-    digest = np.frombuffer(b"".join(hashlib.sha256(i.encode("utf-8")).digest() for i in ids.to_list()),
-                           dtype=">u8").reshape(n, 4)  # sha256 as four big-endian words: ordered as its hex text
+    digest = np.empty((n, 4), dtype=">u8")  # sha256 as four big-endian words: ordered as its hex text
+    for start in range(0, n, SLICE):  # a slice of ids at a time as Python strings, not millions at once
+        part = ids.slice(start, SLICE).to_list()
+        digest[start:start + len(part)] = np.frombuffer(
+            b"".join(hashlib.sha256(i.encode("utf-8")).digest() for i in part), dtype=">u8").reshape(-1, 4)
     order = np.lexsort((np.arange(n), *digest.T[::-1], family))  # by family, then sha256 of the id, then position
     family = family[order]
     starts = np.flatnonzero(np.r_[True, family[1:] != family[:-1]]) if n else np.zeros(0, dtype=np.int64)
