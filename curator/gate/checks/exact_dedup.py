@@ -50,9 +50,9 @@ def prompt_keys(normalized: NormalizedMessages) -> list[bytes]:
     return [_digest(text) for text in normalized.users()]
 
 
-def _dedup(rows: list[Row], keys: list[bytes]) -> tuple[list[Row], dict[int, Row], int]:
-    """Keep one row per key (`keys[i]` is row i's): the kept rows (input order), each dropped row's keeper by
-    `order`, the group count."""
+def _dedup(rows: list[Row], keys: list[bytes]) -> tuple[list[int], dict[int, Row], int]:
+    """Keep one row per key (`keys[i]` is row i's): the kept rows' positions in `rows` (in order), each dropped
+    row's keeper by `order`, the group count."""
     groups: dict[bytes, list[Row]] = defaultdict(list)
     for row, key in zip(rows, keys):
         groups[key].append(row)
@@ -63,7 +63,7 @@ def _dedup(rows: list[Row], keys: list[bytes]) -> tuple[list[Row], dict[int, Row
             n_groups += 1
             keep = min(members, key=keep_rank)
             keeper_of.update({row.order: keep for row in members if row is not keep})
-    return [r for r in rows if r.order not in keeper_of], keeper_of, n_groups
+    return [i for i, r in enumerate(rows) if r.order not in keeper_of], keeper_of, n_groups
 
 
 class ExactDedup:
@@ -75,9 +75,10 @@ class ExactDedup:
 
     def run(self, rows: list[Row]) -> CheckResult:
         normalized = NormalizedMessages.of([r.record for r in rows])  # each message once, for both passes
-        after_pair, pair_keeper, pair_groups = _dedup(rows, pair_keys(normalized))
-        remaining = [i for i, row in enumerate(rows) if row.order not in pair_keeper]
-        kept, prompt_keeper, prompt_groups = _dedup(after_pair, prompt_keys(normalized.subset(remaining)))
+        remaining, pair_keeper, pair_groups = _dedup(rows, pair_keys(normalized))
+        after_pair = [rows[i] for i in remaining]
+        kept_at, prompt_keeper, prompt_groups = _dedup(after_pair, prompt_keys(normalized.subset(remaining)))
+        kept = [after_pair[i] for i in kept_at]
         rejected = []
         for row in rows:
             if row.order in pair_keeper:
