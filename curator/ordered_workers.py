@@ -29,14 +29,15 @@ def cpu_count() -> int:
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, *, start_method: str = "fork",
                 preload: tuple[str, ...] = (), initializer: Callable[..., None] | None = None,
-                initargs: tuple = ()) -> Iterator[R]:
+                initargs: tuple = (), min_items: int = 2) -> Iterator[R]:
     """`map(fn, items)`, with `fn` run in `workers` processes; at most two items a worker are in flight.
-    It runs in this process where there is one worker or one item, or off Linux (where forking is not safe).
+    It runs in this process where there is one worker or fewer than `min_items` items (starting workers would cost
+    more than they save), or off Linux (where forking is not safe).
     `start_method` "fork": workers are copies of this process, killed when it dies; "forkserver": they fork from
     one fresh process that imported the modules `preload` once. `initializer(*initargs)` runs once in each worker."""
     items = iter(items)
-    head = list(islice(items, 2))
-    if workers <= 1 or len(head) < 2 or not sys.platform.startswith("linux"):
+    head = list(islice(items, max(min_items, 2)))
+    if workers <= 1 or len(head) < max(min_items, 2) or not sys.platform.startswith("linux"):
         yield from map(fn, chain(head, items))
         return
     items = chain(head, items)

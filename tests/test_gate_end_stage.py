@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 
 import numpy as np
@@ -16,6 +17,8 @@ from curator.gate import split
 from curator.gate.kept_columns import WHITESPACE, kept_columns
 from curator.gate.split import eval_count, eval_mask
 from curator.records import assistant_text, build_messages, make_pair, user_text
+from curator.ordered_workers import ordered_map
+from curator.release import store
 from curator.release.store import JSON_PAIRS, JsonSplits, read_split, verify_release, write_release
 
 ODD_TEXTS = [" a\x1cb\u3000c ", "x\x1fy z\u200bq\t", "", "\u2028line\u2029 two\x85three",
@@ -82,9 +85,22 @@ def test_eval_mask_takes_each_familys_first_rows_by_sha256_of_the_id(monkeypatch
         assert {i for i in members if mask[i]} == first
 
 
+def _pid(_: int) -> int:
+    return os.getpid()
+
+
+def test_workers_start_only_from_min_items():
+    """Fewer items than `min_items` run in this process; from `min_items` on, in the workers."""
+    assert set(ordered_map(_pid, range(3), 2, min_items=4)) == {os.getpid()}
+    assert os.getpid() not in set(ordered_map(_pid, range(4), 2, min_items=4))
+
+
 @pytest.mark.parametrize("nan", [False, True])
-def test_json_splits_give_the_files_of_the_parsed_records(tmp_path, nan):
+@pytest.mark.parametrize("write_batch", [store.WRITE_BATCH, 2])  # 2: many batches, decoded in worker processes
+def test_json_splits_give_the_files_of_the_parsed_records(tmp_path, nan, write_batch, monkeypatch):
+    monkeypatch.setattr(store, "WRITE_BATCH", write_batch)
     records = awkward_records(nan)
+    assert write_batch == store.WRITE_BATCH or len(records) >= 2 * write_batch * store.PARALLEL_BATCHES
     is_eval = np.array([i % 6 == 0 for i in range(len(records))])
     common = {"rejected": [], "manifest": {}, "certified": True, "failed_verdicts": []}
     parsed = write_release(train=[r for r, e in zip(records, is_eval) if not e],

@@ -13,8 +13,8 @@ import pytest
 from datasketch import MinHash, MinHashLSH
 
 from curator.gate.compiled_schema import UnsupportedSchema, compile_schema
-from curator.gate.minhash import (candidate_pairs, char_shingles, input_hash32, jaccard, pair_jaccard, signatures,
-                                  word_shingles)
+from curator.gate.minhash import (_word_tokens, candidate_pairs, char_shingles, input_hash32, jaccard, pair_jaccard,
+                                  signatures, word_shingles, word_token_hash)
 from curator.gate.checks.exact_dedup import pair_key, pair_keys, prompt_key, prompt_keys
 from curator.gate.normalize import NormalizedMessages, normalize, normalize_all, pair_text, pair_texts
 from curator.records import build_messages, make_pair, pair_validator, schema_errors
@@ -110,6 +110,17 @@ def test_pair_jaccard_equals_set_jaccard_on_candidates_short_and_empty_texts(tex
         expected = [jaccard(shingles.set_of(i), shingles.set_of(j)) for i, j in pairs.tolist()]
         assert pair_jaccard(shingles, pairs, block=500).tolist() == expected  # several blocks
         assert sum(0 < score < 1 for score in expected) >= len(texts) // 2  # edited copies: partial overlaps
+
+
+def test_batch_word_hashes_are_those_of_each_word_alone(texts):
+    """The numpy hashing of every word of a batch at once gives each word's own hash: real text, non-ASCII words,
+    an empty text, empty words (two spaces) and a word longer than any other."""
+    batch = [*texts[:20], "", "naïve café 東京 😀", "a  b", "x" * 5000 + " y"]
+    tokens, lengths = _word_tokens(batch)
+    words = [w for t in batch if t for w in t.split(" ")]
+    assert lengths.tolist() == [len(t.split(" ")) if t else 0 for t in batch]
+    assert tokens.tolist() == [word_token_hash(w) for w in words]
+    assert len(set(tokens.tolist())) == len(set(words))  # no two distinct words of the batch collide
 
 
 def test_short_texts_are_one_shingle_and_empty_texts_none():

@@ -2,8 +2,9 @@
 
 Hash scheme (stable across runs, processes and machines; nothing depends on Python's `hash`):
 
-- tokens: a word is the first 8 bytes of BLAKE2b over its UTF-8 bytes, read little-endian; a
-  character is its code point. Texts are expected already normalised (`curator.gate.normalize`).
+- tokens: a word (what `str.split(" ")` gives) is the 64-bit MurmurHash3 finaliser of the polynomial
+  sum((byte_i + 1) * WORD_BASE^i) mod 2^64 over its UTF-8 bytes (computed for every word of a batch at once in
+  numpy); a character is its code point. Texts are expected already normalised (`curator.gate.normalize`).
 - shingle: the n tokens at a position folded as h = h * FOLD + token (mod 2^64, from h = 0), then
   the 64-bit MurmurHash3 finaliser. A text with 0 < L < n tokens is one shingle: its tokens padded
   with n - L zeros. A text with no tokens has no shingles (and the empty signature, all 2^32 - 1).
@@ -21,16 +22,15 @@ band instead of a Python dict insert and lookup per row and band (about 5 s for 
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 from datasketch import MinHash
 
 FOLD = np.uint64(0x100000001B3)  # the 64-bit FNV prime, odd
+WORD_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: the golden-ratio constant of 64-bit hashing
 MIN_RECALL_AT_THRESHOLD = 0.9
-_CHUNK = 1 << 14  # shingles per block of the signature computation (num_perm x _CHUNK uint32: fits in cache)
+_CHUNK = 1 << 12  # shingles per block of the signature computation (num_perm x _CHUNK uint32, 2 MB: stays in cache)
 
 
 @dataclass(frozen=True)
@@ -69,23 +69,32 @@ def fmix32(h: np.ndarray) -> np.ndarray:
 
 
 def word_token_hash(word: str) -> int:
-    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+    """The token hash of one word (see the module doc); `_word_tokens` computes the same for whole batches."""
+    h = 0
+    for i, byte in enumerate(word.encode("utf-8")):
+        h = (h + (byte + 1) * pow(int(WORD_BASE), i, 1 << 64)) % (1 << 64)
+    return int(fmix64(np.array([h], dtype=np.uint64))[0])
 
 
 def _word_tokens(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(token hashes of all words of all texts, words per text); texts are normalised (single spaces).
+    """(token hashes of all words of all texts, words per text); texts are normalised (single spaces), a
+    non-empty text has one word more than it has spaces.
 
-    polars splits and finds the distinct words; only those are hashed in Python.
-    """
-    series = pl.Series(texts, dtype=pl.String)
-    present = series.str.len_bytes() > 0
-    words = series.filter(present).str.split(" ")
-    lengths = np.zeros(len(texts), dtype=np.int64)
-    lengths[present.to_numpy()] = words.list.len().to_numpy()
-    words = words.explode()
-    distinct = words.unique()
-    hashes = pl.Series([word_token_hash(w) for w in distinct.to_list()], dtype=pl.UInt64)
-    return words.replace_strict(distinct, hashes, return_dtype=pl.UInt64).to_numpy(), lengths
+    All words are hashed at once: the texts' bytes are weighted by WORD_BASE to the power of their position in
+    their word, and each word's sum is a difference of the running sum at its ends."""
+    lengths = np.fromiter((t.count(" ") + 1 if t else 0 for t in texts), dtype=np.int64, count=len(texts))
+    data = np.frombuffer(" ".join(t for t in texts if t).encode("utf-8"), dtype=np.uint8)
+    if not len(data):
+        return np.zeros(int(lengths.sum()), dtype=np.uint64), lengths
+    spaces = np.flatnonzero(data == 32)
+    starts = np.r_[0, spaces + 1]  # of each word, in bytes
+    ends = np.r_[spaces, len(data)]
+    position = np.arange(len(data)) - np.repeat(starts, ends - starts + 1)[:len(data)]
+    with np.errstate(over="ignore"):
+        powers = np.r_[np.uint64(1), np.cumprod(np.full(int(position.max()), WORD_BASE, dtype=np.uint64))]
+        weighted = (data.astype(np.uint64) + np.uint64(1)) * powers[position]
+        total = np.r_[np.uint64(0), np.cumsum(weighted, dtype=np.uint64)]
+        return fmix64(total[ends] - total[starts]), lengths
 
 
 def _char_tokens(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -152,6 +161,7 @@ def signatures(shingles: Shingles, num_perm: int, seed: int) -> np.ndarray:
     out = np.full((len(shingles), num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
     counts = np.diff(shingles.offsets)
     docs = np.flatnonzero(counts)
+    buffer = np.empty((num_perm, _CHUNK), dtype=np.uint32)  # reused: a fresh array per block costs page faults
     start = 0
     while start < len(docs):
         # a block of whole texts holding about _CHUNK shingles (at least one text)
@@ -159,7 +169,9 @@ def signatures(shingles: Shingles, num_perm: int, seed: int) -> np.ndarray:
         stop = max(int(np.searchsorted(shingles.offsets[docs + 1], first + _CHUNK, side="right")), start + 1)
         block = docs[start:stop]
         lo, hi = first, shingles.offsets[block[-1] + 1]
-        permuted = a * hv[lo:hi] + b  # (num_perm, shingles in block), wrapping mod 2^32
+        permuted = buffer[:, :hi - lo] if hi - lo <= _CHUNK else np.empty((num_perm, hi - lo), dtype=np.uint32)
+        np.multiply(a, hv[lo:hi], out=permuted)  # (num_perm, shingles in block), wrapping mod 2^32
+        permuted += b
         out[block] = np.minimum.reduceat(permuted, shingles.offsets[block] - lo, axis=1).T
         start = stop
     return out

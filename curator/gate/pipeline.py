@@ -6,6 +6,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -40,8 +41,10 @@ from curator.gate.kept_columns import empty as empty_columns
 from curator.gate.kept_columns import kept_columns
 from curator.gate.registry import CheckEntry, build_from, plugin_checks, shipped_suites
 from curator.gate.split import eval_mask
+from curator.ordered_workers import cpu_count, ordered_map
 from curator.paths import releases_root, runs_root
-from curator.release.store import JSON_PAIRS, JsonSplits, releases_lock, scores_json, write_release
+from curator.release.store import (JSON_PAIRS, PARALLEL_BATCHES, JsonSplits, releases_lock, scores_json,
+                                   write_release)
 from curator.rundir import RunDir
 from curator.spec import Spec
 from curator.text_signals import SIGNALS_VERSION
@@ -337,9 +340,11 @@ class Ledger(Protocol):
 
 
 def _kept_columns(kept: KeptRecords, spec: Spec) -> pl.DataFrame:
-    """`kept_columns` of every kept row, in one pass."""
-    refusal = refusal_families(spec)
-    parts = [kept_columns(batch.column("record"), refusal) for batch in kept.batches()]
+    """`kept_columns` of every kept row, in one pass, batches decoded in worker processes (one per CPU)."""
+    columns = partial(kept_columns, refusal_families=refusal_families(spec))
+    parts = list(ordered_map(columns, (batch.column("record") for batch in kept.batches()), cpu_count(),
+                             start_method="forkserver", preload=("curator.gate.kept_columns",),
+                             min_items=PARALLEL_BATCHES))
     return pl.concat(parts) if parts else empty_columns()
 
 

@@ -10,8 +10,8 @@ Checks come in three kinds:
   on rows sharing a key with it (the normalised question of a label answer; the pair or prompt hash; a
   MinHash LSH band). The keys are computed while the rows stream past (16 bytes a row per hash, 8 per
   LSH band), and the unchanged check then runs on the rows that share a key, read back from the spill
-  group by group (rows linked through shared keys), in buckets of about `CHUNK_ROWS`: rows sharing no key
-  are neither rejected nor chosen as keepers by it.
+  group by group (rows linked through shared keys), in buckets of about `CHUNK_ROWS`, one bucket a worker
+  process at a time (`_bucket_verdicts`): rows sharing no key are neither rejected nor chosen as keepers by it.
 - any other check (decontamination, relevance, semantic dedup, screening, selection, plug-ins) runs on all
   rows still in play, read back from the spill: the same verdicts, but it holds those rows while it runs.
 
@@ -20,7 +20,8 @@ narrowings' keys, batch by batch in worker processes (one per CPU; the batches c
 rows they keep go to a Parquet spill (`Spill`, one part file per batch, each record as the JSON text it was read
 from) in the gate's temporary directory (under `TMPDIR`), read back in batches by the later checks.
 What stays in memory across the whole run: a flag per row (still in play), the scores checks gave, and the
-ledger entries without their records (`LedgerOnDisk` reads those back from the spills); the keys above wait in
+ledger entries without their records (`LedgerOnDisk` reads those back from the spills of rejected rows, one per
+check, written as the check rejects them); the keys above wait in
 temporary files (`_KeyStore`) until their check runs, which reads them back one key column at a time. The
 kept rows stay on disk (`KeptOnDisk`): the split, the expectations and the release writer read them back in
 passes.
@@ -127,6 +128,15 @@ class Spill:
         for part in self.parts:
             yield from pq.ParquetFile(part).iter_batches(BATCH_ROWS, columns=columns)
 
+    def sort(self) -> None:
+        """Rewrite the rows in input order (`order`), as one part: for a spill of a few rows, read whole."""
+        self.close()
+        if self.parts:
+            table = pa.concat_tables(pq.read_table(part, schema=SPILL_SCHEMA) for part in self.parts).sort_by("order")
+            self.remove()
+            self.parts = [self.path]
+            pq.write_table(table, self.path, row_group_size=BATCH_ROWS)
+
     def ids_among(self, wanted: np.ndarray, ids: set[str]) -> set[str]:
         """Which of `ids` a row whose `wanted[order]` is set carries (no record is parsed)."""
         found: set[str] = set()
@@ -135,7 +145,7 @@ class Spill:
             found.update(i for i in batch.column("id").filter(pa.array(mask)).to_pylist() if i in ids)
         return found
 
-    def partition(self, bucket: np.ndarray) -> list["Spill"]:
+    def partition(self, bucket: np.ndarray) -> dict[int, "Spill"]:
         """The rows with `bucket[order]` set (not -1), one spill beside this one per bucket, in one pass."""
         parts = {b: Spill(self.path.with_name(f"{self.path.stem}-bucket{b}.parquet"))
                  for b in np.unique(bucket[bucket >= 0])}
@@ -145,17 +155,22 @@ class Spill:
                 parts[b].write_batch(batch.filter(pa.array(of == b)))
         for part in parts.values():
             part.close()
-        return list(parts.values())
+        return {int(b): part for b, part in parts.items()}
 
-    def batches(self, wanted: np.ndarray, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """The rows whose `wanted[order]` is set, in input order, as Arrow batches (of `columns`, or all)."""
+    def batches(self, wanted: np.ndarray | None, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The rows whose `wanted[order]` is set (all rows: None), in input order, as Arrow batches (of `columns`,
+        or all)."""
         for batch in self._read(None if columns is None else ["order", *columns]):
+            if wanted is None:
+                yield batch
+                continue
             mask = wanted[batch.column("order").to_numpy()]
             if mask.any():
                 yield batch.filter(pa.array(mask))
 
-    def rows(self, wanted: np.ndarray, scores: dict[int, dict]) -> Iterator[list[Row]]:
-        """Batches of the rows whose `wanted[order]` is set, in input order, with the scores checks gave them."""
+    def rows(self, wanted: np.ndarray | None, scores: dict[int, dict]) -> Iterator[list[Row]]:
+        """Batches of the rows whose `wanted[order]` is set (all rows: None), in input order, with the scores checks
+        gave them."""
         for batch in self.batches(wanted):
             part = batch.to_pydict()
             yield [Row(record=loads(rec), input=inp, line=line, order=order, scores=dict(scores.get(order, {})))
@@ -410,21 +425,23 @@ def _texts(rows: list[Row], texts: dict[int, tuple[object, str]] | None) -> list
 
 class _Outcome:
     """The ledger, reports and scores gathered check by check. Ledger entries are held as columns without their
-    records: a row rejected by a leading check goes to the `early` spill, any other is in the row spill already."""
+    records: a row rejected by a leading check goes to the `early` spill, one rejected by a later check to that
+    check's own spill (`rejected-<k>.parquet` beside `early`), so the ledger reads back only rejected rows."""
 
-    def __init__(self, checks: list[Check], lead: int, rows: Spill, early: Spill):
+    def __init__(self, checks: list[Check], lead: int, early: Spill):
         self.ledger: dict[str, list[pa.RecordBatch]] = {c.name: [] for c in checks}  # `ENTRY_SCHEMA` batches
         self.kept_as: dict[str, list[str | None]] = {}  # per check, its entries' keepers (`resolve`)
         self.early = early
-        self.source = {c.name: early if i < lead else rows for i, c in enumerate(checks)}  # where records are
+        self.source = {c.name: early if i < lead else Spill(early.path.with_name(f"rejected-{i}.parquet"))
+                       for i, c in enumerate(checks)}  # where the records of each check's rejected rows are
         self.by_family: dict[str, Counter[str]] = defaultdict(Counter)
         self.stats: dict[str, dict] = {}
         self.seconds: Counter[str] = Counter()
         self.scores: dict[int, dict] = {}
 
     def record(self, check: Check, given: list[Row], result, seconds: float) -> None:
-        """A later check's result (the rows it rejected are in the row spill already)."""
-        self.add(check.name, verdicts(check, given, result, seconds))
+        """A later check's result (the rows it rejected go to its spill)."""
+        self.add(check.name, verdicts(check, given, result, seconds, self.source[check.name]))
 
     def add(self, name: str, found: Verdicts) -> None:
         if found.entries.num_rows:
@@ -435,9 +452,11 @@ class _Outcome:
         self.scores.update(found.scores)
 
     def in_input_order(self, check: Check) -> None:
-        """Sort the check's ledger entries by input row (as its run on all rows at once lists them)."""
+        """Sort the check's ledger entries, and its spill of rejected rows, by input row (as its run on all rows at
+        once lists them)."""
         if self.ledger[check.name]:
             self.ledger[check.name] = self.table(check.name).sort_by("order").to_batches()
+            self.source[check.name].sort()
 
     def table(self, name: str) -> pa.Table:
         return pa.Table.from_batches(self.ledger[name], schema=ENTRY_SCHEMA)
@@ -595,6 +614,19 @@ class FirstPass:
                          found, _orders(survivors), keys, spill.parts, early.parts)
 
 
+def _bucket_verdicts(job: tuple[Check, Spill, dict[int, dict], Path]) -> tuple[Verdicts, list[Path], np.ndarray]:
+    """A narrowed check run on one bucket of rows (`Spill.partition`), in a worker process: its verdicts, the
+    part files of the rows it rejected (`out`), and their orders; the bucket's file is removed."""
+    check, part, scores, out = job
+    rows = [row for batch in part.rows(None, scores) for row in batch]
+    result = check.run(rows)
+    rejected = Spill(out)
+    found = verdicts(check, rows, result, 0.0, rejected)
+    rejected.close()
+    part.remove()
+    return found, rejected.parts, np.array([rej.row.order for rej in result.rejected], dtype=np.int64)
+
+
 def narrowing_keys(narrowings: dict[int, Narrowing], rows: list[Row]) -> dict[int, tuple[Keys, float]]:
     """Each narrowing's keys of `rows` and the seconds they took: the messages are normalised once for all of them
     (`NormalizedMessages`), those seconds split evenly."""
@@ -632,7 +664,7 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
         lead += 1
     head, rest = checks[:lead], checks[lead:]
     spill = Spill(workdir / "rows.parquet")
-    outcome = _Outcome(checks, lead, spill, Spill(workdir / EARLY_SPILL))
+    outcome = _Outcome(checks, lead, Spill(workdir / EARLY_SPILL))
     narrowings: dict[int, Narrowing] = {}
     for i, check in enumerate(rest):
         if type(check) in NARROWINGS and not any(c.name in RECORD_CHANGERS for c in rest[:i + 1]):
@@ -684,13 +716,18 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
             continue
         in_play = alive.copy()
         bucket = buckets(narrowing.groups(alive), CHUNK_ROWS)
-        for part in spill.partition(bucket) or [None]:  # no bucket: one run on no rows, for the stats
-            rows = [] if part is None else [row for batch in part.rows(bucket >= 0, outcome.scores) for row in batch]
-            result = check.run(rows)
-            outcome.record(check, rows, result, 0.0)
-            alive[[rej.row.order for rej in result.rejected]] = False
-            if part is not None:
-                part.remove()
+        parts = spill.partition(bucket)
+        if not parts:  # one run on no rows, for the stats
+            outcome.record(check, [], check.run([]), 0.0)
+        rejected = outcome.source[check.name]
+        jobs = ((check, part, {o: outcome.scores[o] for o in np.flatnonzero(bucket == b).tolist() if o in outcome.scores},
+                 rejected.path.with_name(f"{rejected.path.stem}-bucket{b}.parquet")) for b, part in parts.items())
+        for found, spilled, orders in ordered_map(_bucket_verdicts, jobs, cpu_count(), start_method="forkserver",
+                                                  preload=(__name__,)):
+            outcome.add(check.name, found)
+            for path in spilled:
+                rejected.adopt(path)
+            alive[orders] = False
         outcome.in_input_order(check)
         outcome.stats[check.name] = narrowing.stats(outcome.stats[check.name], in_play)
         outcome.seconds[check.name] += time.perf_counter() - started

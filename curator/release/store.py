@@ -38,6 +38,7 @@ from curator import __version__
 from curator.durable import fsync_dir
 from curator.errors import NO_SPACE_ERRNOS, CuratorError, DiskFullError
 from curator.hashing import sha256_file
+from curator.ordered_workers import cpu_count, ordered_map
 from curator.paths import releases_root
 from curator.records import now_iso
 from curator.signing import open_envelope, sign, signing_key, trusted_keys
@@ -244,6 +245,7 @@ def attestation(release: str, version: int, manifest: dict[str, Any], digests: d
 
 
 WRITE_BATCH = 8192  # records converted and written at a time (a Parquet row group each)
+PARALLEL_BATCHES = 4  # batches from which decoding them in worker processes pays for starting those
 
 
 def _batches_of(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
@@ -276,18 +278,30 @@ class _Rebatcher:
 
 
 def _json_split_frames(splits: JsonSplits) -> Iterator[tuple[str, pl.DataFrame]]:
-    """(split, `WRITE_BATCH` rows of its columns), train and eval as their rows come."""
+    """(split, `WRITE_BATCH` rows of its columns), train and eval as their rows come; decoded in worker processes
+    (one per CPU, `ordered_map`) while this one reads the rows and writes the files."""
+    return ordered_map(_decoded_part, _json_split_tables(splits), cpu_count(), start_method="forkserver",
+                       preload=(__name__,), min_items=PARALLEL_BATCHES)
+
+
+def _decoded_part(part: tuple[str, pa.Table]) -> tuple[str, pl.DataFrame]:
+    split, table = part
+    return split, _json_frame(table)
+
+
+def _json_split_tables(splits: JsonSplits) -> Iterator[tuple[str, pa.Table]]:
+    """(split, `WRITE_BATCH` rows of `JSON_PAIRS`), train and eval as their rows come."""
     out = {"train": _Rebatcher(WRITE_BATCH), "eval": _Rebatcher(WRITE_BATCH)}
     seen = 0
     for batch in splits.batches:
         to_eval = pa.array(splits.is_eval[seen:seen + batch.num_rows])
         seen += batch.num_rows
         for split, rows in (("train", batch.filter(pc.invert(to_eval))), ("eval", batch.filter(to_eval))):
-            yield from ((split, _json_frame(table)) for table in out[split].add(rows))
+            yield from ((split, table) for table in out[split].add(rows))
     if seen != len(splits.is_eval):
         raise CuratorError(f"release splits: {seen} rows read, {len(splits.is_eval)} flagged")
     for split, rebatcher in out.items():
-        yield from ((split, _json_frame(table)) for table in rebatcher.rest())
+        yield from ((split, table) for table in rebatcher.rest())
 
 
 def _write_parquets(staging: Path, frames: Iterable[tuple[str, pl.DataFrame]],
