@@ -2,9 +2,8 @@
 
 Hash scheme (stable across runs, processes and machines; nothing depends on Python's `hash`):
 
-- tokens: a word (what `str.split(" ")` gives) is the 64-bit MurmurHash3 finaliser of the polynomial
-  sum((byte_i + 1) * WORD_BASE^i) mod 2^64 over its UTF-8 bytes (computed for every word of a batch at once in
-  numpy); a character is its code point. Texts are expected already normalised (`curator.gate.normalize`).
+- tokens: a word is the first 8 bytes of BLAKE2b over its UTF-8 bytes, read little-endian; a
+  character is its code point. Texts are expected already normalised (`curator.gate.normalize`).
 - shingle: the n tokens at a position folded as h = h * FOLD + token (mod 2^64, from h = 0), then
   the 64-bit MurmurHash3 finaliser. A text with 0 < L < n tokens is one shingle: its tokens padded
   with n - L zeros. A text with no tokens has no shingles (and the empty signature, all 2^32 - 1).
@@ -22,13 +21,15 @@ band instead of a Python dict insert and lookup per row and band (about 5 s for 
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
+import pyarrow.compute as pc
 from datasketch import MinHash
 
 FOLD = np.uint64(0x100000001B3)  # the 64-bit FNV prime, odd
-WORD_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: the golden-ratio constant of 64-bit hashing
 MIN_RECALL_AT_THRESHOLD = 0.9
 _CHUNK = 1 << 12  # shingles per block of the signature computation (num_perm x _CHUNK uint32, 2 MB: stays in cache)
 
@@ -69,32 +70,24 @@ def fmix32(h: np.ndarray) -> np.ndarray:
 
 
 def word_token_hash(word: str) -> int:
-    """The token hash of one word (see the module doc); `_word_tokens` computes the same for whole batches."""
-    h = 0
-    for i, byte in enumerate(word.encode("utf-8")):
-        h = (h + (byte + 1) * pow(int(WORD_BASE), i, 1 << 64)) % (1 << 64)
-    return int(fmix64(np.array([h], dtype=np.uint64))[0])
+    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def _word_tokens(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(token hashes of all words of all texts, words per text); texts are normalised (single spaces), a
-    non-empty text has one word more than it has spaces.
+    """(token hashes of all words of all texts, words per text); texts are normalised (single spaces).
 
-    All words are hashed at once: the texts' bytes are weighted by WORD_BASE to the power of their position in
-    their word, and each word's sum is a difference of the running sum at its ends."""
-    lengths = np.fromiter((t.count(" ") + 1 if t else 0 for t in texts), dtype=np.int64, count=len(texts))
-    data = np.frombuffer(" ".join(t for t in texts if t).encode("utf-8"), dtype=np.uint8)
-    if not len(data):
-        return np.zeros(int(lengths.sum()), dtype=np.uint64), lengths
-    spaces = np.flatnonzero(data == 32)
-    starts = np.r_[0, spaces + 1]  # of each word, in bytes
-    ends = np.r_[spaces, len(data)]
-    position = np.arange(len(data)) - np.repeat(starts, ends - starts + 1)[:len(data)]
-    with np.errstate(over="ignore"):
-        powers = np.r_[np.uint64(1), np.cumprod(np.full(int(position.max()), WORD_BASE, dtype=np.uint64))]
-        weighted = (data.astype(np.uint64) + np.uint64(1)) * powers[position]
-        total = np.r_[np.uint64(0), np.cumsum(weighted, dtype=np.uint64)]
-        return fmix64(total[ends] - total[starts]), lengths
+    polars splits; Arrow's dictionary encoding finds the distinct words and where each word occurs in one pass;
+    only the distinct words are hashed in Python.
+    """
+    series = pl.Series(texts, dtype=pl.String)
+    present = series.str.len_bytes() > 0
+    words = series.filter(present).str.split(" ")
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    lengths[present.to_numpy()] = words.list.len().to_numpy()
+    encoded = pc.dictionary_encode(words.explode().to_arrow())
+    distinct = encoded.dictionary.to_pylist()
+    hashes = np.fromiter(map(word_token_hash, distinct), dtype=np.uint64, count=len(distinct))
+    return hashes[encoded.indices.to_numpy()], lengths
 
 
 def _char_tokens(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
