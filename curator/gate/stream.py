@@ -614,6 +614,11 @@ class FirstPass:
                          found, _orders(survivors), keys, spill.parts, early.parts)
 
 
+def _scores_in(scores: dict[int, dict], bucket: np.ndarray, b: int) -> dict[int, dict]:
+    """The scores of the rows in bucket `b` (`bucket[order] == b`): what a worker process is given with them."""
+    return {o: scores[o] for o in np.flatnonzero(bucket == b).tolist() if o in scores} if scores else {}
+
+
 def _bucket_verdicts(job: tuple[Check, Spill, dict[int, dict], Path]) -> tuple[Verdicts, list[Path], np.ndarray]:
     """A narrowed check run on one bucket of rows (`Spill.partition`), in a worker process: its verdicts, the
     part files of the rows it rejected (`out`), and their orders; the bucket's file is removed."""
@@ -720,7 +725,7 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
         if not parts:  # one run on no rows, for the stats
             outcome.record(check, [], check.run([]), 0.0)
         rejected = outcome.source[check.name]
-        jobs = ((check, part, {o: outcome.scores[o] for o in np.flatnonzero(bucket == b).tolist() if o in outcome.scores},
+        jobs = ((check, part, _scores_in(outcome.scores, bucket, b),
                  rejected.path.with_name(f"{rejected.path.stem}-bucket{b}.parquet")) for b, part in parts.items())
         for found, spilled, orders in ordered_map(_bucket_verdicts, jobs, cpu_count(), start_method="forkserver",
                                                   preload=(__name__,)):
