@@ -2,8 +2,9 @@
 
 `curator import` parses and builds rows in workers while its own process reads the input and alone writes the
 run directory, in input order (a rerun resumes by counting lines); the streaming gate's first pass runs its
-batches in them too. Workers ignore Ctrl-C (the parent handles it)
-and are killed by the kernel when the parent dies, kill -9 included (Linux's parent-death signal).
+batches in them too. Workers ignore Ctrl-C (the parent handles it) and end when the parent dies, kill -9 included:
+forked copies by the kernel (Linux's parent-death signal), a forkserver's workers within a second (a thread in each
+watches the parent).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import chain, islice
@@ -34,7 +37,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, *, start
     It runs in this process where there is one worker or fewer than `min_items` items (starting workers would cost
     more than they save), or off Linux (where forking is not safe).
     `start_method` "fork": workers are copies of this process, killed when it dies; "forkserver": they fork from
-    one fresh process that imported the modules `preload` once. `initializer(*initargs)` runs once in each worker."""
+    one fresh process that imported the modules `preload` once, and end within a second of this process's death. `initializer(*initargs)` runs once in each worker."""
     items = iter(items)
     head = list(islice(items, max(min_items, 2)))
     if workers <= 1 or len(head) < max(min_items, 2) or not sys.platform.startswith("linux"):
@@ -46,7 +49,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, *, start
         context.set_forkserver_preload(list(preload))
     parent = os.getpid() if start_method == "fork" else None
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
-                               initargs=(parent, initializer, initargs))
+                               initargs=(parent, os.getpid(), initializer, initargs))
     pending: deque[Future[R]] = deque()
     try:
         for item in items:
@@ -59,11 +62,23 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, *, start
         pool.shutdown(cancel_futures=True)
 
 
-def _worker_start(parent: int | None, initializer: Callable[..., None] | None, initargs: tuple) -> None:
+def _exit_with(owner: int) -> None:
+    """End this process (at once, mid-item) when process `owner` no longer exists; checked every second."""
+    while True:
+        time.sleep(1)
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            os._exit(1)
+
+
+def _worker_start(parent: int | None, owner: int, initializer: Callable[..., None] | None, initargs: tuple) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent is not None:  # a forked copy: dies with the process that forked it
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before the line above ran
             os._exit(1)
+    else:  # a forkserver's: its parent, the forkserver, outlives the process that started it
+        threading.Thread(target=_exit_with, args=(owner,), name="exit with owner", daemon=True).start()
     if initializer is not None:
         initializer(*initargs)

@@ -126,6 +126,40 @@ def test_kill_9_of_the_parent_ends_its_workers_and_a_rerun_completes_exactly(ser
     assert meta["sessions"][-1]["usage"]["requests"] <= 6 - landed
 
 
+FORKSERVER_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+from curator.ordered_workers import ordered_map
+
+def work(item):
+    Path(sys.argv[1], str(os.getpid())).touch()
+    time.sleep(600)
+    return item
+
+if __name__ == "__main__":
+    for _ in ordered_map(work, range(8), 2, start_method="forkserver"):
+        pass
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads processes from /proc")
+def test_kill_9_of_the_parent_ends_its_forkserver_workers(tmp_path):
+    """Workers forked by the forkserver (the stream gate's) die with the process that started them."""
+    script, pids = tmp_path / "busy.py", tmp_path / "pids"
+    script.write_text(FORKSERVER_SCRIPT)
+    pids.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, str(script), str(pids)], env=env)
+    deadline = time.monotonic() + 60
+    while len(list(pids.iterdir())) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    workers = [int(p.name) for p in pids.iterdir()]
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert wait_gone(workers), "a forkserver worker outlived its parent"
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads processes from /proc")
 def test_a_worker_that_dies_stops_the_run_with_a_clear_error_and_a_rerun_completes_exactly(server, tmp_path):
     started = start_and_wait_for_a_slot(server, tmp_path)
