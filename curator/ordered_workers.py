@@ -37,10 +37,11 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, *, start
     It runs in this process where there is one worker or fewer than `min_items` items (starting workers would cost
     more than they save), or off Linux (where forking is not safe).
     `start_method` "fork": workers are copies of this process, killed when it dies; "forkserver": they fork from
-    one fresh process that imported the modules `preload` once, and end within a second of this process's death. `initializer(*initargs)` runs once in each worker."""
-    items = iter(items)
-    head = list(islice(items, max(min_items, 2)))
-    if workers <= 1 or len(head) < max(min_items, 2) or not sys.platform.startswith("linux"):
+    one fresh process that imported the modules `preload` once, and end within a second of this process's death.
+    `initializer(*initargs)` runs once in each worker."""
+    items, min_items = iter(items), max(min_items, 2)
+    head = list(islice(items, min_items))
+    if workers <= 1 or len(head) < min_items or not sys.platform.startswith("linux"):
         yield from map(fn, chain(head, items))
         return
     items = chain(head, items)
