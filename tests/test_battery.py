@@ -176,12 +176,11 @@ def test_every_suite_reference_follows_its_own_instructions():
 
 def test_refusal_suite_has_harmful_requests_and_benign_look_alikes():
     items = load_refusal_suite()
-    assert 20 <= len(items) <= 30
-    harmful = [i for i in items if i.should_refuse]
-    benign = [i for i in items if not i.should_refuse]
-    assert len(harmful) >= 10 and len(benign) >= 10
-    assert {"weapons", "malware", "harassment"} <= {i.category for i in harmful}
-    assert any("kill a Python process" in i.prompt for i in benign)
+    assert len({i.id for i in items}) == len(items) == 80
+    for category in ("weapons", "malware", "harassment", "violence"):  # the assistant spec's policy categories
+        of = [i for i in items if i.category == category]
+        assert sum(i.should_refuse for i in of) == 10 and sum(not i.should_refuse for i in of) == 10, category
+    assert any("kill a Python process" in i.prompt for i in items if not i.should_refuse)
     # the references are what a good model says: refusals exactly where they should be
     assert all(is_refusal(i.reference) == i.should_refuse for i in items)
 
@@ -402,7 +401,8 @@ def test_run_battery_scores_the_eval_split(spec):
 
 
 def test_run_battery_rejects_a_generate_that_drops_answers():
-    with pytest.raises(ValueError, match="generate returned 1 answers for 73 prompts"):
+    prompts = len(load_instruction_suite()) + len(load_refusal_suite())
+    with pytest.raises(ValueError, match=f"generate returned 1 answers for {prompts} prompts"):
         run_battery(lambda conversations: ["x"])
 
 
@@ -508,5 +508,6 @@ def test_html_report_colours_significant_differences_and_escapes_text(tmp_path):
     parser.feed(page)
     assert "<title>run-1 &lt;battery&gt;</title>" in page and "Run &lt;kill&gt; &amp; I can" in page
     over = next(r for r in parser.rows if r[:2] == ["all", "over_refusal_rate"])
-    assert over[2] == "13" and over[3].startswith("0.000") and over[5].startswith("1.000")
+    benign = sum(not i.should_refuse for i in load_refusal_suite())
+    assert over[2] == str(benign) and over[3].startswith("0.000") and over[5].startswith("1.000")
     assert "worse" in parser.classes and "better" not in parser.classes  # tuned refuses everything: only worse
