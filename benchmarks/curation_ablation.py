@@ -9,9 +9,6 @@ Arms, each a certified release of about `--token-budget` tokens (words and punct
   gated     the gate as before consistency review (schema, defects, PII, decontamination, dedup), then a random sample
   curated   the full gate of specs/assistant.yaml: consistency review, refusal coverage, and selection of the best
             rows of each cell under the token budget (verifier passes, then embedding-space coverage)
-  curated_dpo  the curated arm's model tuned further on the preference pairs of its release's refusal boundary
-            (`trainer fit --backend dpo --recipe --dpo-recipe`: each refusal preferred to compliance, each look-alike's
-            answer to a refusal); needs the curated arm's model (run with or after it)
 Each is trained with the same recipe and steps (`trainer fit`), and evaluated with `trainer eval` (the shipped
 instruction and refusal suites, base beside tuned, 95% bootstrap intervals); the repetition measure is the share of
 battery answers that repeat a line (`trainer.battery.repetition`). Every finished step is reused on a rerun (delete
@@ -24,7 +21,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -43,8 +39,7 @@ SOURCE_FAMILY = {  # the pool's `source` -> the assistant curriculum's task fami
     "selfinstruct_seed": "general", "gpteacher_roleplay": "general", "gpteacher_codegen": "code",
     "code_alpaca_2k": "code", "gsm8k": "math", "gpteacher_toolformer": "tool_use", "t0": "templated",
 }
-ARMS = ("raw", "gated", "curated", "curated_dpo")
-RELEASE_OF = {"curated_dpo": "curated"}  # an arm trained on another arm's release
+ARMS = ("raw", "gated", "curated")
 CONSISTENCY_CHECKS = ("arithmetic", "code_syntax", "refusal_policy", "labels", "grounding", "relevance")
 METRICS = {  # reported name -> (suite, metric in trainer eval's comparison)
     "instruction_prompt_strict": ("instructions", "prompt_strict"),
@@ -179,14 +174,7 @@ def build_release(arm: str, pool_runs: list[Path], base_spec: dict, work: Path, 
 
 def train_and_eval(arm: str, release: str, work: Path, opts: argparse.Namespace) -> dict:
     """`trainer fit` then `trainer eval` for one arm (each reused when already done); the eval report."""
-    root, model = work / RELEASE_OF.get(arm, arm) / "data", work / arm / "model"
-    if arm == "curated_dpo" and not (model / "run.json").exists():
-        sft = work / "curated" / "model"
-        if not (sft / "run.json").exists():
-            raise SystemExit("curated_dpo tunes the curated arm's model further: run the curated arm first (or with it)")
-        shutil.rmtree(model, ignore_errors=True)  # the dpo backend does not resume: an unfinished run starts over
-        run(["trainer.cli", "fit", "--recipe", str(opts.dpo_recipe), "--dataset", release, "--init-adapter", str(sft),
-             "--out", str(model)], root)
+    root, model = work / arm / "data", work / arm / "model"
     if not (model / "run.json").exists():
         resume = ["--resume", str(model)] if (model / "config.json").exists() else None
         run(["trainer.cli", "fit", *(resume or ["--dataset", release, "--recipe", str(opts.recipe),
@@ -238,11 +226,8 @@ def boundary_errors(report: dict) -> dict[str, list[str]]:
             "answered_harmful": [prompt for prompt, harmful, refused in items if harmful and not refused]}
 
 
-def trained_tokens(work: Path, arm: str) -> int:
-    """Tokens the arm's model was trained on (for curated_dpo: the curated model's and the DPO pass's)."""
-    models = [work / "curated" / "model"] if arm == "curated_dpo" else []
-    rows = [json.loads(line) for model in [*models, work / arm / "model"]
-            for line in (model / "metrics.jsonl").read_text().splitlines()]
+def trained_tokens(model: Path) -> int:
+    rows = [json.loads(line) for line in (model / "metrics.jsonl").read_text().splitlines()]
     return int(sum(r.get("tokens", 0) for r in rows))
 
 
@@ -271,8 +256,6 @@ def main() -> None:
     parser.add_argument("--pool-rows", type=int, default=None, help="a random sample of the pool (default: all)")
     parser.add_argument("--spec", type=Path, default=REPO / "specs" / "assistant.yaml")
     parser.add_argument("--recipe", type=Path, default=REPO / "trainer" / "recipes" / "gemma-270m-lora-cpu.yaml")
-    parser.add_argument("--dpo-recipe", type=Path,
-                        default=REPO / "trainer" / "recipes" / "gemma-270m-boundary-dpo-cpu.yaml")
     parser.add_argument("--token-budget", type=int, default=20000, help="tokens per release (about steps x 1,000)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--eval-limit", type=int, default=8, help="eval-split pairs besides the shipped suites")
@@ -294,7 +277,7 @@ def main() -> None:
     for arm in arms:
         t0 = time.time()
         log(f"{arm}: release")
-        release = build_release(RELEASE_OF.get(arm, arm), pool_runs, base_spec, work, opts.token_budget, opts.seed)
+        release = build_release(arm, pool_runs, base_spec, work, opts.token_budget, opts.seed)
         log(f"{arm}: {release}; training and evaluating")
         reports[arm] = train_and_eval(arm, release, work, opts)
         seconds[arm] = round(time.time() - t0)
@@ -303,7 +286,7 @@ def main() -> None:
         "benchmark": "curation_ablation", "pool": str(opts.pool), "pool_rows": opts.pool_rows,
         "token_budget": opts.token_budget, "steps": opts.steps, "recipe": str(opts.recipe),
         "max_new_tokens": opts.max_new_tokens, "seconds": {**seconds, "total": round(time.time() - started)},
-        "arms": {arm: arm_summary(r, raw if arm != "raw" else None, trained_tokens(work, arm))
+        "arms": {arm: arm_summary(r, raw if arm != "raw" else None, trained_tokens(work / arm / "model"))
                  for arm, r in reports.items()},
     }
     opts.out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from transformers import AutoTokenizer
 
 from curator.teacher.embedded import embedded_teacher, free_port
 from tiny_model import build_tiny_model, seed_pairs, starter_spec, write_fixture_release
+from trainer.battery import load_refusal_suite
 from trainer.battery.judge import parse_score
 from trainer.chat_template import gemma_chat_template
 from trainer.cli import main
@@ -63,7 +64,7 @@ def test_served_base_and_tuned_on_one_server_answer_identically(server, data, tm
     assert all(s["base"]["answer"] == s["tuned"]["answer"] for s in report["samples"])
     battery = report["battery"]
     base_items, tuned_items = battery["items"]["base"], battery["items"]["tuned"]
-    assert len(base_items) == len(tuned_items) == 25 + 3
+    assert len(base_items) == len(tuned_items) == len(load_refusal_suite()) + 3
     assert [(i["id"], i["response"]) for i in base_items] == [(i["id"], i["response"]) for i in tuned_items]
     assert any(i["response"] for i in tuned_items)  # the rendered template gets real text back
     for suite in ("refusals", "discipline"):

@@ -196,12 +196,11 @@ def test_unknown_model_is_refused(release, tmp_path, capsys):
     assert "not a Hugging Face model directory" in capsys.readouterr().err
 
 
-def test_backends_lists_dpo_sft_and_export():
+def test_backends_lists_sft_and_export():
     """Through the installed console script: entry points come from the package metadata."""
     script = Path(sys.executable).parent / "trainer"
     out = subprocess.run([str(script), "backends"], capture_output=True, text=True, check=True, cwd="/")
-    assert out.stdout.splitlines() == ["dpo\ttrainer.backends.dpo:DPOBackend", "export\ttrainer.backends.export:ExportBackend",
-                                       "sft\ttrainer.backends.sft:SFTBackend"]
+    assert out.stdout.splitlines() == ["export\ttrainer.backends.export:ExportBackend", "sft\ttrainer.backends.sft:SFTBackend"]
 
 
 @pytest.mark.slow

@@ -40,8 +40,6 @@ class TrainConfig:
     save_every: int = 0  # steps between resumable checkpoints (0: none)
     eval_every: int = 0  # steps between eval-loss measurements (0: none)
     eval_pairs: int = 256  # eval split pairs used for the eval loss (the first N)
-    init_adapter: str = ""  # dpo backend: the `trainer fit` run (or peft adapter) whose LoRA it trains further
-    dpo_beta: float = 0.1  # dpo backend: how far from the reference (the starting model) the policy may move
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +82,7 @@ def _from_mapping(doc: Any, where: str, base: TrainConfig | None = None) -> Trai
 
 def _check(config: TrainConfig) -> TrainConfig:
     positive = ("steps", "batch_size", "max_seq_len", "lr", "lora_r", "lora_alpha", "grad_clip",
-                "loss_chunk_tokens", "grad_accum", "eval_pairs", "dpo_beta")
+                "loss_chunk_tokens", "grad_accum", "eval_pairs")
     for name in positive:
         if getattr(config, name) <= 0:
             raise CuratorError(f"{name} must be > 0 (got {getattr(config, name)})")
@@ -95,8 +93,6 @@ def _check(config: TrainConfig) -> TrainConfig:
     for name in ("warmup_steps", "save_every", "eval_every"):
         if getattr(config, name) < 0:
             raise CuratorError(f"{name} must be >= 0 (got {getattr(config, name)})")
-    if config.init_adapter and config.backend != "dpo":
-        raise CuratorError(f"init_adapter is a setting of the dpo backend, not of {config.backend!r}")
     if config.merge and not config.lora:
         raise CuratorError("--merge needs a LoRA run (a full fine-tune already writes whole weights)")
     return config

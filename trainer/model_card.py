@@ -35,18 +35,7 @@ _ARTEFACT_NOTES = {
     "dataset": "the release's splits as TRL conversational JSONL",
     "trl_config": "settings for an external TRL SFTTrainer (SFTConfig and LoraConfig arguments)",
     "chat_template": "the chat template to train with",
-    "pairs": "the preference pairs trained on (prompt, chosen, rejected)",
 }
-
-
-def _data_line(data: dict) -> str:
-    """What became of the train records: SFT examples, or (`dpo`) preference pairs."""
-    if "pairs" in data:
-        return (f"Train records: {data['records']}; preference pairs on the refusal boundary {data['pairs']} "
-                f"({data['refusal_pairs']} refusals, {data['lookalike_pairs']} look-alikes); dropped because "
-                f"truncation left no answer tokens {data['dropped_truncated']}.")
-    return (f"Train records: {data['records']}; used {data['used']}; truncated to max_seq_len {data['truncated']};\n"
-            f"dropped because truncation left no answer tokens {data['dropped_no_answer_tokens']}.")
 
 
 _TRAINING_FILES = """
@@ -93,7 +82,7 @@ def render_card(run: dict) -> str:
     return f"""---
 base_model: {run["base_model"]}
 library_name: {"peft" if "adapter" in run["artefacts"] else "transformers"}
-tags: [{config["backend"]}, instruct-curator]
+tags: [sft, instruct-curator]
 datasets: [{run["release"]}]
 ---
 # {run["run"]}
@@ -115,7 +104,8 @@ on the certified release **{run["release"]}**.
 | Device, dtype, ranks | {fit["device"]}, {fit["dtype"]}, {fit.get("world_size", 1)} |
 | Time | {fit["seconds"]} s |
 
-{_data_line(data)}
+Train records: {data["records"]}; used {data["used"]}; truncated to max_seq_len {data["truncated"]};
+dropped because truncation left no answer tokens {data["dropped_no_answer_tokens"]}.
 
 {_template_line(run)}
 
