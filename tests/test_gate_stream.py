@@ -119,7 +119,8 @@ def spec(tmp_path):
 
 def _release(path: Path) -> dict:
     manifest = json.loads((path / "manifest.json").read_text())
-    checks = [{k: v for k, v in c.items() if k != "seconds"} for c in manifest["checks"]]
+    checks = [{**{k: v for k, v in c.items() if k != "seconds"},  # timings, the check's and its stages'
+               "stats": {k: v for k, v in c["stats"].items() if k != "seconds"}} for c in manifest["checks"]]
     return {
         "train": pl.read_parquet(path / "train.parquet").to_dicts(),
         "eval": pl.read_parquet(path / "eval.parquet").to_dicts(),
@@ -250,6 +251,38 @@ def test_ray_engine_keeps_the_same_rows_of_the_shared_mix(local_ray, spec, tmp_p
     distributed = run_gate([run], spec, root=tmp_path / "ray", engine="ray")
     release = assert_same_release(memory.release, distributed.release)
     assert {c["name"]: c["removed"] for c in release["checks"]}["near_dedup"] > 0
+
+PARAPHRASES = [("How do I bake a chocolate cake at home?", "Mix flour, cocoa, sugar, eggs and butter; bake 35 minutes."),
+               ("How can I bake a chocolate cake at home?", "Bake it."),
+               ("What is the capital city of France?", "Paris."),
+               ("What's the capital city of France?", "The capital of France is Paris."),
+               ("Write a short poem about the ocean.", "Waves fold in light.")]
+
+
+def test_ray_engine_embeds_on_its_workers_and_gives_the_in_memory_release(local_ray, tmp_path, monkeypatch):
+    """Semantic dedup with the real MiniLM under the Ray engine: the model runs in Ray actors (not in the driver) and
+    the release is the in-memory gate's, semantic duplicates included."""
+    path = tmp_path / "semantic.yaml"
+    path.write_text(SPEC.replace("  relevance:", "  semantic_dedup: {enabled: true, backend: minilm, threshold: 0.93}\n"
+                                               "  relevance:"))
+    spec = load_spec(path)
+    paraphrases = [make_pair(build_messages(q, "", a), task_family="general", format="free_text", difficulty="easy",
+                             source="human") for q, a in PARAPHRASES]
+    runs = write_runs(tmp_path / "runs", planted_records(60, seed=5) + paraphrases)
+    memory = run_gate(runs, spec, root=tmp_path / "memory")
+    made, real = [], ray_engine.RayEmbed
+
+    def watched(backend: str) -> ray_engine.RayEmbed:
+        made.append(real(backend, block=32))
+        return made[-1]
+
+    monkeypatch.setattr(ray_engine, "RayEmbed", watched)
+    distributed = run_gate(runs, spec, root=tmp_path / "ray", engine="ray")
+    release = assert_same_release(memory.release, distributed.release)
+    semantic = [r for r in release["rejected"] if r["check"] == "semantic_dedup"]
+    assert {r["duplicate_of"] for r in semantic} >= {paraphrases[0]["id"], paraphrases[3]["id"]}
+    assert [e.backend for e in made] == ["minilm"] and made[0].workers and os.getpid() not in made[0].workers
+
 
 def test_shared_keys_give_the_groups_of_all_keys():
     """What the Ray shuffle leaves (the folded keys two or more rows share) links the rows in play exactly as all the

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Protocol, TypeVar
 from rich.console import Console
 from rich.progress import track
 
+from curator.gate.embeddings import LoadEmbedder, load_embedder
 from curator.records import QUALITY_SCORES, assistant_text
 from curator.text_signals import normalize
 
@@ -56,10 +57,12 @@ class CheckResult:
 @dataclass(frozen=True)
 class GateContext:
     """What a check may need beyond the spec: where earlier releases live, the evaluation suites shipped
-    with the project (`curator.gate.registry.shipped_suites`)."""
+    with the project (`curator.gate.registry.shipped_suites`), and where embedding models run (`load_embedder`:
+    in this process; on Ray workers with `--engine ray`)."""
 
     releases: Path
     shipped_suites: tuple[Path, ...] = ()
+    load_embedder: LoadEmbedder = load_embedder
 
 
 class Check(Protocol):

@@ -78,3 +78,12 @@ def model2vec_embedder() -> Embed:
         return _normalised(model.encode(texts, max_length=256, batch_size=2048))
 
     return embed
+
+
+EMBEDDERS: dict[str, Callable[[], Embed]] = {"minilm": minilm_embedder, "model2vec": model2vec_embedder}
+LoadEmbedder = Callable[[str], Embed]  # a model by name (`EMBEDDERS`) as an `Embed`, wherever it runs
+
+
+def load_embedder(backend: str) -> Embed:
+    """The embedder named `backend` ("minilm", "model2vec"), loaded in this process."""
+    return EMBEDDERS[backend]()

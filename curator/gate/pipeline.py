@@ -36,6 +36,7 @@ from curator.gate.checks.screening import Screening
 from curator.gate.checks.selection import Selection
 from curator.gate.checks.self_consistency import SelfConsistency
 from curator.gate.checks.semantic_dedup import SemanticDedup
+from curator.gate.embeddings import LoadEmbedder, load_embedder
 from curator.gate.expectations import evaluate_columns, import_in_background, refusal_families
 from curator.gate.kept_columns import empty as empty_columns
 from curator.gate.kept_columns import kept_columns
@@ -114,15 +115,25 @@ DATASET_CHECKS: list[CheckEntry] = [  # after plug-ins: they judge the set that 
 ]
 
 
-def build_checks(spec: Spec, releases: Path, review_ledger: Path | None = None) -> list[Check]:
+def _embedders(engine: str) -> LoadEmbedder:
+    """Where the checks' embedding models run: on the Ray cluster's workers with the ray engine, here otherwise."""
+    if engine != "ray":
+        return load_embedder
+    from curator.gate.engines.ray_engine import RayEmbed
+    return RayEmbed
+
+
+def build_checks(spec: Spec, releases: Path, review_ledger: Path | None = None,
+                 load_embedder: LoadEmbedder = load_embedder) -> list[Check]:
     """The checks the spec's gate section switches on, in the order they run: built-in row checks,
     plug-ins named in `gate.plugins`, then the dataset-level screens (see `curator.gate.registry`).
 
     Duplicates of earlier releases go before in-batch dedup, so a row that repeats an older release
     is rejected against it and never becomes the keeper of an in-batch cluster. Human review (a ledger
-    given or named by the spec) goes before all, so edited pairs meet every check.
+    given or named by the spec) goes before all, so edited pairs meet every check. `load_embedder` says where
+    the embedding models of the checks that load them lazily (semantic dedup) run.
     """
-    context = GateContext(releases=releases, shipped_suites=shipped_suites())
+    context = GateContext(releases=releases, shipped_suites=shipped_suites(), load_embedder=load_embedder)
     checks = (build_from(ROW_CHECKS, spec, context) + plugin_checks(spec, context)
               + build_from(DATASET_CHECKS, spec, context))
     if review_ledger or spec.gate.human_review.ledger:
@@ -318,7 +329,7 @@ def run_gate(
         raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
     clock.lap("read")
     with releases_lock(root), tempfile.TemporaryDirectory(prefix="curator-gate-") as workdir:
-        checks = build_checks(spec, root, review_ledger)
+        checks = build_checks(spec, root, review_ledger, _embedders(engine))
         import_in_background()  # great-expectations, for the verdicts after the checks
         clock.lap("earlier_releases")
         if engine == "memory":

@@ -41,7 +41,7 @@ import numpy as np
 
 from curator.errors import missing_extra
 from curator.gate.check import CheckResult, GateContext, Rejection, Row, keep_rank, progress
-from curator.gate.embeddings import Embed, minilm_embedder, model2vec_embedder
+from curator.gate.embeddings import Embed, LoadEmbedder, load_embedder
 from curator.records import user_text
 from curator.spec import SemanticDedupConfig, Spec
 
@@ -138,24 +138,27 @@ def clusters(n: int, pairs_i: np.ndarray, pairs_j: np.ndarray) -> list[list[int]
 class SemanticDedup:
     name = "semantic_dedup"
 
-    def __init__(self, config: SemanticDedupConfig, *, embed: Embed | None = None, verifier: Embed | None = None):
-        """`embed`/`verifier` override the models the config names (to share one loaded model)."""
+    def __init__(self, config: SemanticDedupConfig, *, embed: Embed | None = None, verifier: Embed | None = None,
+                 load: LoadEmbedder = load_embedder):
+        """`embed`/`verifier` override the models the config names (to share one loaded model); the others are
+        made by `load` when first needed (in this process by default; on Ray workers with `--engine ray`)."""
         self.config = config
         self._embed = embed
         self._verifier = verifier
+        self._load = load
 
     @classmethod
     def from_spec(cls, spec: Spec, context: GateContext | None = None) -> "SemanticDedup":
-        return cls(spec.gate.semantic_dedup)
+        return cls(spec.gate.semantic_dedup, load=context.load_embedder if context else load_embedder)
 
     def _embedder(self) -> Embed:
         if self._embed is None:
-            self._embed = minilm_embedder() if self.config.backend == "minilm" else model2vec_embedder()
+            self._embed = self._load(self.config.backend)
         return self._embed
 
     def _verify_embedder(self) -> Embed:
         if self._verifier is None:
-            self._verifier = minilm_embedder()
+            self._verifier = self._load("minilm")
         return self._verifier
 
     def run(self, rows: list[Row]) -> CheckResult:
