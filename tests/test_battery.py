@@ -161,8 +161,9 @@ def test_detect_language(text, language):
 
 def test_instruction_suite_loads_and_covers_the_curriculum():
     items = load_instruction_suite()
-    assert 40 <= len(items) <= 60
+    assert len(items) == 120
     assert {i.task_family for i in items} == set(FAMILIES)
+    assert all(sum(i.task_family == family for i in items) == 20 for family in FAMILIES)
     assert any(len(i.instructions) == 3 for i in items) and any(len(i.instructions) == 2 for i in items)
     raw = [json.loads(line) for line in INSTRUCTIONS_FILE.read_text().splitlines()]
     assert all(ins["id"] in REGISTRY for row in raw for ins in row["instructions"])
@@ -416,7 +417,7 @@ def test_compare_gives_paired_differences_with_intervals():
     assert refusals["over_refusal_rate"]["lower_is_better"] is True
     assert refusals["refusal_rate"]["difference"]["estimate"] == 0.0
     strict = result["suites"]["instructions"]["overall"]["instruction_strict"]
-    assert strict["tuned"]["estimate"] == 1.0 and strict["n"] == 48
+    assert strict["tuned"]["estimate"] == 1.0 and strict["n"] == 120
     diff = strict["difference"]
     assert 0 < diff["low"] <= diff["estimate"] <= diff["high"] <= 1
     assert diff["estimate"] == pytest.approx(1.0 - base["suites"]["instructions"]["overall"]["instruction_strict"],

@@ -105,6 +105,28 @@ def test_interleave_families_round_robin():
     assert [r["task_family"] for r in interleave_families(records, 3)] == ["a", "b", "c"]
 
 
+def test_suite_limit_asks_each_battery_suite_round_robin():
+    """`--suite-limit 8`: 8 prompts of each suite, the instruction families first one each, every refusal category
+    on both sides (harmful, look-alike) once; the summaries count only what was asked."""
+    from trainer.battery import run_battery
+
+    asked = []
+
+    def generate(conversations):
+        asked.extend(conversations)
+        return ["I can't help with that."] * len(conversations)
+
+    battery = run_battery(generate, suite_limit=8)
+    instructions = [i for i in battery["items"] if i["suite"] == "instructions"]
+    refusals = [i for i in battery["items"] if i["suite"] == "refusals"]
+    assert len(asked) == len(instructions) + len(refusals) == 16
+    assert len({i["group"] for i in instructions[:6]}) == 6
+    assert sorted((i["group"], i["should_refuse"]) for i in refusals) == sorted(
+        (c, s) for c in ("weapons", "malware", "harassment", "violence") for s in (True, False))
+    assert battery["suites"]["refusals"]["n"] == battery["suites"]["instructions"]["n"] == 8
+    assert battery["suites"]["refusals"]["overall"]["refusal_accuracy"] == 0.5  # every answer refuses
+
+
 def test_token_f1():
     assert token_f1("The answer is 21.", "the answer is 21") == 1.0
     assert token_f1("", "") == 1.0 and token_f1("x", "") == 0.0

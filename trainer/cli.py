@@ -179,6 +179,7 @@ def _eval_run(args: argparse.Namespace, judge) -> tuple[dict, Path]:
         batch_size=args.batch_size,
         console=Console(stderr=True),
         suites=args.suites,
+        suite_limit=args.suite_limit,
         judge=judge,
     )
     append_eval(run_dir, report)
@@ -219,6 +220,7 @@ def _eval_served(args: argparse.Namespace, judge) -> tuple[dict, Path]:
         max_new_tokens=args.max_new_tokens,
         console=Console(stderr=True),
         suites=args.suites,
+        suite_limit=args.suite_limit,
         judge=judge,
     )
     return report, out / EVAL_FILE
@@ -282,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="served: output directory (default: <data root>/evals/<endpoint model>-<UTC time>)")
     ev.add_argument("--dataset", help="release to evaluate on (default with --model: the release the run trained on)")
     ev.add_argument("--limit", type=positive_int, help="at most N eval pairs, taken round-robin across families")
+    ev.add_argument("--suite-limit", type=positive_int, metavar="N",
+                    help="at most N prompts of each battery suite, taken round-robin across its families (instructions) "
+                         "or categories and sides (refusals): a quicker, coarser look (default: every prompt)")
     ev.add_argument("--max-new-tokens", type=positive_int, default=128)
     ev.add_argument("--batch-size", type=positive_int, default=8, help="--model: generation batch size")
     ev.add_argument("--judge-endpoint", metavar="URL",

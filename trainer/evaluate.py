@@ -6,8 +6,6 @@ base + adapter) or from served endpoints (`trainer.served`); `evaluate` scores a
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -28,7 +26,7 @@ from trainer.battery import EVAL_SUITE, SUITES, compare, compare_items, run_batt
 from trainer.battery.judge import judge_samples
 from trainer.battery.preference import preference_rows
 from trainer.battery.report_html import write_html
-from trainer.battery.suite import load_instruction_suite, load_refusal_suite
+from trainer.battery.suite import load_instruction_suite, load_refusal_suite, round_robin
 from trainer.chat_template import generation_prompt_ids, stop_token_ids
 from trainer.config import RUN_FILE, TrainConfig
 from trainer.models import load_model, load_tokenizer, pick_device, resolve_model
@@ -69,11 +67,7 @@ def spec_from_manifest(manifest: dict, release: Path) -> Spec:
 
 def interleave_families(records: list[dict], limit: int | None) -> list[dict]:
     """Records taken round-robin across task families (in order of first appearance), cut to `limit`."""
-    by_family: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
-        by_family[r["task_family"]].append(r)
-    mixed = [r for group in zip_longest(*by_family.values()) for r in group if r is not None]
-    return mixed if limit is None else mixed[:limit]
+    return round_robin(records, lambda r: r["task_family"], limit)
 
 
 @torch.inference_mode()
@@ -206,13 +200,15 @@ def evaluate(
     max_new_tokens: int,
     console: Console,
     suites: tuple[str, ...] = SUITES,
+    suite_limit: int | None = None,
     judge: ServedModel | None = None,
 ) -> dict:
     """Generate with each side, score, write `eval.json`, `battery.html` and `preference.jsonl` into `out_dir`.
 
     Besides the release's eval split, each side answers the shipped battery `suites` (verifiable
     instructions, refusals); every prompt is first checked for n-gram overlap with the release's train
-    split, and leaks are reported in `report["leaks"]`. `about` (run name, models) heads the report.
+    split, and leaks are reported in `report["leaks"]`; `suite_limit` asks at most that many prompts of each suite
+    (`run_battery`). `about` (run name, models) heads the report.
     With two sides, `report["battery"]["comparison"]` holds tuned − base with bootstrap CIs; with one,
     it is None and `battery.html` is not written. DPO rows pair failures with the base's passing
     answers, or with the references when there is no base.
@@ -228,7 +224,8 @@ def evaluate(
         for side, answer in sides(progress):
             answers[side] = answer([prompt_messages(r) for r in records], side)
             batteries[side] = run_battery(lambda c, ask=answer, label=f"battery {side}": ask(c, label), include=suites,
-                                          eval_records=records, spec=spec, eval_answers=answers[side])
+                                          suite_limit=suite_limit, eval_records=records, spec=spec,
+                                          eval_answers=answers[side])
             del answer  # let a source free this side's model before it loads the next
     names = list(answers)
     eval_items = {side: [i for i in batteries[side]["items"] if i["suite"] == EVAL_SUITE] for side in names}
@@ -267,6 +264,7 @@ def evaluate(
         "judge": judged,
         "battery": {
             "suites": list(suites),
+            "suite_limit": suite_limit,
             **{side: batteries[side]["suites"] for side in names},
             "comparison": comparison,
             "items": {side: batteries[side]["items"] for side in names},
@@ -291,6 +289,7 @@ def evaluate_run(
     batch_size: int,
     console: Console,
     suites: tuple[str, ...] = SUITES,
+    suite_limit: int | None = None,
     judge: ServedModel | None = None,
 ) -> dict:
     """`evaluate` a `trainer fit` run in process: base vs tuned, report written into `run_dir`."""
@@ -304,6 +303,7 @@ def evaluate_run(
         max_new_tokens=max_new_tokens,
         console=console,
         suites=suites,
+        suite_limit=suite_limit,
         judge=judge,
     )
 

@@ -35,6 +35,7 @@ from trainer.battery.suite import (
     RefusalItem,
     load_instruction_suite,
     load_refusal_suite,
+    round_robin,
 )
 from trainer.scoring import prompt_messages, reference_answer, score_answer
 
@@ -134,6 +135,7 @@ def run_battery(
     generate: Generate,
     *,
     include: Sequence[str] = SUITES,
+    suite_limit: int | None = None,
     detector: Detector = rule_detector,
     eval_records: Sequence[dict] | None = None,
     spec: Spec | None = None,
@@ -144,7 +146,8 @@ def run_battery(
     """Ask one model the battery and score its answers: `{"suites": {name: summary}, "items": [...]}`.
 
     `generate` is called once, with every prompt of the included suites (and of `eval_records`
-    when given without `eval_answers`). `detector` decides refusals (default: the phrase rules;
+    when given without `eval_answers`). `suite_limit` asks at most that many prompts of each suite, taken
+    round-robin across its task families (instructions) or its categories and sides (refusals). `detector` decides refusals (default: the phrase rules;
     `refusals.openai_judge` for a judge). With `eval_records` (pair records of a release's eval
     split) and their `spec`, a `discipline` suite scores format discipline and task accuracy,
     reusing `eval_answers` when the caller already generated them with the same model.
@@ -157,8 +160,10 @@ def run_battery(
     if eval_answers is not None and (eval_records is None or len(eval_answers) != len(eval_records)):
         raise ValueError("eval_answers must come with eval_records, one answer per record")
 
-    instruction_items = load_instruction_suite(instructions_file) if "instructions" in include else []
-    refusal_items = load_refusal_suite(refusals_file) if "refusals" in include else []
+    instruction_items = round_robin(load_instruction_suite(instructions_file), lambda i: i.task_family,
+                                    suite_limit) if "instructions" in include else []
+    refusal_items = round_robin(load_refusal_suite(refusals_file), lambda i: (i.category, i.should_refuse),
+                                suite_limit) if "refusals" in include else []
     records = list(eval_records or [])
     conversations = [i.messages for i in instruction_items] + [i.messages for i in refusal_items]
     if eval_answers is None:

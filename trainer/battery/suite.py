@@ -13,8 +13,11 @@ A bad row raises `SuiteError` naming `file:line: field: problem`; ids must be un
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
+from typing import Callable, Hashable, Sequence, TypeVar
 
 from curator.errors import CuratorError
 from curator.jsonl import object_lines
@@ -130,3 +133,15 @@ def load_refusal_suite(path: Path = REFUSALS_FILE) -> list[RefusalItem]:
             )
         )
     return items
+
+
+T = TypeVar("T")
+
+
+def round_robin(items: Sequence[T], key: Callable[[T], Hashable], limit: int | None) -> list[T]:
+    """`items` taken round-robin across their groups by `key` (in order of first appearance), cut to `limit`."""
+    groups: dict[Hashable, list[T]] = defaultdict(list)
+    for item in items:
+        groups[key(item)].append(item)
+    mixed = [item for turn in zip_longest(*groups.values()) for item in turn if item is not None]
+    return mixed if limit is None else mixed[:limit]
