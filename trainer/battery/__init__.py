@@ -147,10 +147,10 @@ def run_battery(
 
     `generate` is called once, with every prompt of the included suites (and of `eval_records`
     when given without `eval_answers`). `suite_limit` asks at most that many prompts of each suite, taken
-    round-robin across its task families (instructions) or its categories and sides (refusals). `detector` decides refusals (default: the phrase rules;
-    `refusals.openai_judge` for a judge). With `eval_records` (pair records of a release's eval
-    split) and their `spec`, a `discipline` suite scores format discipline and task accuracy,
-    reusing `eval_answers` when the caller already generated them with the same model.
+    round-robin across its task families (instructions) or its categories and sides (refusals). `detector`
+    decides refusals (default: the phrase rules; `refusals.openai_judge` for a judge). With `eval_records`
+    (pair records of a release's eval split) and their `spec`, a `discipline` suite scores format discipline
+    and task accuracy, reusing `eval_answers` when the caller already generated them with the same model.
     """
     unknown = set(include) - set(SUITES)
     if unknown:

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curator.gate.check import Check, CheckResult, Rejection, Row
+from curator.gate.embeddings import load_embedder
 from curator.gate.minhash import fmix64
 from curator.gate.pipeline import iter_rows
 from curator.gate.stream import Keys, Narrowing, SharedKeys, Spill, batched, merge_stats, narrowing_keys
@@ -219,7 +220,6 @@ class _Embedder:
     id of the process that computed them."""
 
     def __init__(self, backend: str):
-        from curator.gate.embeddings import load_embedder
         self.embed = load_embedder(backend)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
