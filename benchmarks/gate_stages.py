@@ -34,7 +34,7 @@ import orjson
 from curator.gate.check import Row
 from curator.gate.normalize import NormalizedMessages
 from curator.gate.pipeline import build_checks
-from curator.gate.stream import BATCH_ROWS, NARROWINGS, FirstPass, Spill, is_row_local
+from curator.gate.stream import BATCH_ROWS, NARROWINGS, ExactKeys, FirstPass, NearKeys, Spill, is_row_local
 from curator.jsonl import loads
 from curator.ordered_workers import cpu_count
 from curator.spec import load_spec
@@ -70,8 +70,7 @@ def main() -> None:
         lead = next(i for i, c in enumerate(checks) if not is_row_local(c))
         head, rest = checks[:lead], checks[lead:]
         narrowings = {i: NARROWINGS[type(c)](c) for i, c in enumerate(rest) if type(c) in NARROWINGS}
-        exact, near = (next(n for n in narrowings.values() if type(n).__name__ == name)
-                       for name in ("ExactKeys", "NearKeys"))
+        exact, near = (next(n for n in narrowings.values() if isinstance(n, kind)) for kind in (ExactKeys, NearKeys))
 
         def rows(lines: list[str]) -> list[Row]:
             return [Row(record=loads(t), input="bench", line=i, order=i) for i, t in enumerate(lines)]
