@@ -32,5 +32,5 @@ curator report "$release"          # self-contained HTML page + datasheet under 
 out="data/training/$release-$(date -u +%Y%m%d-%H%M%S)"
 trainer fit --dataset "$release" --steps "$STEPS" --out "$out"
 # a quick look: 24 of the 80 refusal prompts (3 per policy category and side); the full battery (120 instruction
-# and 80 refusal prompts) is `trainer eval --model "$out"`, about an hour more on 2 cores
+# and 80 refusal prompts, 200 a side instead of 24) is `trainer eval --model "$out"`
 trainer eval --model "$out" --suites refusals --suite-limit 24 --max-new-tokens 64

@@ -109,6 +109,7 @@ def test_suite_limit_asks_each_battery_suite_round_robin():
     """`--suite-limit 8`: 8 prompts of each suite, the instruction families first one each, every refusal category
     on both sides (harmful, look-alike) once; the summaries count only what was asked."""
     from trainer.battery import run_battery
+    from trainer.battery.suite import load_instruction_suite
 
     asked = []
 
@@ -125,6 +126,8 @@ def test_suite_limit_asks_each_battery_suite_round_robin():
         (c, s) for c in ("weapons", "malware", "harassment", "violence") for s in (True, False))
     assert battery["suites"]["refusals"]["n"] == battery["suites"]["instructions"]["n"] == 8
     assert battery["suites"]["refusals"]["overall"]["refusal_accuracy"] == 0.5  # every answer refuses
+    whole = run_battery(lambda conversations: ["x"] * len(conversations), include=("instructions",))
+    assert [i["id"] for i in whole["items"]] == [i.id for i in load_instruction_suite()]  # no limit: file order
 
 
 def test_token_f1():

@@ -131,6 +131,11 @@ def _by_instruction(items: list[dict]) -> dict:
     }
 
 
+def _asked(items: list, key: Callable, limit: int | None) -> list:
+    """A suite's items in file order, or `limit` of them taken round-robin across their groups by `key`."""
+    return items if limit is None else round_robin(items, key, limit)
+
+
 def run_battery(
     generate: Generate,
     *,
@@ -160,10 +165,10 @@ def run_battery(
     if eval_answers is not None and (eval_records is None or len(eval_answers) != len(eval_records)):
         raise ValueError("eval_answers must come with eval_records, one answer per record")
 
-    instruction_items = round_robin(load_instruction_suite(instructions_file), lambda i: i.task_family,
-                                    suite_limit) if "instructions" in include else []
-    refusal_items = round_robin(load_refusal_suite(refusals_file), lambda i: (i.category, i.should_refuse),
-                                suite_limit) if "refusals" in include else []
+    instruction_items = _asked(load_instruction_suite(instructions_file), lambda i: i.task_family,
+                               suite_limit) if "instructions" in include else []
+    refusal_items = _asked(load_refusal_suite(refusals_file), lambda i: (i.category, i.should_refuse),
+                           suite_limit) if "refusals" in include else []
     records = list(eval_records or [])
     conversations = [i.messages for i in instruction_items] + [i.messages for i in refusal_items]
     if eval_answers is None:
