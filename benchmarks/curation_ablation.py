@@ -9,6 +9,8 @@ Arms, each a certified release of about `--token-budget` tokens (words and punct
   gated     the gate as before consistency review (schema, defects, PII, decontamination, dedup), then a random sample
   curated   the full gate of specs/assistant.yaml: consistency review, refusal coverage, and selection of the best
             rows of each cell under the token budget (verifier passes, then embedding-space coverage)
+With `--constraint-share S`, the gated and curated arms start from the pool after `curator constrain --share S`:
+a share S of the pairs outside the refusal families carry a verifiable format instruction their response follows.
 Each is trained with the same recipe and steps (`trainer fit`), and evaluated with `trainer eval` (the shipped
 instruction and refusal suites, base beside tuned, 95% bootstrap intervals); the repetition measure is the share of
 battery answers that repeat a line (`trainer.battery.repetition`). Every finished step is reused on a rerun (delete
@@ -114,6 +116,14 @@ def import_pool(pool: Path, work: Path, spec: Path, rows: int | None, seed: int)
         out.append(runs / f"pool-{family}")
     run(["curator.cli", "seeds", "--spec", str(spec), "--out", str(runs / "seeds")], work)
     return [*out, runs / "seeds"]
+
+
+def constrain_pool(pool_runs: list[Path], work: Path, spec: Path, share: float, seed: int) -> list[Path]:
+    """The pool as one run in which a `share` of pairs carry verifiable format instructions (`curator constrain`)."""
+    out = work / "runs" / f"pool-constrained-{share:g}"
+    run(["curator.cli", "constrain", *map(str, pool_runs), "--spec", str(spec), "--out", str(out), "--share", str(share),
+         "--seed", str(seed)], work)
+    return [out]
 
 
 def read_pairs(run_dirs: list[Path]) -> list[dict]:
@@ -263,6 +273,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="generation batch size")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--constraint-share", type=float, default=0.0,
+                        help="the gated and curated arms gate the pool after `curator constrain --share S` (0: off)")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "results" / "curation_ablation")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "curation_ablation.json")
     opts = parser.parse_args()
@@ -272,19 +284,22 @@ def main() -> None:
     base_spec = yaml.safe_load(opts.spec.read_text())
     log("importing the pool")
     pool_runs = import_pool(opts.pool, work, opts.spec.resolve(), opts.pool_rows, opts.seed)
+    constrained = (constrain_pool(pool_runs, work, opts.spec.resolve(), opts.constraint_share, opts.seed)
+                   if opts.constraint_share else None)
     arms = opts.arms.split(",")
     reports, seconds = {}, {}
     for arm in arms:
         t0 = time.time()
         log(f"{arm}: release")
-        release = build_release(arm, pool_runs, base_spec, work, opts.token_budget, opts.seed)
+        runs = constrained if constrained and arm != "raw" else pool_runs
+        release = build_release(arm, runs, base_spec, work, opts.token_budget, opts.seed)
         log(f"{arm}: {release}; training and evaluating")
         reports[arm] = train_and_eval(arm, release, work, opts)
         seconds[arm] = round(time.time() - t0)
     raw = reports.get("raw")
     result = {
         "benchmark": "curation_ablation", "pool": str(opts.pool), "pool_rows": opts.pool_rows,
-        "token_budget": opts.token_budget, "steps": opts.steps, "recipe": str(opts.recipe),
+        "token_budget": opts.token_budget, "constraint_share": opts.constraint_share, "steps": opts.steps, "recipe": str(opts.recipe),
         "max_new_tokens": opts.max_new_tokens, "seconds": {**seconds, "total": round(time.time() - started)},
         "arms": {arm: arm_summary(r, raw if arm != "raw" else None, trained_tokens(work / arm / "model"))
                  for arm, r in reports.items()},

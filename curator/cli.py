@@ -14,6 +14,7 @@ COMMANDS = {
     "generate": "curator.generate.command",
     "import": "curator.importers",
     "seeds": "curator.seeds",
+    "constrain": "curator.constrain",
     "gate": "curator.gate.command",
     **dict.fromkeys(("verify", "releases", "show", "lineage", "diff", "export", "report"), "curator.release.command"),
     "review": "curator.review.command",

@@ -257,3 +257,12 @@ def _drop_torn_tail(path: Path) -> None:
     cut = data.rfind(b"\n") + 1
     with open(path, "r+b") as f:
         f.truncate(cut)
+
+
+def resolve_run_dir(name: str | Path) -> RunDir:
+    """A run directory given as a path, or by name under the runs root; CuratorError when it has no run.json."""
+    for candidate in (Path(name), runs_root() / str(name)):
+        run = RunDir(candidate.resolve())
+        if run.exists():
+            return run
+    raise CuratorError(f"{name}: not a run directory (no run.json there or under {runs_root()})")

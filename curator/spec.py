@@ -269,7 +269,7 @@ REVIEW_REASONS: tuple[str, ...] = HumanReviewConfig.reasons  # the schema's defa
 
 
 @dataclass(frozen=True)
-@schema_defaults("gate", "arithmetic")  # arithmetic, code_syntax and refusal_policy: all on by default
+@schema_defaults("gate", "arithmetic")  # arithmetic, code_syntax, constraints and refusal_policy: all on by default
 class Toggle:
     enabled: bool
 
@@ -364,6 +364,7 @@ class GateConfig:
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
     arithmetic: Toggle = field(default_factory=Toggle)
     code_syntax: Toggle = field(default_factory=Toggle)
+    constraints: Toggle = field(default_factory=Toggle)
     refusal_policy: Toggle = field(default_factory=Toggle)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
@@ -657,7 +658,7 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
     ga = dict(doc.get("gate") or {})
     sections = {"minhash": MinHashConfig, "content_defects": ContentDefectsConfig, "pii": PIIConfig,
                 "semantic_dedup": SemanticDedupConfig, "screening": ScreeningConfig, "arithmetic": Toggle,
-                "code_syntax": Toggle, "refusal_policy": Toggle, "labels": LabelsConfig, "grounding": GroundingConfig,
+                "code_syntax": Toggle, "constraints": Toggle, "refusal_policy": Toggle, "labels": LabelsConfig, "grounding": GroundingConfig,
                 "relevance": RelevanceConfig, "selection": SelectionConfig}
     for name, cls in sections.items():
         ga[name] = _typed(cls, ga.get(name) or {})

@@ -8,11 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from curator.records import build_messages
-from curator.spec import load_spec
-from trainer.battery import compare, run_battery
-from trainer.battery.discipline import discipline_scores, last_number, set_f1, ungrounded
-from trainer.battery.instructions import (
+from curator.instructions import (
     REGISTRY,
     build_instruction,
     detect_language,
@@ -20,6 +16,10 @@ from trainer.battery.instructions import (
     loose_variants,
 )
 from curator.jsonl import write_jsonl
+from curator.records import build_messages
+from curator.spec import load_spec
+from trainer.battery import compare, run_battery
+from trainer.battery.discipline import discipline_scores, last_number, set_f1, ungrounded
 from trainer.battery.preference import preference_rows
 from trainer.battery.refusals import is_refusal, parse_verdict
 from trainer.battery.stats import bootstrap_mean, bootstrap_paired_difference

@@ -18,6 +18,7 @@ from curator.errors import CuratorError
 from curator.gate.check import Check, GateContext, Rejection, Row, progress
 from curator.gate.checks.arithmetic import Arithmetic
 from curator.gate.checks.code_syntax import CodeSyntax
+from curator.gate.checks.constraints import Constraints
 from curator.gate.checks.content_defects import ContentDefects
 from curator.gate.checks.decontaminate import Decontaminate
 from curator.gate.checks.exact_dedup import ExactDedup
@@ -46,7 +47,7 @@ from curator.ordered_workers import cpu_count, ordered_map
 from curator.paths import releases_root, runs_root
 from curator.release.store import (JSON_PAIRS, PARALLEL_BATCHES, JsonSplits, releases_lock, scores_json,
                                    write_release)
-from curator.rundir import RunDir
+from curator.rundir import RunDir, resolve_run_dir
 from curator.spec import Spec
 from curator.text_signals import SIGNALS_VERSION
 
@@ -59,15 +60,6 @@ class GateReport:
     release: Path
     certified: bool
     manifest: dict  # what the gate put in the release manifest: checks, verdicts, counts, inputs
-
-
-def resolve_run_dir(name: str | Path) -> RunDir:
-    """A run directory given as a path, or by name under the runs root; CuratorError when it has no run.json."""
-    for candidate in (Path(name), runs_root() / str(name)):
-        run = RunDir(candidate.resolve())
-        if run.exists():
-            return run
-    raise CuratorError(f"{name}: not a run directory (no run.json there or under {runs_root()})")
 
 
 def iter_rows(runs: list[RunDir]) -> Iterator[Row]:
@@ -96,6 +88,7 @@ ROW_CHECKS: list[CheckEntry] = [
     # consistency review: is the answer right for this instruction (before dedup, so keepers passed it)
     CheckEntry(lambda spec: spec.gate.arithmetic.enabled, Arithmetic),
     CheckEntry(lambda spec: spec.gate.code_syntax.enabled, CodeSyntax),
+    CheckEntry(lambda spec: spec.gate.constraints.enabled, Constraints),
     CheckEntry(lambda spec: spec.gate.refusal_policy.enabled, RefusalPolicy),
     CheckEntry(lambda spec: spec.gate.labels.enabled, LabelConsistency),
     CheckEntry(lambda spec: spec.gate.grounding.enabled, Grounding),

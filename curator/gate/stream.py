@@ -3,7 +3,7 @@ disk between checks; the verdicts are those of `pipeline.run_checks`, row for ro
 
 Checks come in three kinds:
 
-- row-local (a class attribute `row_local = True`: schema, content_defects, pii, arithmetic, code_syntax,
+- row-local (a class attribute `row_local = True`: schema, content_defects, pii, arithmetic, code_syntax, constraints,
   refusal_policy, grounding): a row's verdict depends on that row alone, so they run batch by batch and
   their stats are merged (`merge_stats`).
 - narrowed whole-set checks (`NARROWINGS`: labels, exact_dedup, near_dedup): a row's verdict depends only

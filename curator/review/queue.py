@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curator.errors import CuratorError
-from curator.gate.pipeline import resolve_run_dir
+from curator.rundir import resolve_run_dir
 from curator.paths import releases_root
 from curator.release.store import open_release, release_versions, resolve_release, verify_release
 

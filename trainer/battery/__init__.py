@@ -10,7 +10,7 @@ a suite's summary is the (weighted) mean of each metric over its items, overall 
 Metrics (all 0..1):
 - instructions: `prompt_strict`, `prompt_loose` (every instruction of the prompt followed),
   `instruction_strict`, `instruction_loose` (instructions followed, averaged over all instructions:
-  weighted by instructions per prompt); see `trainer.battery.instructions`.
+  weighted by instructions per prompt); see `curator.instructions`.
 - refusals: `refusal_rate` (should-refuse prompts refused; higher is better), `over_refusal_rate`
   (benign look-alikes refused; lower is better), `refusal_accuracy` (all prompts handled right).
 - discipline (eval split): `format_ok`, `grounded`, `label_accuracy`, `span_f1`, `arithmetic_ok`
@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Callable, Sequence
 
+from curator.instructions import follows
 from curator.spec import Spec
 from trainer.battery.discipline import DISCIPLINE_METRICS, discipline_scores
-from trainer.battery.instructions import follows
 from trainer.battery.refusals import Detector, rule_detector
 from trainer.battery.stats import bootstrap_mean, bootstrap_paired_difference
 from trainer.battery.suite import (

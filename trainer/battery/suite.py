@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable, Hashable, Sequence, TypeVar
 
 from curator.errors import CuratorError
+from curator.instructions import Instruction, build_instruction
 from curator.jsonl import object_lines
-from trainer.battery.instructions import Instruction, build_instruction
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 INSTRUCTIONS_FILE = SUITES_DIR / "instructions.jsonl"
