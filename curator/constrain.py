@@ -8,8 +8,9 @@ with a P.S." teaches none of them. Each chosen pair gets one or two constraints,
 them. Two kinds:
 
 - a transformation that keeps the meaning and makes the constraint true: all capitals or all lowercase,
-  wrapped in double quotes, a P.S. line, a closing phrase, the sentences as bullets or a numbered list, or
-  in sections ("SECTION 1"); only for prose (no code, markup or links) outside the spec's refusal families;
+  wrapped in double quotes, a P.S. line, a closing phrase, the lines or sentences as bullets or a numbered
+  list, or in sections ("SECTION 1"), the last three only where the response is not a list already; never
+  for code, markup or links, nor in the spec's refusal families;
 - a constraint the response already follows: a word or sentence limit at or beyond its length, keywords it
   uses, words it avoids, no commas where it has none; for any pair outside the refusal families.
 
@@ -34,7 +35,9 @@ from curator.records import now_iso, pair_id
 from curator.rundir import RunDir, refuse_release_dir, resolve_run_dir
 from curator.spec import load_spec
 
-NOT_PROSE = re.compile(r"```|https?://|www\.|[{}<>;=|\\]|^\s{4}|^\s*[-*•]\s|^\s*\d+[.)]\s|^\s*#", re.MULTILINE)
+CODE_LIKE = re.compile(r"```|https?://|www\.|[{}<>|\\]|;\s*$|^\s{2,}\S|==|=>|\b(def|return|import|function|print)\b",
+                       re.MULTILINE)  # code, markup or links: never reformatted
+LISTED = re.compile(r"^\s*([-*•]|\d+[.)])\s|^\s*#", re.MULTILINE)  # already a list or headed: not restructured
 SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“])")
 WORD = re.compile(r"[A-Za-z]{5,}")
 STOPWORDS = frozenset("about above after again against because before being below between could doing during "
@@ -106,7 +109,7 @@ def _parts(response: str) -> list[str]:
 
 def _bullets(response: str, rng: random.Random) -> tuple[str, Constraint] | None:
     parts = _parts(response)
-    if not 2 <= len(parts) <= 7:
+    if LISTED.search(response) or not 2 <= len(parts) <= 7:
         return None
     mark = rng.choice("*-")
     n = len(parts)
@@ -117,7 +120,7 @@ def _bullets(response: str, rng: random.Random) -> tuple[str, Constraint] | None
 
 def _numbered(response: str, rng: random.Random) -> tuple[str, Constraint] | None:
     parts = _parts(response)
-    if not 2 <= len(parts) <= 7:
+    if LISTED.search(response) or not 2 <= len(parts) <= 7:
         return None
     n = len(parts)
     return "\n".join(f"{k}. {p}" for k, p in enumerate(parts, 1)), Constraint("format:numbered_list", {"n": n}, _pick(
@@ -127,7 +130,7 @@ def _numbered(response: str, rng: random.Random) -> tuple[str, Constraint] | Non
 
 def _sections(response: str, rng: random.Random) -> tuple[str, Constraint] | None:
     parts = _parts(response)
-    if len(parts) < 2:
+    if LISTED.search(response) or len(parts) < 2:
         return None
     n = min(len(parts), rng.choice((2, 2, 3)))
     size = -(-len(parts) // n)
@@ -161,7 +164,7 @@ def _word_limit(response: str, instruction: str, rng: random.Random) -> Constrai
 
 
 def _sentence_limit(response: str, instruction: str, rng: random.Random) -> Constraint | None:
-    if NOT_PROSE.search(response) or "\n" in response.strip() or response.rstrip()[-1:] not in ".!?":
+    if CODE_LIKE.search(response) or "\n" in response.strip() or response.rstrip()[-1:] not in ".!?":
         return None
     n = sentence_count(response) + rng.choice((0, 1))
     if not 1 <= n <= 8:
@@ -219,7 +222,7 @@ def constrained(record: dict, rng: random.Random) -> dict | None:
         return None
     user, response = messages[-2]["content"], messages[-1]["content"]
     constraints: list[Constraint] = []
-    if not NOT_PROSE.search(response) and rng.random() < 0.75:
+    if not CODE_LIKE.search(response) and rng.random() < 0.75:
         done = [d for d in (t(response, rng) for t in TRANSFORMS) if d]
         response, constraint = rng.choices(done, weights=[STRUCTURE.get(c.id, 1) for _, c in done])[0]
         constraints.append(constraint)
@@ -255,8 +258,7 @@ def write_constrained(runs: list[RunDir], out: Path, *, share: float, seed: int,
             raise CuratorError(f"{out}: a run of something else is already there; pass another --out")
         if old.get("status") == "complete":
             return old["counts"]
-    else:
-        run.create({**meta, "created_at": now_iso(), "status": "running"})
+    run.create({**meta, "created_at": now_iso(), "status": "running"})  # cuts a torn last line left by a crash
     done = {p["provenance"].get("derived_from") or p["id"] for p in run.pairs()}
     with run.appender() as writer:
         for source in runs:
