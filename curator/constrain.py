@@ -16,8 +16,8 @@ them. Two kinds:
 
 A derived pair gets a new id and keeps the original's provenance plus `derived_from` (the original's id);
 every other pair is copied as it is. Every derived response is checked with the checkers before it is
-written; one that fails (it cannot happen by construction, but is tested) keeps its original. The choice
-is seeded per pair, so a rerun, or a resumed run, writes the same rows.
+written; where one fails (a response without letters cannot be in capitals), the pair is copied as it is.
+The choice is seeded per pair, so a rerun, or a resumed run, writes the same rows.
 """
 from __future__ import annotations
 
@@ -188,6 +188,8 @@ def _forbidden(response: str, instruction: str, rng: random.Random) -> Constrain
     used = {w.lower() for w in re.findall(r"[A-Za-z]+", response)}
     candidates = sorted(({w.lower() for w in WORD.findall(instruction)} - STOPWORDS - used)) or \
         [w for w in FILLERS if w not in used]
+    if not candidates:
+        return None
     chosen = rng.sample(candidates, min(len(candidates), rng.choice((1, 2))))
     listed = " or ".join(f'"{w}"' for w in chosen)
     return Constraint("keywords:forbidden", {"keywords": chosen}, _pick(

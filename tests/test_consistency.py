@@ -68,6 +68,9 @@ def test_arithmetic_catches_wrong_results(response):
     "Let H be the distance. 4H - 10 = 25, so 5H = 35.",  # algebra: not a computation to recheck
     "It is about 22 / 7 = approximately 3.1 in total.",  # an estimate is not checked
     "He pays $2.50 x 6 = $15 for the shirts. The answer is 15.",
+    "- Emma paid 8 kg * $4/kg = $32 for the cheese.\n- In total she paid $32 + $42 = $74.",  # bullets, not minus
+    "* 3 * 5 = 15\n* 15 - 8 = 7",
+    "1. 3 + 4 = 7\n2. 7 * 2 = 14",
 ])
 def test_arithmetic_keeps_right_work_and_skips_what_it_cannot_check(response):
     assert find_errors(response)[1] == [], response

@@ -80,6 +80,18 @@ def test_derived_pairs_follow_their_constraints_and_keep_input_and_meaning():
                     "punctuation:no_comma"}
 
 
+def test_a_pair_no_constraint_fits_is_left_alone():
+    numbers = pair("What is 6 times 7?", "42", family="reason")
+    outcomes = [constrained(numbers, random.Random(seed)) for seed in range(60)]
+    assert None in outcomes  # capitals were drawn for a response without letters: the check refused them
+    for derived in filter(None, outcomes):
+        response = derived["messages"][-1]["content"]
+        assert all(build_instruction(c["id"], c["kwargs"]).check(response) for c in derived["constraints"])
+    every_filler = pair("Say it.", "very really basically actually simply obviously literally definitely", family="reason")
+    assert all(c["id"] != "keywords:forbidden" or c["kwargs"]["keywords"]
+               for seed in range(60) for c in (constrained(every_filler, random.Random(seed)) or {}).get("constraints", []))
+
+
 def test_multi_turn_pairs_are_left_alone():
     record = make_pair([{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."},
                         {"role": "user", "content": "Bye."}, {"role": "assistant", "content": "Goodbye."}],
@@ -153,7 +165,7 @@ def test_gate_rejects_pairs_that_break_their_constraints(tmp_path, engine):
     assert ledger[broken["id"]] == ("constraints", "constraints:case:uppercase: not followed ({})")
     assert ledger[unknown["id"]][0] == "constraints" and "unknown instruction id 'format:haiku'" in ledger[unknown["id"]][1]
     assert derived[2]["id"] not in ledger
-    kept = {r["id"] for part in ("train", "eval") for r in read_split(report.release, part)}
-    assert kept == {derived[2]["id"]}
+    kept = [r for part in ("train", "eval") for r in read_split(report.release, part)]
+    assert [(r["id"], r["constraints"]) for r in kept] == [(derived[2]["id"], derived[2]["constraints"])]
     stats = next(c for c in report.manifest["checks"] if c["name"] == "constraints")
     assert stats["removed"] == 2

@@ -194,9 +194,9 @@ def test_gate_finds_planted_faults_and_accounts_for_every_row(planted, spec, tmp
     assert counts["input"] == 50 + 7
     assert counts["input"] == counts["kept"] + counts["rejected"] == counts["kept"] + sum(counts["removed"].values())
     assert counts["train"] + counts["eval"] == counts["kept"] == 51
-    assert counts["removed"] == {"schema": 3, "content_defects": 0, "pii": 0, "decontamination": 0, "arithmetic": 0, "code_syntax": 0,
-                                 "refusal_policy": 0, "labels": 0, "grounding": 0, "relevance": 0, "exact_dedup": 2,
-                                 "near_dedup": 1, "screening": 0}
+    assert counts["removed"] == {"schema": 3, "content_defects": 0, "pii": 0, "decontamination": 0, "arithmetic": 0,
+                                 "code_syntax": 0, "constraints": 0, "refusal_policy": 0, "labels": 0, "grounding": 0,
+                                 "relevance": 0, "exact_dedup": 2, "near_dedup": 1, "screening": 0}
 
     train, evals = read_split(report.release, "train"), read_split(report.release, "eval")
     kept_ids = [r["id"] for r in train + evals]

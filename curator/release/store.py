@@ -86,8 +86,10 @@ PAIR_COLUMNS = {
     "length_band": pl.String,
     "provenance": pl.String,
     "scores": pl.String,
+    "constraints": pl.String,  # the verifiable instructions a pair records (curator constrain), JSON; null if none
 }
-_DECODED = pl.Struct({name: dtype for name, dtype in PAIR_COLUMNS.items() if name not in ("provenance", "scores")})
+_AS_JSON = ("provenance", "scores", "constraints")  # columns written as JSON text, not decoded by polars
+_DECODED = pl.Struct({name: dtype for name, dtype in PAIR_COLUMNS.items() if name not in _AS_JSON})
 _SORTED_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode  # as json.dumps(sort_keys=True, ...)
 # a number after `:`, `,` or `[` with a fraction or exponent: polars' JSON reader may not give it back digit for
 # digit (nor an integer past 64 bits, which it turns into a float); such provenance is parsed from the record
@@ -105,6 +107,7 @@ def _frame(records: Iterable[dict]) -> pl.DataFrame:
             "length_band": r.get("length_band"),
             "provenance": _SORTED_JSON(r["provenance"]),
             "scores": scores_json(r.get("scores")),
+            "constraints": _SORTED_JSON(r["constraints"]) if r.get("constraints") is not None else None,
         }
         for r in records
     ]
@@ -139,7 +142,11 @@ def _json_frame(batch: pa.Table) -> pl.DataFrame:
     for i in (matched.is_null() | matched.str.contains(_INEXACT_NUMBER)).arg_true().to_list():
         values[i] = json.loads(records[i])["provenance"]
     provenance = pl.Series([_SORTED_JSON(v) for v in values], dtype=pl.String)
-    return decoded.with_columns(provenance=provenance, scores=scores).select(list(PAIR_COLUMNS))
+    constraints = records.str.json_path_match("$.constraints").to_list()  # null for nearly every row
+    for i in (c for c, v in enumerate(constraints) if v is not None):
+        constraints[i] = _SORTED_JSON(json.loads(records[i])["constraints"])
+    return decoded.with_columns(provenance=provenance, scores=scores,
+                                constraints=pl.Series(constraints, dtype=pl.String)).select(list(PAIR_COLUMNS))
 
 
 def scores_json(scores: dict | None) -> str | None:
@@ -526,6 +533,10 @@ def read_split(path: str | Path, split: str) -> list[dict]:
     for r in out:
         r["provenance"] = json.loads(r["provenance"])
         r["scores"] = json.loads(r["scores"]) if r.get("scores") else {}
+        if r.get("constraints") is None:  # a record without constraints reads back without the field
+            r.pop("constraints", None)
+        else:
+            r["constraints"] = json.loads(r["constraints"])
     return out
 
 

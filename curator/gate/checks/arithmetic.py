@@ -46,6 +46,7 @@ FINAL = re.compile(r"(?:####|\bthe (?:final )?answer is|\bfinal answer:|\banswer
                    + NUMBER + r"))", re.IGNORECASE)
 OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
        ast.Pow: operator.pow, ast.USub: operator.neg, ast.UAdd: operator.pos}
+LIST_MARKER = re.compile(r"^[ \t]*(?:[-*•]|\d{1,2}[.)])[ \t]+", re.MULTILINE)
 CODE_LINE = re.compile(r"^\s*(def |class |import |from \S+ import|for .*:\s*$|if .*:\s*$|while .*:\s*$|return\b|"
                        r"print\(|#include|public |function |const |let |var |SELECT\b|\w+\s*\(.*\)\s*;?\s*$)",
                        re.MULTILINE)
@@ -130,12 +131,13 @@ def agrees(computed: float, stated: str, percent: bool = False, divides: bool = 
 
 
 def prose_of(response: str) -> str | None:
-    """The response without fenced code; None when what is left reads as code (assignments are not sums)."""
+    """The response without fenced code and list markers (a bullet's `-` or `*` is not an operator, an item's
+    `2.` not a number); None when what is left reads as code (assignments are not sums)."""
     text = FENCE.sub("\n", response)
     lines = [line for line in text.splitlines() if line.strip()]
     if lines and sum(bool(CODE_LINE.match(line)) for line in lines) >= max(2, len(lines) // 3):
         return None
-    return text
+    return LIST_MARKER.sub("", text)
 
 
 def find_errors(response: str) -> tuple[int, list[str]]:

@@ -217,26 +217,30 @@ def _results(head: list[Check], block: pa.Table, entries: list[dict]) -> tuple[l
 
 class _Embedder:
     """A Ray Data actor holding one embedding model (loaded once): a block of texts in, their vectors out, with the
-    id of the process that computed them."""
+    id of the process that computed them and of the Ray node it ran on."""
 
     def __init__(self, backend: str):
+        import ray
+
         self.embed = load_embedder(backend)
+        self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         vectors = np.ascontiguousarray(self.embed(batch.column("text").to_pylist()), dtype=np.float32)
         return pa.table({"index": batch.column("index"),
                          "vector": pa.FixedSizeListArray.from_arrays(vectors.ravel(), vectors.shape[1]),
-                         "pid": np.full(len(vectors), os.getpid())})
+                         "pid": np.full(len(vectors), os.getpid()), "node": pa.array([self.node] * len(vectors))})
 
 
 class RayEmbed:
     """`Embed` on the Ray cluster (`_connect`): each call embeds its texts in a pool of `_Embedder` actors, up to
-    one per CPU of the cluster; `workers` collects the process ids that computed vectors."""
+    one per CPU of the cluster; `workers` and `nodes` collect the process ids and Ray node ids that computed vectors."""
 
     def __init__(self, backend: str, block: int = EMBED_BLOCK):
         self.backend = backend
         self.block = block
         self.workers: set[int] = set()
+        self.nodes: set[str] = set()
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         import ray
@@ -255,4 +259,5 @@ class RayEmbed:
             index.append(part["index"])
             vectors.append(np.stack(part["vector"]))
             self.workers.update(part["pid"].tolist())
+            self.nodes.update(part["node"].tolist())
         return np.concatenate(vectors).astype(np.float32)[np.argsort(np.concatenate(index), kind="stable")]

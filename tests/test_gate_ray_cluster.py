@@ -1,0 +1,55 @@
+"""The Ray engine on a cluster of two Ray nodes (two raylets on loopback, `ray.cluster_utils.Cluster`, as Ray's own
+multi-node tests run), reached the way a user reaches one: `RAY_ADDRESS`. The release equals the in-memory gate's,
+and the embedding actors ran on both nodes."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from curator.gate.engines import ray_engine
+from curator.gate.pipeline import run_gate
+from curator.records import build_messages, make_pair
+from curator.spec import load_spec
+from test_gate_stream import PARAPHRASES, SPEC, assert_same_release, planted_records, write_runs
+
+
+@pytest.fixture
+def two_node_cluster(monkeypatch):
+    ray = pytest.importorskip("ray", reason="the scale extra (ray[data]) is not installed")
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    yield ray
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_ray_engine_on_two_nodes_gives_the_in_memory_release(two_node_cluster, tmp_path, monkeypatch):
+    ray = two_node_cluster
+    path = tmp_path / "semantic.yaml"
+    path.write_text(SPEC.replace("  relevance:", "  semantic_dedup: {enabled: true, backend: minilm, threshold: 0.93}\n"
+                                               "  relevance:"))
+    spec = load_spec(path)
+    paraphrases = [make_pair(build_messages(q, "", a), task_family="general", format="free_text", difficulty="easy",
+                             source="human") for q, a in PARAPHRASES]
+    runs = write_runs(tmp_path / "runs", planted_records(120, seed=11) + paraphrases)
+    memory = run_gate(runs, spec, root=tmp_path / "memory")
+    made, real = [], ray_engine.RayEmbed
+
+    def watched(backend: str) -> ray_engine.RayEmbed:
+        made.append(real(backend, block=16))
+        return made[-1]
+
+    monkeypatch.setattr(ray_engine, "RayEmbed", watched)
+    distributed = run_gate(runs, spec, root=tmp_path / "ray", engine="ray")  # connects through RAY_ADDRESS
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+    release = assert_same_release(memory.release, distributed.release)
+    removed = {c["name"]: c["removed"] for c in release["checks"]}
+    assert removed["exact_dedup"] and removed["near_dedup"] and removed["semantic_dedup"]
+    assert len(made[0].nodes) == 2 and os.getpid() not in made[0].workers  # the model ran on both nodes
