@@ -17,7 +17,7 @@ them. Two kinds:
 A derived pair gets a new id and keeps the original's provenance plus `derived_from` (the original's id);
 every other pair is copied as it is. Every derived response is checked with the checkers before it is
 written; where one fails (a response without letters cannot be in capitals), the pair is copied as it is.
-The choice is seeded per pair, so a rerun, or a resumed run, writes the same rows.
+The choice is seeded per pair, so a rerun, or a resumed run, writes the same pairs.
 """
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from rich.console import Console
+from rich.progress import track
 
 from curator.errors import CuratorError
 from curator.instructions import build_instruction, sentence_count, word_count
@@ -263,8 +266,10 @@ def write_constrained(runs: list[RunDir], out: Path, *, share: float, seed: int,
     run.create({**meta, "created_at": now_iso(), "status": "running"})  # cuts a torn last line left by a crash
     done = {p["provenance"].get("derived_from") or p["id"] for p in run.pairs()}
     with run.appender() as writer:
+        console = Console(stderr=True)
         for source in runs:
-            for record in source.pairs():
+            for record in track(source.pairs(), f"constraining {source.path.name}", console=console, transient=True,
+                                disable=not console.is_terminal):
                 if record["id"] in done:
                     continue
                 rng = random.Random(f"{seed}:{record['id']}")

@@ -231,7 +231,7 @@ def test_gate_finds_planted_faults_and_accounts_for_every_row(planted, spec, tmp
     removed_by_family = {c["name"]: c["removed_by_family"] for c in manifest["checks"]}
     assert removed_by_family == {"schema": {"qa": 1, "poetry": 1, "extract": 1}, "content_defects": {}, "pii": {},
                                  "decontamination": {},
-                                 "arithmetic": {}, "code_syntax": {}, "refusal_policy": {}, "labels": {},
+                                 "arithmetic": {}, "code_syntax": {}, "constraints": {}, "refusal_policy": {}, "labels": {},
                                  "grounding": {}, "relevance": {},
                                  "exact_dedup": {"qa": 2}, "near_dedup": {"qa": 1}, "screening": {}}
     assert manifest["teacher_models"] == [TEACHER]
