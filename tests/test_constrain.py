@@ -19,6 +19,7 @@ from curator.records import build_messages, make_pair, pair_id, schema_errors
 from curator.release.store import read_ledger, read_split
 from curator.rundir import RunDir
 from curator.spec import load_spec
+from test_gate import write_run
 
 REPO = Path(__file__).resolve().parents[1]
 PROSE = ("The museum opens at nine. Tickets cost ten euros for adults and are free for children. "
@@ -97,14 +98,6 @@ def test_multi_turn_pairs_are_left_alone():
                         {"role": "user", "content": "Bye."}, {"role": "assistant", "content": "Goodbye."}],
                        task_family="summarize", format="free_text", difficulty="easy", source="human")
     assert constrained(record, random.Random(0)) is None
-
-
-def write_run(path: Path, records: list[dict]) -> RunDir:
-    run = RunDir(path)
-    run.create({"kind": "test", "status": "complete"})
-    for r in records:
-        run.add_pair(r)
-    return run
 
 
 def pool(n: int) -> list[dict]:

@@ -7,11 +7,8 @@ import os
 
 import pytest
 
-from curator.gate.engines import ray_engine
 from curator.gate.pipeline import run_gate
-from curator.records import build_messages, make_pair
-from curator.spec import load_spec
-from test_gate_stream import PARAPHRASES, SPEC, assert_same_release, planted_records, write_runs
+from test_gate_stream import assert_same_release, semantic_case, watched_embedders
 
 
 @pytest.fixture
@@ -32,21 +29,9 @@ def two_node_cluster(monkeypatch):
 
 def test_ray_engine_on_two_nodes_gives_the_in_memory_release(two_node_cluster, tmp_path, monkeypatch):
     ray = two_node_cluster
-    path = tmp_path / "semantic.yaml"
-    path.write_text(SPEC.replace("  relevance:", "  semantic_dedup: {enabled: true, backend: minilm, threshold: 0.93}\n"
-                                               "  relevance:"))
-    spec = load_spec(path)
-    paraphrases = [make_pair(build_messages(q, "", a), task_family="general", format="free_text", difficulty="easy",
-                             source="human") for q, a in PARAPHRASES]
-    runs = write_runs(tmp_path / "runs", planted_records(120, seed=11) + paraphrases)
+    spec, runs, _ = semantic_case(tmp_path, 120, seed=11)
     memory = run_gate(runs, spec, root=tmp_path / "memory")
-    made, real = [], ray_engine.RayEmbed
-
-    def watched(backend: str) -> ray_engine.RayEmbed:
-        made.append(real(backend, block=16))
-        return made[-1]
-
-    monkeypatch.setattr(ray_engine, "RayEmbed", watched)
+    made = watched_embedders(monkeypatch, block=16)
     distributed = run_gate(runs, spec, root=tmp_path / "ray", engine="ray")  # connects through RAY_ADDRESS
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     release = assert_same_release(memory.release, distributed.release)

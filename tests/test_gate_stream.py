@@ -24,7 +24,7 @@ from curator.gate.stream import merge_stats
 from curator.importers import import_file
 from curator.records import build_messages, make_pair
 from curator.rundir import RunDir
-from curator.spec import load_spec
+from curator.spec import Spec, load_spec
 
 MIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"
 
@@ -259,24 +259,35 @@ PARAPHRASES = [("How do I bake a chocolate cake at home?", "Mix flour, cocoa, su
                ("Write a short poem about the ocean.", "Waves fold in light.")]
 
 
-def test_ray_engine_embeds_on_its_workers_and_gives_the_in_memory_release(local_ray, tmp_path, monkeypatch):
-    """Semantic dedup with the real MiniLM under the Ray engine: the model runs in Ray actors (not in the driver) and
-    the release is the in-memory gate's, semantic duplicates included."""
+def semantic_case(tmp_path: Path, planted: int, seed: int) -> tuple[Spec, list[Path], list[dict]]:
+    """A spec with semantic dedup on the real MiniLM (threshold 0.93), and runs of planted rows plus `PARAPHRASES`
+    (the paraphrases too, returned)."""
     path = tmp_path / "semantic.yaml"
     path.write_text(SPEC.replace("  relevance:", "  semantic_dedup: {enabled: true, backend: minilm, threshold: 0.93}\n"
                                                "  relevance:"))
-    spec = load_spec(path)
     paraphrases = [make_pair(build_messages(q, "", a), task_family="general", format="free_text", difficulty="easy",
                              source="human") for q, a in PARAPHRASES]
-    runs = write_runs(tmp_path / "runs", planted_records(60, seed=5) + paraphrases)
-    memory = run_gate(runs, spec, root=tmp_path / "memory")
+    return load_spec(path), write_runs(tmp_path / "runs", planted_records(planted, seed=seed) + paraphrases), paraphrases
+
+
+def watched_embedders(monkeypatch, block: int) -> list[ray_engine.RayEmbed]:
+    """The Ray embedders the gate makes from now on (each the real `RayEmbed`, in blocks of `block`), as made."""
     made, real = [], ray_engine.RayEmbed
 
     def watched(backend: str) -> ray_engine.RayEmbed:
-        made.append(real(backend, block=32))
+        made.append(real(backend, block=block))
         return made[-1]
 
     monkeypatch.setattr(ray_engine, "RayEmbed", watched)
+    return made
+
+
+def test_ray_engine_embeds_on_its_workers_and_gives_the_in_memory_release(local_ray, tmp_path, monkeypatch):
+    """Semantic dedup with the real MiniLM under the Ray engine: the model runs in Ray actors (not in the driver) and
+    the release is the in-memory gate's, semantic duplicates included."""
+    spec, runs, paraphrases = semantic_case(tmp_path, 60, seed=5)
+    memory = run_gate(runs, spec, root=tmp_path / "memory")
+    made = watched_embedders(monkeypatch, block=32)
     distributed = run_gate(runs, spec, root=tmp_path / "ray", engine="ray")
     release = assert_same_release(memory.release, distributed.release)
     semantic = [r for r in release["rejected"] if r["check"] == "semantic_dedup"]

@@ -1,7 +1,7 @@
 """Release storage: write-once `release-vN` directories, their verification, and reading splits back.
 
 Layout of `<data root>/releases/release-vN/`:
-  train.parquet, eval.parquet   pair records (provenance as a JSON string column)
+  train.parquet, eval.parquet   pair records (provenance, scores and constraints as JSON string columns)
   rejected.parquet              the ledger: every input row that did not make it, with check and reason
   manifest.json                 counts, per-file sha256, bytes and rows, spec, gate config and verdicts,
                                 inputs, and an optional human name and notes
