@@ -142,11 +142,13 @@ def _json_frame(batch: pa.Table) -> pl.DataFrame:
     for i in (matched.is_null() | matched.str.contains(_INEXACT_NUMBER)).arg_true().to_list():
         values[i] = json.loads(records[i])["provenance"]
     provenance = pl.Series([_SORTED_JSON(v) for v in values], dtype=pl.String)
-    constraints = records.str.json_path_match("$.constraints").to_list()  # null for nearly every row
-    for i in (c for c, v in enumerate(constraints) if v is not None):
-        constraints[i] = _SORTED_JSON(json.loads(records[i])["constraints"])
+    constraints = pl.repeat(None, len(records), dtype=pl.String, eager=True)  # null for nearly every row
+    found = records.str.contains('"constraints":', literal=True).arg_true()  # the key: in text the quotes are escaped
+    if len(found):
+        values = [json.loads(records[i]).get("constraints") for i in found.to_list()]
+        constraints = constraints.scatter(found, [None if v is None else _SORTED_JSON(v) for v in values])
     return decoded.with_columns(provenance=provenance, scores=scores,
-                                constraints=pl.Series(constraints, dtype=pl.String)).select(list(PAIR_COLUMNS))
+                                constraints=constraints).select(list(PAIR_COLUMNS))
 
 
 def scores_json(scores: dict | None) -> str | None:
