@@ -1,5 +1,6 @@
 """Suite-wide settings: everything offline, no analytics, no test writes into the repo's data/, and release
 signing keys in a directory of the test session (never the user's ~/.config/instruct-curator/keys)."""
+import logging
 import os
 import tempfile
 
@@ -10,6 +11,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # one key directory for the session, set before any fixture (module-scoped ones included) signs a release;
 # tests about keys set their own
 os.environ["INSTRUCT_CURATOR_KEYS"] = tempfile.mkdtemp(prefix="curator-test-keys-")
+# Ray Data's usage poller thread outlives a Ray test and logs a failed Prometheus query at DEBUG with its traceback;
+# formatting a traceback calls `ast.parse` on CPython 3.11, and two threads in `ast.parse` at once can corrupt its
+# shared recursion counter ("AST constructor recursion depth mismatch", gh-106905), failing whichever test parses.
+logging.getLogger("ray.data._internal.usage").setLevel(logging.INFO)
 
 import pytest  # noqa: E402
 
