@@ -299,7 +299,8 @@ def main() -> None:
     raw = reports.get("raw")
     result = {
         "benchmark": "curation_ablation", "pool": str(opts.pool), "pool_rows": opts.pool_rows,
-        "token_budget": opts.token_budget, "constraint_share": opts.constraint_share, "steps": opts.steps, "recipe": str(opts.recipe),
+        "token_budget": opts.token_budget, "constraint_share": opts.constraint_share, "steps": opts.steps,
+        "recipe": str(opts.recipe),
         "max_new_tokens": opts.max_new_tokens, "seconds": {**seconds, "total": round(time.time() - started)},
         "arms": {arm: arm_summary(r, raw if arm != "raw" else None, trained_tokens(work / arm / "model"))
                  for arm, r in reports.items()},

@@ -278,9 +278,12 @@ def write_constrained(runs: list[RunDir], out: Path, *, share: float, seed: int,
                     derived = constrained(record, rng)
                 writer.add_pair(derived or record)
                 done.add(record["id"])
-    pairs = list(run.pairs())
-    kinds = Counter(c["id"] for p in pairs for c in p.get("constraints") or ())
-    counts = {"accepted": len(pairs), "constrained": sum(1 for p in pairs if p.get("constraints")), **kinds}
+    accepted, constrained_pairs, kinds = 0, 0, Counter()
+    for pair in run.pairs():  # counted as read back: a resumed run's earlier pairs too, none held in memory
+        accepted += 1
+        constrained_pairs += bool(pair.get("constraints"))
+        kinds.update(c["id"] for c in pair.get("constraints") or ())
+    counts = {"accepted": accepted, "constrained": constrained_pairs, **kinds}
     run.write_meta({**run.read_meta(), "status": "complete", "counts": counts, "finished_at": now_iso()})
     return counts
 

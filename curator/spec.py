@@ -658,8 +658,8 @@ def spec_from_dict(doc: dict[str, Any], path: Path) -> Spec:
     ga = dict(doc.get("gate") or {})
     sections = {"minhash": MinHashConfig, "content_defects": ContentDefectsConfig, "pii": PIIConfig,
                 "semantic_dedup": SemanticDedupConfig, "screening": ScreeningConfig, "arithmetic": Toggle,
-                "code_syntax": Toggle, "constraints": Toggle, "refusal_policy": Toggle, "labels": LabelsConfig, "grounding": GroundingConfig,
-                "relevance": RelevanceConfig, "selection": SelectionConfig}
+                "code_syntax": Toggle, "constraints": Toggle, "refusal_policy": Toggle, "labels": LabelsConfig,
+                "grounding": GroundingConfig, "relevance": RelevanceConfig, "selection": SelectionConfig}
     for name, cls in sections.items():
         ga[name] = _typed(cls, ga.get(name) or {})
     deco = ga.get("decontamination") or {}
