@@ -328,3 +328,53 @@ def test_shared_keys_give_the_groups_of_all_keys():
         assert (expected >= 0).sum() > 100
         assert np.array_equal(expected, got)
         assert found.keyed.size == n and store.live(alive) == int(alive[found.keyed].sum())
+
+
+def test_records_a_check_rewrites_after_the_first_pass_reach_the_release(spec, tmp_path, monkeypatch):
+    """With a review ledger the gate opens with `human_review`, a whole-set check, so PII redaction runs after the
+    first pass: its redacted records, not the originals, must go into the streamed release."""
+    from curator.review.ledger import ReviewLedger
+    records = planted_records(120)
+    leaky = [i for i, r in enumerate(records) if r["task_family"] == "general"][:5]
+    for i in leaky:
+        r = records[i]
+        records[i] = make_pair(build_messages(r["messages"][0]["content"], "",
+                                              r["messages"][1]["content"] + f" Write to dana.lee{i}@gmail.com."),
+                               task_family="general", format="free_text", difficulty="medium", source="synthetic")
+    ledger = ReviewLedger(tmp_path / "ledger.jsonl")
+    ledger.record({"reviewer": "ann", "pair_id": records[leaky[0]]["id"], "decision": "accept", "reason": None,
+                   "note": None, "field": None, "old_text": None, "new_text": None, "diff": None, "messages": None,
+                   "cell": ["general", "free_text", "medium"], "sample": False, "findings": [], "undoes": None})
+    ledger.close()
+    text = Path(spec.path).read_text().replace("  relevance:", "  pii: {action: redact}\n  relevance:")
+    Path(spec.path).write_text(text)
+    redacting = load_spec(spec.path)
+    runs = write_runs(tmp_path / "runs", records)
+    memory = run_gate(runs, redacting, root=tmp_path / "memory", review_ledger=tmp_path / "ledger.jsonl")
+    monkeypatch.setattr(stream, "BATCH_ROWS", 37)
+    streamed = run_gate(runs, redacting, root=tmp_path / "streamed", review_ledger=tmp_path / "ledger.jsonl",
+                        engine="stream")
+    release = assert_same_release(memory.release, streamed.release)
+    kept = [m["content"] for part in ("train", "eval") for row in release[part] for m in row["messages"]]
+    assert sum("[EMAIL]" in c for c in kept) >= 3 and not any("@gmail.com" in c for c in kept)  # some are dropped as
+    # duplicates of a row planted from the same pair
+
+
+class _Uppercasing:
+    """A whole-set check that rewrites every record it keeps (as no built-in whole-set check does)."""
+
+    name = "uppercasing"
+
+    def run(self, rows: list[Row]):
+        from dataclasses import replace
+
+        from curator.gate.check import CheckResult
+        kept = [replace(r, record={**r.record, "messages": [{**m, "content": m["content"].upper()}
+                                                            for m in r.record["messages"]]}) for r in rows]
+        return CheckResult(kept, [])
+
+
+def test_a_whole_set_check_that_rewrites_records_is_refused_by_the_streaming_gate(spec, tmp_path):
+    runs = [RunDir(p) for p in write_runs(tmp_path / "runs", planted_records(60))]
+    with pytest.raises(CuratorError, match="uppercasing rewrites records of the whole set.*--engine memory"):
+        stream.run_checks_streaming([_Uppercasing()], runs, "stream", tmp_path)

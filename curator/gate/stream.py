@@ -11,7 +11,8 @@ Checks come in three kinds:
   MinHash LSH band). The keys are computed while the rows stream past (16 bytes a row per hash, 8 per
   LSH band), and the unchanged check then runs on the rows that share a key, read back from the spill
   group by group (rows linked through shared keys), in buckets of about `CHUNK_ROWS`, one bucket a worker
-  process at a time (`_bucket_verdicts`): rows sharing no key are neither rejected nor chosen as keepers by it.
+  process (or, with the ray engine, a Ray task) at a time (`bucket_verdicts`): rows sharing no key are neither
+  rejected nor chosen as keepers by it.
 - any other check (decontamination, relevance, semantic dedup, screening, selection, plug-ins) runs on all
   rows still in play, read back from the spill: the same verdicts, but it holds those rows while it runs.
 
@@ -90,6 +91,21 @@ def merge_stats(total: dict, part: dict) -> dict:
     return out
 
 
+def spill_batch(rows: list[Row], texts: list[str | None] | None = None) -> pa.RecordBatch:
+    """`rows` as a batch of `SPILL_SCHEMA`; `texts[i]`, when given and not None, is row i's record as JSON already."""
+    texts = texts or [None] * len(rows)
+    columns = [[r.order for r in rows], [r.input for r in rows], [r.line for r in rows], [as_text(r.id) for r in rows],
+               [json.dumps(r.record, ensure_ascii=False) if t is None else t for r, t in zip(rows, texts)]]
+    return pa.record_batch(columns, schema=SPILL_SCHEMA)
+
+
+def rows_of(batch: pa.RecordBatch | pa.Table, scores: dict[int, dict]) -> list[Row]:
+    """The rows of a batch of `SPILL_SCHEMA`, with the scores checks gave them (by order)."""
+    part = batch.to_pydict()
+    return [Row(record=loads(rec), input=inp, line=line, order=order, scores=dict(scores.get(order, {})))
+            for order, inp, line, rec in zip(part["order"], part["input"], part["line"], part["record"])]
+
+
 class Spill:
     """Rows on disk as Parquet (order, input, line, id, record as JSON) in one or more part files, read back in
     part order: appended in batches (`write`) or given whole parts written elsewhere (`adopt`, a worker's)."""
@@ -101,10 +117,7 @@ class Spill:
 
     def write(self, rows: list[Row], texts: list[str | None] | None = None) -> None:
         """Append `rows`; `texts[i]`, when given and not None, is row i's record as JSON already (its input line)."""
-        texts = texts or [None] * len(rows)
-        columns = [[r.order for r in rows], [r.input for r in rows], [r.line for r in rows], [as_text(r.id) for r in rows],
-                   [json.dumps(r.record, ensure_ascii=False) if t is None else t for r, t in zip(rows, texts)]]
-        self.write_batch(pa.record_batch(columns, schema=SPILL_SCHEMA))
+        self.write_batch(spill_batch(rows, texts))
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         if self._writer is None:
@@ -136,6 +149,10 @@ class Spill:
             self.remove()
             self.parts = [self.path]
             pq.write_table(table, self.path, row_group_size=BATCH_ROWS)
+
+    def table(self) -> pa.Table:
+        """All rows, in part order, read whole (a bucket's few)."""
+        return pa.Table.from_batches(list(self._read()), schema=SPILL_SCHEMA)
 
     def ids_among(self, wanted: np.ndarray, ids: set[str]) -> set[str]:
         """Which of `ids` a row whose `wanted[order]` is set carries (no record is parsed)."""
@@ -172,9 +189,7 @@ class Spill:
         """Batches of the rows whose `wanted[order]` is set (all rows: None), in input order, with the scores checks
         gave them."""
         for batch in self.batches(wanted):
-            part = batch.to_pydict()
-            yield [Row(record=loads(rec), input=inp, line=line, order=order, scores=dict(scores.get(order, {})))
-                   for order, inp, line, rec in zip(part["order"], part["input"], part["line"], part["record"])]
+            yield rows_of(batch, scores)
 
     def remove(self) -> None:
         self.close()
@@ -614,22 +629,49 @@ class FirstPass:
                          found, _orders(survivors), keys, spill.parts, early.parts)
 
 
+def _taken(part: Spill) -> pa.Table:
+    """A bucket's rows, its file removed."""
+    table = part.table()
+    part.remove()
+    return table
+
+
+def _kept_with_given(given: list[Row], kept: list[Row]) -> Iterator[tuple[Row, Row]]:
+    """Each kept row with the row it was given as (by `order`)."""
+    by_order = {row.order: row for row in given}
+    return ((row, by_order[row.order]) for row in kept)
+
+
 def _scores_in(scores: dict[int, dict], bucket: np.ndarray, b: int) -> dict[int, dict]:
     """The scores of the rows in bucket `b` (`bucket[order] == b`): what a worker process is given with them."""
     return {o: scores[o] for o in np.flatnonzero(bucket == b).tolist() if o in scores} if scores else {}
 
 
-def _bucket_verdicts(job: tuple[Check, Spill, dict[int, dict], Path]) -> tuple[Verdicts, list[Path], np.ndarray]:
-    """A narrowed check run on one bucket of rows (`Spill.partition`), in a worker process: its verdicts, the
-    part files of the rows it rejected (`out`), and their orders; the bucket's file is removed."""
-    check, part, scores, out = job
-    rows = [row for batch in part.rows(None, scores) for row in batch]
+def bucket_verdicts(check: Check, table: pa.Table, scores: dict[int, dict]
+                    ) -> tuple[Verdicts, pa.RecordBatch | None, np.ndarray]:
+    """A narrowed check run on one bucket of rows (`Spill.partition`, as a table of `SPILL_SCHEMA`) with their
+    scores: its verdicts, the rows it rejected (a batch of `SPILL_SCHEMA`, their records as read) and their orders.
+    Where the bucket is checked, a worker process here (`_bucket_verdicts`) or a Ray task (the ray engine)."""
+    rows = rows_of(table, scores)
     result = check.run(rows)
+    found = verdicts(check, rows, result, 0.0)
+    rejected = [rej.row for rej in result.rejected]
+    texts = dict(zip(table.column("order").to_pylist(), table.column("record").to_pylist()))
+    batch = spill_batch(rejected, [texts[r.order] for r in rejected]) if rejected else None
+    return found, batch, np.array([r.order for r in rejected], dtype=np.int64)
+
+
+def _bucket_verdicts(job: tuple[Check, Spill, dict[int, dict], Path]) -> tuple[Verdicts, list[Path], np.ndarray]:
+    """`bucket_verdicts` in a worker process, on a bucket's spill: the part files of the rows it rejected (`out`)
+    instead of the rows; the bucket's file is removed."""
+    check, part, scores, out = job
+    found, batch, orders = bucket_verdicts(check, part.table(), scores)
     rejected = Spill(out)
-    found = verdicts(check, rows, result, 0.0, rejected)
+    if batch is not None:
+        rejected.write_batch(batch)
     rejected.close()
     part.remove()
-    return found, rejected.parts, np.array([rej.row.order for rej in result.rejected], dtype=np.int64)
+    return found, rejected.parts, orders
 
 
 def narrowing_keys(narrowings: dict[int, Narrowing], rows: list[Row]) -> dict[int, tuple[Keys, float]]:
@@ -706,17 +748,26 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
     alive[np.concatenate(spilled)] = True
     for i, check in enumerate(rest):
         narrowing = narrowings.get(i)
-        if is_row_local(check):
+        if is_row_local(check):  # a check that may rewrite records leaves the rows it keeps in a new spill
+            rewritten = Spill(workdir / f"rows-after-{i}.parquet") if check.name in RECORD_CHANGERS else None
             for batch in spill.rows(alive, outcome.scores):
                 result, seconds = _timed(check, batch)
                 outcome.record(check, batch, result, seconds)
                 alive[[rej.row.order for rej in result.rejected]] = False
+                if rewritten is not None and result.kept:
+                    rewritten.write(result.kept)
+            if rewritten is not None:
+                spill.remove()
+                spill = rewritten
             continue
         started = time.perf_counter()
         if narrowing is None:
             rows = [row for batch in spill.rows(alive, outcome.scores) for row in batch]
             result = check.run(rows)
-            outcome.record(check, rows, result, time.perf_counter() - started)
+            outcome.record(check, rows, result, time.perf_counter() - started)  # refuses a check that adds rows
+            if any(row.record is not given.record for row, given in _kept_with_given(rows, result.kept)):
+                raise CuratorError(f"check {check.name} rewrites records of the whole set; the streaming gate "
+                                   f"cannot run it (use --engine memory)")
             alive[[rej.row.order for rej in result.rejected]] = False
             continue
         in_play = alive.copy()
@@ -725,14 +776,22 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
         if not parts:  # one run on no rows, for the stats
             outcome.record(check, [], check.run([]), 0.0)
         rejected = outcome.source[check.name]
-        jobs = ((check, part, _scores_in(outcome.scores, bucket, b),
-                 rejected.path.with_name(f"{rejected.path.stem}-bucket{b}.parquet")) for b, part in parts.items())
-        for found, spilled, orders in ordered_map(_bucket_verdicts, jobs, cpu_count(), start_method="forkserver",
-                                                  preload=(__name__,)):
-            outcome.add(check.name, found)
-            for path in spilled:
-                rejected.adopt(path)
-            alive[orders] = False
+        if distributed is not None:  # each bucket a Ray task; the rejected rows come back to this process's spill
+            tables = ((_taken(part), _scores_in(outcome.scores, bucket, b)) for b, part in parts.items())
+            for found, batch, orders in distributed.bucket_verdicts(check, tables):
+                outcome.add(check.name, found)
+                if batch is not None:
+                    rejected.write_batch(batch)
+                alive[orders] = False
+        else:
+            jobs = ((check, part, _scores_in(outcome.scores, bucket, b),
+                     rejected.path.with_name(f"{rejected.path.stem}-bucket{b}.parquet")) for b, part in parts.items())
+            for found, rejected_parts, orders in ordered_map(_bucket_verdicts, jobs, cpu_count(),
+                                                             start_method="forkserver", preload=(__name__,)):
+                outcome.add(check.name, found)
+                for path in rejected_parts:
+                    rejected.adopt(path)
+                alive[orders] = False
         outcome.in_input_order(check)
         outcome.stats[check.name] = narrowing.stats(outcome.stats[check.name], in_play)
         outcome.seconds[check.name] += time.perf_counter() - started

@@ -10,8 +10,9 @@ dedup, label conflicts) for the rows it kept: hashes and LSH band keys, one 64-b
 Blocks come back in input order (`preserve_order`), so the driver continues exactly as `curator.gate.stream`
 does. The keys do not come back: a `groupby` on them (a shuffle across the cluster) keeps only the keys two
 or more rows share, with those rows (`stream.SharedKeys`); the driver links them into groups (union-find over
-integer ids, `stream.key_groups`) and runs the unchanged checks on the groups, so the release is the same.
-The driver alone writes the release. On a cluster of several machines the Parquet file must be on storage
+integer ids, `stream.key_groups`) and cuts them into buckets of whole groups, and each bucket's rows go to a Ray
+task that runs the unchanged check on them (`stream.bucket_verdicts`), so the release is the same. The driver
+alone writes the release. On a cluster of several machines the Parquet file must be on storage
 every node can read (pass `TMPDIR` on a shared file system).
 
 The embedding models of semantic dedup (MiniLM: about 170 texts a second a CPU) run on the cluster too
@@ -25,8 +26,9 @@ import json
 import os
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +38,8 @@ from curator.gate.check import Check, CheckResult, Rejection, Row
 from curator.gate.embeddings import load_embedder
 from curator.gate.minhash import fmix64
 from curator.gate.pipeline import iter_rows
-from curator.gate.stream import Keys, Narrowing, SharedKeys, Spill, batched, merge_stats, narrowing_keys
+from curator.gate.stream import (Keys, Narrowing, SharedKeys, Spill, Verdicts, batched, bucket_verdicts, merge_stats,
+                                  narrowing_keys)
 from curator.rundir import RunDir
 
 EMBED_BLOCK = 512  # texts an embedding actor is given at a time
@@ -135,16 +138,50 @@ def distinct_orders(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"order": np.unique(batch["order"])}
 
 
+def _bucket_task(check: Check, table: pa.Table, scores: dict[int, dict]
+                 ) -> tuple[Verdicts, pa.RecordBatch | None, np.ndarray, str]:
+    """`stream.bucket_verdicts` as a Ray task, with the id of the node it ran on."""
+    import ray
+
+    return (*bucket_verdicts(check, table, scores), ray.get_runtime_context().get_node_id())
+
+
 class RayFirstPass:
     """The first pass on Ray: `run` yields each block's rows and the leading checks' results in input order (as
     `stream.FirstPass` with no narrowings); once it is done, `shared` holds each narrowing's shared keys and
-    `key_seconds` the seconds the tasks spent computing them."""
+    `key_seconds` the seconds the tasks spent computing them. `bucket_verdicts` then checks the rows those keys
+    group, a Ray task a bucket; `bucket_nodes` collects the nodes those tasks ran on."""
 
     def __init__(self, head: list[Check], narrowings: dict[int, Narrowing]):
         self.head = head
         self.narrowings = narrowings
         self.shared: dict[int, SharedKeys] = {}
         self.key_seconds: dict[int, float] = {i: 0.0 for i in narrowings}
+        self.bucket_nodes: set[str] = set()
+
+    def bucket_verdicts(self, check: Check, buckets: Iterable[tuple[pa.Table, dict[int, dict]]]
+                        ) -> Iterator[tuple[Verdicts, pa.RecordBatch | None, np.ndarray]]:
+        """`stream.bucket_verdicts` of each (rows, scores) bucket, each a Ray task (one CPU) wherever the cluster
+        places it, two a CPU of the cluster in flight; the results in bucket order."""
+        import ray
+
+        task = ray.remote(num_cpus=1)(_bucket_task)
+        shared_check = ray.put(check)
+        window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        pending: deque = deque()
+        for table, scores in buckets:
+            pending.append(task.remote(shared_check, table, scores))
+            if len(pending) >= window:
+                yield self._done(pending.popleft())
+        while pending:
+            yield self._done(pending.popleft())
+
+    def _done(self, ref) -> tuple[Verdicts, pa.RecordBatch | None, np.ndarray]:
+        import ray
+
+        found, batch, orders, node = ray.get(ref)
+        self.bucket_nodes.add(node)
+        return found, batch, orders
 
     def run(self, runs: list[RunDir], batch_rows: int) -> Iterator[tuple[list[Row], list]]:
         import ray
