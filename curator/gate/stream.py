@@ -665,12 +665,11 @@ def _bucket_verdicts(job: tuple[Check, Spill, dict[int, dict], Path]) -> tuple[V
     """`bucket_verdicts` in a worker process, on a bucket's spill: the part files of the rows it rejected (`out`)
     instead of the rows; the bucket's file is removed."""
     check, part, scores, out = job
-    found, batch, orders = bucket_verdicts(check, part.table(), scores)
+    found, batch, orders = bucket_verdicts(check, _taken(part), scores)
     rejected = Spill(out)
     if batch is not None:
         rejected.write_batch(batch)
     rejected.close()
-    part.remove()
     return found, rejected.parts, orders
 
 
