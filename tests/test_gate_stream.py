@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 
@@ -17,14 +18,16 @@ import pytest
 from curator.cli import main
 from curator.errors import CuratorError
 from curator.gate import stream
-from curator.gate.check import Row
+from curator.gate.check import CheckResult, Row
 from curator.gate.engines import ray_engine
 from curator.gate.pipeline import run_gate
 from curator.gate.stream import merge_stats
 from curator.importers import import_file
 from curator.records import build_messages, make_pair
+from curator.review.ledger import ReviewLedger
 from curator.rundir import RunDir
 from curator.spec import Spec, load_spec
+from test_review_gate import decision
 
 MIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruct_mix.jsonl"
 
@@ -333,7 +336,6 @@ def test_shared_keys_give_the_groups_of_all_keys():
 def test_records_a_check_rewrites_after_the_first_pass_reach_the_release(spec, tmp_path, monkeypatch):
     """With a review ledger the gate opens with `human_review`, a whole-set check, so PII redaction runs after the
     first pass: its redacted records, not the originals, must go into the streamed release."""
-    from curator.review.ledger import ReviewLedger
     records = planted_records(120)
     leaky = [i for i, r in enumerate(records) if r["task_family"] == "general"][:5]
     for i in leaky:
@@ -342,9 +344,7 @@ def test_records_a_check_rewrites_after_the_first_pass_reach_the_release(spec, t
                                               r["messages"][1]["content"] + f" Write to dana.lee{i}@gmail.com."),
                                task_family="general", format="free_text", difficulty="medium", source="synthetic")
     ledger = ReviewLedger(tmp_path / "ledger.jsonl")
-    ledger.record({"reviewer": "ann", "pair_id": records[leaky[0]]["id"], "decision": "accept", "reason": None,
-                   "note": None, "field": None, "old_text": None, "new_text": None, "diff": None, "messages": None,
-                   "cell": ["general", "free_text", "medium"], "sample": False, "findings": [], "undoes": None})
+    decision(ledger, "ann", records[leaky[0]]["id"], "accept", cell=["general", "free_text", "medium"])
     ledger.close()
     text = Path(spec.path).read_text().replace("  relevance:", "  pii: {action: redact}\n  relevance:")
     Path(spec.path).write_text(text)
@@ -356,8 +356,8 @@ def test_records_a_check_rewrites_after_the_first_pass_reach_the_release(spec, t
                         engine="stream")
     release = assert_same_release(memory.release, streamed.release)
     kept = [m["content"] for part in ("train", "eval") for row in release[part] for m in row["messages"]]
-    assert sum("[EMAIL]" in c for c in kept) >= 3 and not any("@gmail.com" in c for c in kept)  # some are dropped as
-    # duplicates of a row planted from the same pair
+    assert not any("@gmail.com" in c for c in kept)
+    assert sum("[EMAIL]" in c for c in kept) >= 3  # not all five: dedup drops those that are planted duplicates
 
 
 class _Uppercasing:
@@ -365,10 +365,7 @@ class _Uppercasing:
 
     name = "uppercasing"
 
-    def run(self, rows: list[Row]):
-        from dataclasses import replace
-
-        from curator.gate.check import CheckResult
+    def run(self, rows: list[Row]) -> CheckResult:
         kept = [replace(r, record={**r.record, "messages": [{**m, "content": m["content"].upper()}
                                                             for m in r.record["messages"]]}) for r in rows]
         return CheckResult(kept, [])
