@@ -333,9 +333,12 @@ def test_shared_keys_give_the_groups_of_all_keys():
         assert found.keyed.size == n and store.live(alive) == int(alive[found.keyed].sum())
 
 
-def test_records_a_check_rewrites_after_the_first_pass_reach_the_release(spec, tmp_path, monkeypatch):
+@pytest.mark.parametrize("engine", ["stream", "ray"])
+def test_records_a_check_rewrites_after_the_first_pass_reach_the_release(engine, spec, tmp_path, monkeypatch, request):
     """With a review ledger the gate opens with `human_review`, a whole-set check, so PII redaction runs after the
     first pass: its redacted records, not the originals, must go into the streamed release."""
+    if engine == "ray":
+        request.getfixturevalue("local_ray")
     records = planted_records(120)
     leaky = [i for i, r in enumerate(records) if r["task_family"] == "general"][:5]
     for i in leaky:
@@ -353,7 +356,7 @@ def test_records_a_check_rewrites_after_the_first_pass_reach_the_release(spec, t
     memory = run_gate(runs, redacting, root=tmp_path / "memory", review_ledger=tmp_path / "ledger.jsonl")
     monkeypatch.setattr(stream, "BATCH_ROWS", 37)
     streamed = run_gate(runs, redacting, root=tmp_path / "streamed", review_ledger=tmp_path / "ledger.jsonl",
-                        engine="stream")
+                        engine=engine)
     release = assert_same_release(memory.release, streamed.release)
     kept = [m["content"] for part in ("train", "eval") for row in release[part] for m in row["messages"]]
     assert not any("@gmail.com" in c for c in kept)
