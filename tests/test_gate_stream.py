@@ -378,3 +378,31 @@ def test_a_whole_set_check_that_rewrites_records_is_refused_by_the_streaming_gat
     runs = [RunDir(p) for p in write_runs(tmp_path / "runs", planted_records(60))]
     with pytest.raises(CuratorError, match="uppercasing rewrites records of the whole set.*--engine memory"):
         stream.run_checks_streaming([_Uppercasing()], runs, "stream", tmp_path)
+
+
+class _PassThrough:
+    """A whole-set check that keeps every row as it is: the row checks after it run after the first pass."""
+
+    name = "pass_through"
+
+    def run(self, rows: list[Row]) -> CheckResult:
+        return CheckResult(rows, [])
+
+
+class _UppercasingRows(_Uppercasing):
+    name = "uppercasing_rows"
+    row_local = True
+
+
+def test_a_row_check_after_the_first_pass_keeps_its_rewrites_only_when_it_declares_them(spec, tmp_path):
+    runs = [RunDir(p) for p in write_runs(tmp_path / "runs", planted_records(60))]
+    (tmp_path / "undeclared").mkdir()
+    with pytest.raises(CuratorError, match="uppercasing_rows rewrites records without declaring `rewrites_records"):
+        stream.run_checks_streaming([_PassThrough(), _UppercasingRows()], runs, "stream", tmp_path / "undeclared")
+    declared = _UppercasingRows()
+    declared.rewrites_records = True
+    (tmp_path / "declared").mkdir()
+    kept, _, _, counts = stream.run_checks_streaming([_PassThrough(), declared], runs, "stream", tmp_path / "declared")
+    records = [json.loads(text) for batch in kept.batches() for text in batch.column("record").to_pylist()]
+    assert len(records) == counts.total
+    assert all(m["content"] == m["content"].upper() for r in records for m in r["messages"])

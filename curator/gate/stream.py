@@ -62,11 +62,17 @@ SPILL_SCHEMA = pa.schema([("order", pa.int64()), ("input", pa.string()), ("line"
                           ("record", pa.string())])
 EARLY_SPILL = "rejected-early.parquet"  # rows the leading checks rejected, for the ledger
 CHUNK_ROWS = 16_384  # rows a narrowed whole-set check is given at a time (whole key groups)
-RECORD_CHANGERS = ("pii", "human_review")  # checks that may rewrite a record (keys computed before them go stale)
 
 
 def is_row_local(check: Check) -> bool:
     return bool(getattr(check, "row_local", False))
+
+
+def rewrites_records(check: Check) -> bool:
+    """Whether the check says it may rewrite the records it keeps (a class attribute `rewrites_records = True`: PII
+    redaction, human review): keys computed before it go stale, and after the first pass its rows go to a new
+    spill. A check that rewrites records without saying so is refused there."""
+    return bool(getattr(check, "rewrites_records", False))
 
 
 def batched(rows: Iterable[Row], size: int = BATCH_ROWS) -> Iterator[list[Row]]:
@@ -636,10 +642,10 @@ def _taken(part: Spill) -> pa.Table:
     return table
 
 
-def _kept_with_given(given: list[Row], kept: list[Row]) -> Iterator[tuple[Row, Row]]:
-    """Each kept row with the row it was given as (by `order`)."""
-    by_order = {row.order: row for row in given}
-    return ((row, by_order[row.order]) for row in kept)
+def _rewrote(given: list[Row], kept: list[Row]) -> bool:
+    """Whether a check kept a row with another record than it was given."""
+    by_order = {row.order: row.record for row in given}
+    return any(row.record is not by_order[row.order] for row in kept)
 
 
 def _scores_in(scores: dict[int, dict], bucket: np.ndarray, b: int) -> dict[int, dict]:
@@ -713,7 +719,7 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
     outcome = _Outcome(checks, lead, Spill(workdir / EARLY_SPILL))
     narrowings: dict[int, Narrowing] = {}
     for i, check in enumerate(rest):
-        if type(check) in NARROWINGS and not any(c.name in RECORD_CHANGERS for c in rest[:i + 1]):
+        if type(check) in NARROWINGS and not any(rewrites_records(c) for c in rest[:i + 1]):
             narrowings[i] = NARROWINGS[type(check)](check)
     total, per_run, by_family, spilled = 0, Counter(), Counter(), []
     if engine == "ray":  # the keys stay on the cluster: a shuffle there leaves the shared ones (`SharedKeys`)
@@ -747,12 +753,15 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
     alive[np.concatenate(spilled)] = True
     for i, check in enumerate(rest):
         narrowing = narrowings.get(i)
-        if is_row_local(check):  # a check that may rewrite records leaves the rows it keeps in a new spill
-            rewritten = Spill(workdir / f"rows-after-{i}.parquet") if check.name in RECORD_CHANGERS else None
+        if is_row_local(check):  # one that rewrites records leaves the rows it keeps in a new spill
+            rewritten = Spill(workdir / f"rows-after-{i}.parquet") if rewrites_records(check) else None
             for batch in spill.rows(alive, outcome.scores):
                 result, seconds = _timed(check, batch)
                 outcome.record(check, batch, result, seconds)
                 alive[[rej.row.order for rej in result.rejected]] = False
+                if rewritten is None and _rewrote(batch, result.kept):
+                    raise CuratorError(f"check {check.name} rewrites records without declaring `rewrites_records = "
+                                       f"True`; the streaming gate would lose them (use --engine memory)")
                 if rewritten is not None and result.kept:
                     rewritten.write(result.kept)
             if rewritten is not None:
@@ -764,7 +773,7 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
             rows = [row for batch in spill.rows(alive, outcome.scores) for row in batch]
             result = check.run(rows)
             outcome.record(check, rows, result, time.perf_counter() - started)  # refuses a check that adds rows
-            if any(row.record is not given.record for row, given in _kept_with_given(rows, result.kept)):
+            if _rewrote(rows, result.kept):
                 raise CuratorError(f"check {check.name} rewrites records of the whole set; the streaming gate "
                                    f"cannot run it (use --engine memory)")
             alive[[rej.row.order for rej in result.rejected]] = False

@@ -63,6 +63,7 @@ class _Protected:
 
 class HumanReview:
     name = "human_review"
+    rewrites_records = True  # an edit replaces a pair
 
     def __init__(self, ledger: Path, protect_from: tuple[str, ...] = ()):
         if not Path(ledger).is_file():

@@ -144,6 +144,7 @@ def redact(text: str, spans: list[tuple[str, int, int]]) -> str:
 class PIICheck:
     name = "pii"
     row_local = True  # a row's verdict depends on that row alone (curator.gate.stream runs it per batch)
+    rewrites_records = True  # redaction: the streaming gate keeps the records as this check leaves them
 
     def __init__(self, config: PIIConfig):
         self.config = config
