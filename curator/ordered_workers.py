@@ -20,6 +20,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import chain, islice
 from typing import Callable, Iterable, Iterator, TypeVar
 
+from curator.gc_tuning import tune_for_batches
+
 T = TypeVar("T")
 R = TypeVar("R")
 PR_SET_PDEATHSIG = 1
@@ -75,6 +77,7 @@ def _exit_with(owner: int) -> None:
 
 def _worker_start(parent: int | None, owner: int, initializer: Callable[..., None] | None, initargs: tuple) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tune_for_batches()
     if parent is not None:  # a forked copy: dies with the process that forked it
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before the line above ran

@@ -46,6 +46,7 @@ from scipy.sparse.csgraph import connected_components
 
 from curator.errors import CuratorError
 from curator.gate.check import Check, Row, progress
+from curator.gate.line_spans import Span, line_batches
 from curator.gate.checks.exact_dedup import ExactDedup, pair_keys, prompt_keys
 from curator.gate.checks.label_consistency import LabelConsistency
 from curator.gate.checks.near_dedup import MINHASH_SEED, NearDedup
@@ -55,7 +56,7 @@ from curator.gate.pipeline import InputCounts, _family, as_text, check_report, k
 from curator.jsonl import loads
 from curator.ordered_workers import cpu_count, ordered_map
 from curator.release.store import JSON_PAIRS, scores_json
-from curator.rundir import PAIRS, RunDir, complete_lines
+from curator.rundir import PAIRS, RunDir
 
 BATCH_ROWS = 8192
 SPILL_SCHEMA = pa.schema([("order", pa.int64()), ("input", pa.string()), ("line", pa.int64()), ("id", pa.string()),
@@ -566,22 +567,11 @@ class BatchDone:
     early: list[Path]  # part files of the rows a leading check rejected
 
 
-Line = tuple[str, int, str]  # (run directory, line number, the pair as JSON text)
-
-
-def run_lines(runs: list[RunDir]) -> Iterator[Line]:
-    """Every pair of every run as JSON text, unparsed, numbered as `pipeline.iter_rows` numbers them (blank lines
-    skipped, a torn last line left out, as `RunDir.pairs` reads)."""
-    for run in runs:
-        lines = progress(complete_lines(run.path / PAIRS), f"reading {run.path.name}")
-        yield from ((str(run.path), number, line) for number, line in enumerate(lines, 1))
-
-
 class FirstPass:
     """The first pass over the input: parse each batch, run the leading row-local checks, spill what they keep
     (and, apart, what they reject) and compute the narrowings' keys. With more than one batch and more than one
-    CPU the batches go to worker processes (one per CPU, `ordered_workers.cpu_count`), a few batches ahead, and
-    come back in input order."""
+    CPU the batches go to worker processes (one per CPU, `ordered_workers.cpu_count`) as byte ranges of the
+    input (`line_spans`), a few batches ahead, and come back in input order."""
 
     def __init__(self, head: list[Check], narrowings: dict[int, Narrowing], workdir: Path):
         self.head = head
@@ -589,20 +579,22 @@ class FirstPass:
         self.workdir = workdir
 
     def run(self, runs: list[RunDir], batch_rows: int) -> Iterator[BatchDone]:
-        batches = enumerate(batched(run_lines(runs), batch_rows))
+        names = ", ".join(run.path.name for run in runs)
+        batches = enumerate(progress(line_batches(runs, batch_rows), f"gating {names} ({batch_rows} rows a batch)"))
         ahead = list(islice(batches, 2))
         workers = cpu_count()
         if len(ahead) < 2 or workers < 2:
-            yield from (self.lines(k, k * batch_rows, lines) for k, lines in chain(ahead, batches))
+            yield from (self.lines(k, k * batch_rows, spans) for k, spans in chain(ahead, batches))
             return
-        jobs = ((k, k * batch_rows, lines) for k, lines in chain(ahead, batches))
+        jobs = ((k, k * batch_rows, spans) for k, spans in chain(ahead, batches))
         yield from ordered_map(_worker_lines, jobs, workers, start_method="forkserver", preload=(__name__,),
                                initializer=_start_worker, initargs=(self,))  # workers import this module once
 
-    def lines(self, k: int, first: int, lines: list[Line]) -> BatchDone:
-        """Batch `k` of the input, its rows numbered (`order`) from `first`, through the first pass."""
+    def lines(self, k: int, first: int, spans: list[Span]) -> BatchDone:
+        """Batch `k` of the input (the lines of `spans`), its rows numbered (`order`) from `first`, through the first
+        pass."""
         batch, texts = [], {}
-        for order, (run, number, text) in enumerate(lines, first):
+        for order, (run, number, text) in enumerate(chain.from_iterable(s.lines() for s in spans), first):
             try:
                 record = loads(text)
             except json.JSONDecodeError as e:
@@ -700,7 +692,7 @@ def _start_worker(first: FirstPass) -> None:
     _WORKER = first
 
 
-def _worker_lines(job: tuple[int, int, list[Line]]) -> BatchDone:
+def _worker_lines(job: tuple[int, int, list[Span]]) -> BatchDone:
     assert _WORKER is not None, "worker not started"
     return _WORKER.lines(*job)
 
