@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from curator.gate.pipeline import ENGINES, GateReport, run_gate
+from curator.gate.engines import ENGINES
+from curator.ordered_workers import start_forkserver
 from curator.release.check_stats import stats_summary
 from curator.spec import load_spec
+
+if TYPE_CHECKING:
+    from curator.gate.pipeline import GateReport
 
 
 def _observed(value: object) -> str:
@@ -66,6 +71,9 @@ def render(report: GateReport, console: Console) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.engine == "stream":  # its worker processes' server imports the gate while this process does
+        start_forkserver(("curator.gate.stream",))
+    from curator.gate.pipeline import run_gate
     report = run_gate(args.run_dirs, load_spec(args.spec), name=args.name, notes=args.notes,
                       review_ledger=args.review_ledger,
                       allow_partial=args.allow_partial, engine=args.engine)

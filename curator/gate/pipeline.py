@@ -38,6 +38,7 @@ from curator.gate.checks.selection import Selection
 from curator.gate.checks.self_consistency import SelfConsistency
 from curator.gate.checks.semantic_dedup import SemanticDedup
 from curator.gate.embeddings import LoadEmbedder, load_embedder
+from curator.gate.engines import ENGINES
 from curator.gate.expectations import evaluate_columns, import_in_background, refusal_families
 from curator.gate.kept_columns import empty as empty_columns
 from curator.gate.kept_columns import kept_columns
@@ -280,7 +281,6 @@ class KeptInMemory:
                                    [scores_json(r.scores) for r in part]], schema=JSON_PAIRS)
 
 
-ENGINES = ("memory", "stream", "ray")  # how the checks run: see `curator.gate.stream`, `curator.gate.engines`
 
 
 @dataclass(frozen=True)

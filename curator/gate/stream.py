@@ -62,6 +62,9 @@ BATCH_ROWS = 8192
 SPILL_SCHEMA = pa.schema([("order", pa.int64()), ("input", pa.string()), ("line", pa.int64()), ("id", pa.string()),
                           ("record", pa.string())])
 EARLY_SPILL = "rejected-early.parquet"  # rows the leading checks rejected, for the ledger
+# a spill is written once and read a few times by this machine: LZ4 and no dictionaries (records are unique text)
+# read it about three times faster than Parquet's default Snappy with dictionaries, at the same size
+SPILL_WRITE_OPTIONS = {"compression": "lz4", "use_dictionary": False}
 CHUNK_ROWS = 16_384  # rows a narrowed whole-set check is given at a time (whole key groups)
 
 
@@ -130,7 +133,7 @@ class Spill:
         if self._writer is None:
             part = self.path if not self.parts else self.path.with_name(f"{self.path.stem}-{len(self.parts)}.parquet")
             self.parts.append(part)
-            self._writer = pq.ParquetWriter(part, SPILL_SCHEMA)
+            self._writer = pq.ParquetWriter(part, SPILL_SCHEMA, **SPILL_WRITE_OPTIONS)
         self._writer.write_batch(batch)
 
     def adopt(self, part: Path) -> None:
@@ -155,7 +158,7 @@ class Spill:
             table = pa.concat_tables(pq.read_table(part, schema=SPILL_SCHEMA) for part in self.parts).sort_by("order")
             self.remove()
             self.parts = [self.path]
-            pq.write_table(table, self.path, row_group_size=BATCH_ROWS)
+            pq.write_table(table, self.path, row_group_size=BATCH_ROWS, **SPILL_WRITE_OPTIONS)
 
     def table(self) -> pa.Table:
         """All rows, in part order, read whole (a bucket's few)."""
