@@ -11,8 +11,12 @@ CPU seconds (`time.process_time`) per row:
 - `normalize`: each message normalised once (`NormalizedMessages.of`);
 - `exact_keys`, `near_keys`: the exact-dedup hashes and the MinHash LSH band keys from those texts;
 - `spill`: the rows written to a Parquet spill;
-- `first_pass`: `FirstPass.lines`, all of the above as the gate runs it in a worker process (Row objects, ledger
-  columns, timings included).
+- `first_pass`: `FirstPass.lines`, all of the above as the gate runs it in a worker process (its batch read from a
+  run's pairs file as a byte range, Row objects, ledger columns, timings included).
+
+Every stage runs twice: first with CPython's default garbage collector settings (the baseline), then with the
+settings the gate's processes run with (`curator.gc_tuning.tune_for_batches`); the figures are the second run's,
+the baseline's beside them (`default_gc_us_per_row`).
 
 Also printed: the first pass's ceiling in rows/s on this machine's CPUs (one worker process each, nothing else)
 and issue 15's budget: 20,000 rows/s on 2 CPUs leaves 100 µs of CPU a row for the whole gate. The last line is
@@ -23,6 +27,7 @@ one JSON object, also written to benchmarks/results/gate_stages.json.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import tempfile
 import time
@@ -32,11 +37,14 @@ from typing import Callable
 import orjson
 
 from curator.gate.check import Row
+from curator.gate.line_spans import line_batches
 from curator.gate.normalize import NormalizedMessages
 from curator.gate.pipeline import build_checks
 from curator.gate.stream import BATCH_ROWS, NARROWINGS, ExactKeys, FirstPass, NearKeys, Spill, is_row_local
+from curator.gc_tuning import tune_for_batches
 from curator.jsonl import loads
 from curator.ordered_workers import cpu_count
+from curator.rundir import PAIRS, RunDir
 from curator.spec import load_spec
 from gate_scale import OFF, SPEC
 from gate_throughput import DEFAULT_DATA, import_rows
@@ -75,6 +83,10 @@ def main() -> None:
         def rows(lines: list[str]) -> list[Row]:
             return [Row(record=loads(t), input="bench", line=i, order=i) for i, t in enumerate(lines)]
 
+        run = Path(tmp) / "bench"
+        run.mkdir()
+        (run / PAIRS).write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+        spans = list(line_batches([RunDir(run)], BATCH_ROWS))
         parsed = [rows(lines) for lines in batches]
         normalized = [NormalizedMessages.of([r.record for r in batch]) for batch in parsed]
         spill = Spill(Path(tmp) / "spill.parquet")
@@ -87,10 +99,12 @@ def main() -> None:
             "exact_keys": lambda k, lines: exact.keys(parsed[k], normalized[k]),
             "near_keys": lambda k, lines: near.keys(parsed[k], normalized[k]),
             "spill": lambda k, lines: spill.write(parsed[k], lines),
-            "first_pass": lambda k, lines: first.lines(k, k * BATCH_ROWS, [("bench", i, t) for i, t in
-                                                                           enumerate(lines, 1)]),
+            "first_pass": lambda k, lines: first.lines(k, k * BATCH_ROWS, spans[k]),
         }
+        default_gc = {name: round(per_row(stage, batches), 1) for name, stage in stages.items()}
+        tune_for_batches()
         us = {name: round(per_row(stage, batches), 1) for name, stage in stages.items()}
+        gc.unfreeze()
         spill.close()
         kept = 0
         for batch in parsed:  # the rows every leading check keeps, each check given what the one before kept
@@ -100,12 +114,13 @@ def main() -> None:
     cpus = cpu_count()
     result = {
         "rows": len(texts), "head_kept": kept, "batch_rows": BATCH_ROWS, "us_per_row": us,
+        "default_gc_us_per_row": default_gc,
         "parts_us_per_row": round(sum(v for k, v in us.items() if k not in ("orjson", "first_pass")), 1),
         "cpus": cpus, "first_pass_ceiling_rows_per_s": round(cpus * 1e6 / us["first_pass"]),
         "goal_us_per_row_whole_gate": GOAL_CPUS * 1e6 / GOAL_ROWS_PER_S,
     }
     for name, value in us.items():
-        print(f"{name:>11} {value:7.1f} µs/row")
+        print(f"{name:>11} {value:7.1f} µs/row (default collector: {default_gc[name]:.1f})")
     print(f"parts sum {result['parts_us_per_row']} µs/row; first pass ceiling on {cpus} CPUs: "
           f"{result['first_pass_ceiling_rows_per_s']:,} rows/s; issue 15's goal leaves "
           f"{result['goal_us_per_row_whole_gate']:.0f} µs/row for the whole gate")

@@ -2,8 +2,10 @@
 
 A batch of parsed records is tens of thousands of dicts and lists, almost none in a reference cycle. With
 CPython's default thresholds (a young collection every 700 container allocations, an old one every 100 young
-ones) the collector walks them again and again: about a quarter of the streaming gate's first pass (65 -> 48
-us a row, `benchmarks/gate_stages.py`'s first pass measured with and without). `tune_for_batches` leaves the
+ones) the collector walks them again and again, the more often the more objects are alive: the streaming gate's
+first pass costs 48.5 us a row with the defaults and 42.5 with these settings in `benchmarks/gate_stages.py`
+(one batch alive at a time), and the whole gate at 1M rows ran about a quarter faster with this change and the
+first pass's byte ranges (`benchmarks/gate_scale.py`). `tune_for_batches` leaves the
 objects alive at the call (modules, configuration) out of every later collection and collects far less often;
 cycles are still collected."""
 from __future__ import annotations

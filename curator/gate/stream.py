@@ -17,7 +17,8 @@ Checks come in three kinds:
   rows still in play, read back from the spill: the same verdicts, but it holds those rows while it runs.
 
 The first pass (`FirstPass`) parses the run files' lines, runs the leading row-local checks and computes the
-narrowings' keys, batch by batch in worker processes (one per CPU; the batches come back in input order); the
+narrowings' keys, batch by batch in worker processes (one per CPU, each given its batch as a byte range of the
+input, `line_spans`, and reading it itself; the batches come back in input order); the
 rows they keep go to a Parquet spill (`Spill`, one part file per batch, each record as the JSON text it was read
 from) in the gate's temporary directory (under `TMPDIR`), read back in batches by the later checks.
 What stays in memory across the whole run: a flag per row (still in play), the scores checks gave, and the
