@@ -7,6 +7,7 @@ import sys
 
 from curator import __version__
 from curator.cli_support import run_command
+from curator.gc_tuning import tune_for_batches
 
 # the module registering each sub-command, in help order: a command imports only its own module, so that
 # `curator import` starts without the gate, teacher and trainer stacks (about 3 s of imports)
@@ -34,6 +35,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a process started for it (`argv` from the command line) first sets its garbage collector
+    for batch work (`tune_for_batches`), a caller passing `argv` (a test, a notebook) keeps its own settings."""
+    if argv is None:
+        tune_for_batches()
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     return run_command("curator", build_parser(command).parse_args(argv), "interrupted; rerun the same command to resume")

@@ -5,7 +5,6 @@ import argparse
 import sys
 
 from curator.errors import NO_SPACE_ERRNOS, CuratorError, DiskFullError
-from curator.gc_tuning import tune_for_batches
 
 
 def positive_int(text: str) -> int:
@@ -26,8 +25,7 @@ def positive_float(text: str) -> float:
 
 def run_command(prog: str, args: argparse.Namespace, interrupted: str = "interrupted") -> int:
     """Run the parsed subcommand: a CuratorError becomes one line on stderr and its exit code (2 unless it names
-    another), a full disk exit 3, Ctrl-C exit 130. The collector is set for batch work first (`tune_for_batches`)."""
-    tune_for_batches()
+    another), a full disk exit 3, Ctrl-C exit 130."""
     try:
         return int(args.func(args) or 0)
     except CuratorError as e:

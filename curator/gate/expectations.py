@@ -28,7 +28,8 @@ analytics off). Each verdict is `{"name", "passed", "observed", "expected", "exp
                           rejected rows are not in the frame; rows selection left out count as neither)
 
 great_expectations is imported only here and only when a gate runs (the import takes about 5 s): in a thread
-started before the checks (`import_in_background`), so that it overlaps them.
+(`import_in_background`) started before the checks, so that it overlaps them, or by the streaming gate after its
+first pass, which keeps every CPU busy.
 """
 from __future__ import annotations
 

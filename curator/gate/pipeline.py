@@ -323,9 +323,9 @@ def run_gate(
     clock.lap("read")
     with releases_lock(root), tempfile.TemporaryDirectory(prefix="curator-gate-") as workdir:
         checks = build_checks(spec, root, review_ledger, _embedders(engine))
-        import_in_background()  # great-expectations, for the verdicts after the checks
         clock.lap("earlier_releases")
         if engine == "memory":
+            import_in_background()  # great-expectations, overlapping the checks (stream: after its first pass)
             kept_rows, ledger, check_reports = run_checks(checks, rows)
             kept, counts = KeptInMemory(kept_rows), InputCounts.of(rows)
         else:

@@ -47,6 +47,7 @@ from scipy.sparse.csgraph import connected_components
 
 from curator.errors import CuratorError
 from curator.gate.check import Check, Row, progress
+from curator.gate.expectations import import_in_background
 from curator.gate.line_spans import Span, line_batches
 from curator.gate.checks.exact_dedup import ExactDedup, pair_keys, prompt_keys
 from curator.gate.checks.label_consistency import LabelConsistency
@@ -741,6 +742,7 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
             outcome.seconds[rest[i].name] += seconds
     if not total:
         raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
+    import_in_background()  # great-expectations, for the verdicts: the first pass kept every CPU busy
     if distributed is not None:
         for i, shared in distributed.shared.items():
             narrowings[i].shared = shared
