@@ -50,7 +50,7 @@ class Span:
             raise CuratorError(f"{path}:{self._undecodable(data)}: not valid UTF-8") from None
         number = self.number
         for line in text.split("\n")[:-1]:  # the span ends with a newline
-            if line.strip():
+            if line and not line.isspace():  # not blank (`line.strip()` would copy every line to say so)
                 yield self.run, number, line[:-1] if line.endswith("\r") else line
                 number += 1
 
