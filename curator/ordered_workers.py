@@ -4,7 +4,7 @@
 run directory, in input order (a rerun resumes by counting lines); the streaming gate's first pass runs its
 batches in them too. Workers ignore Ctrl-C (the parent handles it) and end when the parent dies, kill -9 included:
 forked copies by the kernel (Linux's parent-death signal), a forkserver's workers within a second (a thread in each
-watches the parent).
+watches the parent). Each worker sets its garbage collector for batch work (`gc_tuning`).
 """
 from __future__ import annotations
 

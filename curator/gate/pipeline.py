@@ -281,8 +281,6 @@ class KeptInMemory:
                                    [scores_json(r.scores) for r in part]], schema=JSON_PAIRS)
 
 
-
-
 @dataclass(frozen=True)
 class InputCounts:
     """What the gate read: rows in all, per run directory and per task family."""

@@ -1,3 +1,3 @@
-"""Engines that run the gate's checks beyond one process (Ray)."""
+"""How the gate's checks can run (`ENGINES`), and the engines that run them beyond one process (Ray)."""
 
 ENGINES = ("memory", "stream", "ray")  # how the checks run: see `curator.gate.pipeline`, `curator.gate.stream`, `ray_engine`
