@@ -50,7 +50,7 @@ class Span:
             raise CuratorError(f"{path}:{self._undecodable(data)}: not valid UTF-8") from None
         number = self.number
         for line in text.split("\n")[:-1]:  # the span ends with a newline
-            if line and not line.isspace():  # not blank (`line.strip()` would copy every line to say so)
+            if not _blank(line):
                 yield self.run, number, line[:-1] if line.endswith("\r") else line
                 number += 1
 
@@ -59,16 +59,20 @@ class Span:
         number = self.number
         for raw in data.split(b"\n"):
             try:
-                blank = not raw.decode("utf-8").strip()
+                number += not _blank(raw.decode("utf-8"))
             except UnicodeDecodeError:
                 return number
-            number += not blank
         return number
+
+
+def _blank(line: str) -> bool:
+    """`not line.strip()`, as `complete_lines` skips a line, without copying the line to say so."""
+    return not line or line.isspace()
 
 
 def _is_blank(line: bytes) -> bool:
     try:
-        return not line.decode("utf-8").strip()
+        return _blank(line.decode("utf-8"))
     except UnicodeDecodeError:
         return False  # its span's reader names it
 

@@ -47,11 +47,11 @@ from scipy.sparse.csgraph import connected_components
 
 from curator.errors import CuratorError
 from curator.gate.check import Check, Row, progress
-from curator.gate.expectations import import_in_background
-from curator.gate.line_spans import Span, line_batches
 from curator.gate.checks.exact_dedup import ExactDedup, pair_keys, prompt_keys
 from curator.gate.checks.label_consistency import LabelConsistency
 from curator.gate.checks.near_dedup import MINHASH_SEED, NearDedup
+from curator.gate.expectations import import_in_background
+from curator.gate.line_spans import Span, line_batches
 from curator.gate.minhash import band_key, char_shingles, choose_bands, signatures, word_shingles
 from curator.gate.normalize import NormalizedMessages
 from curator.gate.pipeline import InputCounts, _family, as_text, check_report, keepers, ledger_entries
