@@ -43,6 +43,7 @@ from curator.gate.stream import (Keys, Narrowing, SharedKeys, Spill, Verdicts, b
 from curator.rundir import RunDir
 
 EMBED_BLOCK = 512  # texts an embedding actor is given at a time
+ACTOR_START_S = 600  # how long the embedding actors may take to start (load the model) before the gate fails
 PASSED = -1  # `check` column of a row no row-local check rejected
 STRINGS = ("input", "reason", "duplicate_of", "record", "scores", "block")  # string columns (may be all null)
 _COLUMN_MIX = 0x9E3779B97F4A7C15  # odd: each key column's number times it (mod 2^64) is mixed into its keys
@@ -161,11 +162,12 @@ class RayFirstPass:
 
     def bucket_verdicts(self, check: Check, buckets: Iterable[tuple[pa.Table, dict[int, dict]]]
                         ) -> Iterator[tuple[Verdicts, pa.RecordBatch | None, np.ndarray]]:
-        """`stream.bucket_verdicts` of each (rows, scores) bucket, each a Ray task (one CPU) wherever the cluster
-        places it, two a CPU of the cluster in flight; the results in bucket order."""
+        """`stream.bucket_verdicts` of each (rows, scores) bucket, each a Ray task (one CPU) spread over the
+        cluster's nodes (under Ray's default strategy data locality keeps them on the driver's node, which holds
+        every bucket), two a CPU of the cluster in flight; the results in bucket order."""
         import ray
 
-        task = ray.remote(num_cpus=1)(_bucket_task)
+        task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_bucket_task)
         shared_check = ray.put(check)
         window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
         pending: deque = deque()
@@ -285,6 +287,8 @@ class RayEmbed:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         _connect()
+        # the whole pool loads the model before any texts go out: otherwise the first actor up takes every block
+        ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_S
         actors = max(1, min(int(ray.cluster_resources().get("CPU", 1)), -(-len(texts) // self.block)))
         table = pa.table({"index": np.arange(len(texts)), "text": pa.array(texts, pa.string())})
         source = ray.data.from_arrow([table.slice(start, self.block) for start in range(0, len(texts), self.block)])
