@@ -19,7 +19,7 @@ from curator.gate.split import eval_count, eval_mask
 from curator.records import assistant_text, build_messages, make_pair, user_text
 from curator.ordered_workers import ordered_map
 from curator.release import store
-from curator.release.store import JSON_PAIRS, JsonSplits, read_split, verify_release, write_release
+from curator.release.store import JSON_PAIRS, JsonBatch, JsonSplits, read_split, verify_release, write_release
 
 ODD_TEXTS = [" a\x1cb\u3000c ", "x\x1fy z\u200bq\t", "", "\u2028line\u2029 two\x85three",
              "caf\u00e9 \U0001f600 \"q\" \\ end"]
@@ -105,7 +105,8 @@ def test_json_splits_give_the_files_of_the_parsed_records(tmp_path, nan, write_b
     common = {"rejected": [], "manifest": {}, "certified": True, "failed_verdicts": []}
     parsed = write_release(train=[r for r, e in zip(records, is_eval) if not e],
                            eval=[r for r, e in zip(records, is_eval) if e], root=tmp_path / "a", **common)
-    streamed = write_release(splits=JsonSplits(as_batches(records, 5), is_eval), root=tmp_path / "b", **common)
+    pieces = [JsonBatch(batch) for batch in as_batches(records, 5)]
+    streamed = write_release(splits=JsonSplits(pieces, is_eval), root=tmp_path / "b", **common)
     files = [verify_release(path)["files"] for path in (parsed, streamed)]
     assert files[0] == files[1] and files[0]["eval.parquet"]["rows"] == int(is_eval.sum())
     back = read_split(streamed, "train")

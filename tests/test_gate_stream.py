@@ -403,6 +403,6 @@ def test_a_row_check_after_the_first_pass_keeps_its_rewrites_only_when_it_declar
     declared.rewrites_records = True
     (tmp_path / "declared").mkdir()
     kept, _, _, counts = stream.run_checks_streaming([_PassThrough(), declared], runs, "stream", tmp_path / "declared")
-    records = [json.loads(text) for batch in kept.batches() for text in batch.column("record").to_pylist()]
+    records = [json.loads(text) for piece in kept.pieces() for text in piece.table().column("record").to_pylist()]
     assert len(records) == counts.total
     assert all(m["content"] == m["content"].upper() for r in records for m in r["messages"])

@@ -13,6 +13,7 @@ import polars as pl
 import pyarrow as pa
 
 from curator.refusal_coverage import coverage_kind
+from curator.release.store import JsonPiece
 
 WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008" \
              "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"  # what str.split() and str.strip() cut at (str.isspace)
@@ -66,6 +67,11 @@ def kept_columns(records: pa.Array | pl.Series, refusal_families: frozenset[str]
         coverage[i] = coverage_kind(json.loads(records[i]), refusal_families)
     return out.with_columns(coverage=pl.Series(coverage, dtype=pl.String)).select(
         [pl.col(name).cast(dtype) for name, dtype in COLUMNS.items()])
+
+
+def piece_columns(piece: JsonPiece, refusal_families: frozenset[str]) -> pl.DataFrame:
+    """`kept_columns` of the records of a `store.JsonPiece` (read here)."""
+    return kept_columns(piece.table().column("record"), refusal_families)
 
 
 def empty() -> pl.DataFrame:

@@ -41,13 +41,13 @@ from curator.gate.embeddings import LoadEmbedder, load_embedder
 from curator.gate.engines import ENGINES
 from curator.gate.expectations import evaluate_columns, import_in_background, refusal_families
 from curator.gate.kept_columns import empty as empty_columns
-from curator.gate.kept_columns import kept_columns
+from curator.gate.kept_columns import piece_columns
 from curator.gate.registry import CheckEntry, build_from, plugin_checks, shipped_suites
 from curator.gate.split import eval_mask
 from curator.ordered_workers import cpu_count, ordered_map
 from curator.paths import releases_root, runs_root
-from curator.release.store import (JSON_PAIRS, PARALLEL_BATCHES, JsonSplits, releases_lock, scores_json,
-                                   write_release)
+from curator.release.store import (JSON_PAIRS, PARALLEL_BATCHES, JsonBatch, JsonPiece, JsonSplits, releases_lock,
+                                   scores_json, write_release)
 from curator.rundir import RunDir, resolve_run_dir
 from curator.spec import Spec
 from curator.text_signals import SIGNALS_VERSION
@@ -263,10 +263,10 @@ def _input_summary(run: RunDir, rows_read: int, complete: bool) -> dict:
 
 
 class KeptRecords(Protocol):
-    """The rows the checks kept, in input order, as batches of `JSON_PAIRS` (record and scores as JSON)."""
+    """The rows the checks kept, in input order, as `JsonPiece`s (record and scores as JSON)."""
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """The kept rows as batches of `JSON_PAIRS`, read afresh on each call (the end stage reads them twice)."""
+    def pieces(self) -> Iterator[JsonPiece]:
+        """The kept rows as pieces, afresh on each call (the end stage reads them twice)."""
         ...
 
 
@@ -274,11 +274,11 @@ class KeptRecords(Protocol):
 class KeptInMemory:
     rows: list[Row]
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def pieces(self) -> Iterator[JsonBatch]:
         rows = iter(self.rows)
         while part := list(islice(rows, BATCH_ROWS)):
-            yield pa.record_batch([[json.dumps(r.record, ensure_ascii=False) for r in part],
-                                   [scores_json(r.scores) for r in part]], schema=JSON_PAIRS)
+            yield JsonBatch(pa.record_batch([[json.dumps(r.record, ensure_ascii=False) for r in part],
+                                             [scores_json(r.scores) for r in part]], schema=JSON_PAIRS))
 
 
 @dataclass(frozen=True)
@@ -342,11 +342,10 @@ class Ledger(Protocol):
 
 
 def _kept_columns(kept: KeptRecords, spec: Spec) -> pl.DataFrame:
-    """`kept_columns` of every kept row, in one pass, batches decoded in worker processes (one per CPU)."""
-    columns = partial(kept_columns, refusal_families=refusal_families(spec))
-    parts = list(ordered_map(columns, (batch.column("record") for batch in kept.batches()), cpu_count(),
-                             start_method="forkserver", preload=("curator.gate.kept_columns",),
-                             min_items=PARALLEL_BATCHES))
+    """`kept_columns` of every kept row, in one pass, each piece read and decoded in a worker process (one per CPU)."""
+    columns = partial(piece_columns, refusal_families=refusal_families(spec))
+    parts = list(ordered_map(columns, kept.pieces(), cpu_count(), start_method="forkserver",
+                             preload=("curator.gate.kept_columns",), min_items=PARALLEL_BATCHES))
     return pl.concat(parts) if parts else empty_columns()
 
 
@@ -394,6 +393,6 @@ def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: L
         "review": next((c["stats"]["review"] for c in check_reports if c["name"] == "human_review"), None),
     }
     del columns
-    path = write_release(splits=JsonSplits(kept.batches(), is_eval), rejected=ledger, manifest=manifest,
+    path = write_release(splits=JsonSplits(kept.pieces(), is_eval), rejected=ledger, manifest=manifest,
                          certified=not failed, failed_verdicts=failed, root=root, name=name, notes=notes)
     return GateReport(release=path, certified=not failed, manifest=manifest)

@@ -33,7 +33,8 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
@@ -242,21 +243,33 @@ class Keys:
 def key_groups(n: int, columns: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Per order (of `n`): rows linked through an equal key in any column (chains included) share a group
     number, the connected components of an integer-id graph; -1 for rows sharing no key. A column is its keys
-    and the order of the row each key belongs to. Group numbers rise with the groups' first rows."""
-    linked, first = [], []
-    for keys, orders in columns:
-        _, index, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
-        shared = np.flatnonzero(counts[inverse] > 1)
-        linked.append(orders[shared])
-        first.append(orders[index[inverse[shared]]])  # each row is linked to the first row with its key
+    and the order of the row each key belongs to. Group numbers rise with the groups' first rows. The columns are
+    sorted in threads (numpy sorts without the GIL), one a CPU at a time: memory holds that many columns."""
+    links: list[tuple[np.ndarray, np.ndarray]] = []
+    workers = cpu_count()
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future] = deque()
+        for keys, orders in columns:
+            pending.append(pool.submit(_links, keys, orders))
+            if len(pending) >= workers:
+                links.append(pending.popleft().result())
+        links.extend(future.result() for future in pending)
     out = np.full(n, -1, dtype=np.int64)
-    src, dst = np.concatenate(linked or [out[:0]]), np.concatenate(first or [out[:0]])
+    src = np.concatenate([linked for linked, _ in links] or [out[:0]])
+    dst = np.concatenate([first for _, first in links] or [out[:0]])
     if not len(src):
         return out
     graph = coo_array((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     out[src] = labels[src]
     return out
+
+
+def _links(keys: np.ndarray, orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of one key column that share their key, and for each the first row with that key."""
+    _, index, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+    shared = np.flatnonzero(counts[inverse] > 1)
+    return orders[shared], orders[index[inverse[shared]]]
 
 
 def buckets(groups: np.ndarray, size: int) -> np.ndarray:
@@ -544,6 +557,26 @@ class LedgerOnDisk:
 
 
 @dataclass(frozen=True)
+class KeptSlice:
+    """A `store.JsonPiece` of the kept rows: those of row group `row_group` of spill part `part` whose `mask` is set
+    (`rows` of them), with `scores`, the scores checks gave them by order. Read by the worker process it is given
+    to: the text does not pass through the process that cuts the slices."""
+
+    part: Path
+    row_group: int
+    mask: np.ndarray
+    rows: int
+    scores: dict[int, dict]
+
+    def table(self) -> pa.Table:
+        group = pq.ParquetFile(self.part).read_row_group(self.row_group, columns=["order", "record"])
+        kept = group.filter(pa.array(self.mask))
+        orders = kept.column("order").to_pylist()
+        return pa.table([kept.column("record"), pa.array([scores_json(self.scores.get(o)) for o in orders],
+                                                         pa.string())], schema=JSON_PAIRS)
+
+
+@dataclass(frozen=True)
 class KeptOnDisk:
     """The rows the checks kept: the spilled rows still in play, read back as release records."""
 
@@ -551,10 +584,18 @@ class KeptOnDisk:
     alive: np.ndarray
     scores: dict[int, dict]
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        for batch in self.spill.batches(self.alive, ["record"]):
-            scores = [scores_json(self.scores.get(order)) for order in batch.column("order").to_pylist()]
-            yield pa.record_batch([batch.column("record"), pa.array(scores, pa.string())], schema=JSON_PAIRS)
+    def pieces(self) -> Iterator[KeptSlice]:
+        """The kept rows, in input order, a slice of each row group of the spill that holds any (only their
+        orders are read here)."""
+        self.spill.close()
+        for part in self.spill.parts:
+            file = pq.ParquetFile(part)
+            for group in range(file.num_row_groups):
+                orders = file.read_row_group(group, columns=["order"]).column("order").to_numpy()
+                mask = self.alive[orders]
+                if mask.any():
+                    scores = {o: self.scores[o] for o in orders[mask].tolist() if o in self.scores}
+                    yield KeptSlice(part, group, mask, int(mask.sum()), scores)
 
 
 @dataclass

@@ -25,13 +25,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from itertools import islice
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator import __version__
@@ -117,14 +116,37 @@ def _frame(records: Iterable[dict]) -> pl.DataFrame:
 JSON_PAIRS = pa.schema([("record", pa.string()), ("scores", pa.string())])
 
 
+class JsonPiece(Protocol):
+    """Some pair records in order, as rows of `JSON_PAIRS` (`record`, one record's JSON; `scores`, its check scores
+    as `scores_json` writes them, or null): `rows` of them, which `table` reads in whichever process is given the
+    piece (it pickles small: a piece on disk says where its rows are)."""
+
+    rows: int
+
+    def table(self) -> pa.Table: ...
+
+
+@dataclass(frozen=True)
+class JsonBatch:
+    """A `JsonPiece` in memory."""
+
+    batch: pa.RecordBatch
+
+    @property
+    def rows(self) -> int:
+        return self.batch.num_rows
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_batches([self.batch])
+
+
 @dataclass(frozen=True)
 class JsonSplits:
-    """Both splits' pair records as JSON text, in one stream: Arrow batches of `JSON_PAIRS` (`record`, one
-    record's JSON; `scores`, its check scores as `scores_json` writes them, or null), and per row of the stream
-    whether it goes to eval. `write_release` decodes them in polars (no dict per record) and writes train and
-    eval in one pass over them: the same files as the records parsed and given as `train` and `eval`."""
+    """Both splits' pair records as JSON text, in one stream of `JsonPiece`s, and per row of the stream whether it
+    goes to eval. `write_release` decodes each piece in polars in a worker process (no dict per record) and writes
+    train and eval in one pass over them: the same files as the records parsed and given as `train` and `eval`."""
 
-    batches: Iterable[pa.RecordBatch]
+    pieces: Iterable[JsonPiece]
     is_eval: np.ndarray
 
 
@@ -254,6 +276,7 @@ def attestation(release: str, version: int, manifest: dict[str, Any], digests: d
 
 
 WRITE_BATCH = 8192  # records converted and written at a time (a Parquet row group each)
+FEW_VALUES = frozenset({"task_family", "format", "difficulty", "length_band", "check", "input"})  # release columns
 PARALLEL_BATCHES = 4  # batches from which decoding them in worker processes pays for starting those
 
 
@@ -264,64 +287,72 @@ def _batches_of(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
 
 
 class _Rebatcher:
-    """Arrow batches in, tables of `size` rows out (sliced, not copied)."""
+    """Frames in, frames of `size` rows out (the last of them, from `rest`, fewer)."""
 
     def __init__(self, size: int):
         self.size = size
-        self.pending: list[pa.RecordBatch] = []
+        self.pending: list[pl.DataFrame] = []
         self.rows = 0
 
-    def add(self, batch: pa.RecordBatch) -> Iterator[pa.Table]:
-        """The tables of `size` rows that `batch` completes."""
-        self.pending.append(batch)
-        self.rows += batch.num_rows
+    def add(self, frame: pl.DataFrame) -> Iterator[pl.DataFrame]:
+        """The frames of `size` rows that `frame` completes."""
+        self.pending.append(frame)
+        self.rows += frame.height
         if self.rows >= self.size:
-            table = pa.Table.from_batches(self.pending)
+            whole_frame = pl.concat(self.pending, rechunk=False)
             whole = self.rows - self.rows % self.size
-            yield from (table.slice(start, self.size) for start in range(0, whole, self.size))
-            self.pending, self.rows = table.slice(whole).to_batches(), self.rows - whole
+            yield from (whole_frame.slice(start, self.size) for start in range(0, whole, self.size))
+            self.pending, self.rows = [whole_frame.slice(whole)], self.rows - whole
 
-    def rest(self) -> Iterator[pa.Table]:
+    def rest(self) -> Iterator[pl.DataFrame]:
         if self.rows:
-            yield pa.Table.from_batches(self.pending)
+            yield pl.concat(self.pending, rechunk=False)
 
 
 def _json_split_frames(splits: JsonSplits) -> Iterator[tuple[str, pl.DataFrame]]:
-    """(split, `WRITE_BATCH` rows of its columns), train and eval as their rows come; decoded in worker processes
-    (one per CPU, `ordered_map`) while this one reads the rows and writes the files."""
-    return ordered_map(_decoded_part, _json_split_tables(splits), cpu_count(), start_method="forkserver",
-                       preload=(__name__,), min_items=PARALLEL_BATCHES)
-
-
-def _decoded_part(part: tuple[str, pa.Table]) -> tuple[str, pl.DataFrame]:
-    split, table = part
-    return split, _json_frame(table)
-
-
-def _json_split_tables(splits: JsonSplits) -> Iterator[tuple[str, pa.Table]]:
-    """(split, `WRITE_BATCH` rows of `JSON_PAIRS`), train and eval as their rows come."""
+    """(split, `WRITE_BATCH` rows of its columns), train and eval as their rows come; each piece read and decoded
+    in a worker process (one per CPU, `ordered_map`) while this one writes the files."""
     out = {"train": _Rebatcher(WRITE_BATCH), "eval": _Rebatcher(WRITE_BATCH)}
+    for decoded in ordered_map(_decoded_piece, _pieces_with_eval(splits), cpu_count(), start_method="forkserver",
+                               preload=(__name__,), min_items=PARALLEL_BATCHES):
+        for split, frame in decoded.items():
+            yield from ((split, part) for part in out[split].add(frame))
+    for split, rebatcher in out.items():
+        yield from ((split, part) for part in rebatcher.rest())
+
+
+def _pieces_with_eval(splits: JsonSplits) -> Iterator[tuple[JsonPiece, np.ndarray]]:
+    """Each piece with its rows' eval flags."""
     seen = 0
-    for batch in splits.batches:
-        to_eval = pa.array(splits.is_eval[seen:seen + batch.num_rows])
-        seen += batch.num_rows
-        for split, rows in (("train", batch.filter(pc.invert(to_eval))), ("eval", batch.filter(to_eval))):
-            yield from ((split, table) for table in out[split].add(rows))
+    for piece in splits.pieces:
+        yield piece, splits.is_eval[seen:seen + piece.rows]
+        seen += piece.rows
     if seen != len(splits.is_eval):
         raise CuratorError(f"release splits: {seen} rows read, {len(splits.is_eval)} flagged")
-    for split, rebatcher in out.items():
-        yield from ((split, table) for table in rebatcher.rest())
+
+
+def _decoded_piece(job: tuple[JsonPiece, np.ndarray]) -> dict[str, pl.DataFrame]:
+    """A piece's release columns, its train rows and its eval rows."""
+    piece, to_eval = job
+    table = piece.table()
+    if table.num_rows != len(to_eval):
+        raise CuratorError(f"release splits: a piece of {table.num_rows} rows, {len(to_eval)} of them flagged")
+    frame, to_eval = _json_frame(table), pl.Series(to_eval, dtype=pl.Boolean)
+    return {"train": frame.filter(~to_eval), "eval": frame.filter(to_eval)}
 
 
 def _write_parquets(staging: Path, frames: Iterable[tuple[str, pl.DataFrame]],
                     schemas: dict[str, dict[str, pl.DataType]]) -> dict[str, int]:
-    """Write each (name, frame) of `frames` as a row group of `<name>.parquet` (zstd, as polars writes), one file
-    for each name in `schemas` (with its columns); return the rows per name."""
+    """Write each (name, frame) of `frames` as a row group of `<name>.parquet` (zstd, as polars writes; dictionary
+    encoding for the `FEW_VALUES` columns only: tried on text, it is wasted time), one file for each name in
+    `schemas` (with its columns); return the rows per name."""
     rows = dict.fromkeys(schemas, 0)
     with ExitStack() as stack:
-        writers = {name: stack.enter_context(pq.ParquetWriter(staging / f"{name}.parquet", compression="zstd",
-                                                               schema=pl.DataFrame(schema=schema).to_arrow().schema))
-                   for name, schema in schemas.items()}
+        writers = {}
+        for name, schema in schemas.items():
+            writers[name] = stack.enter_context(pq.ParquetWriter(
+                staging / f"{name}.parquet", pl.DataFrame(schema=schema).to_arrow().schema, compression="zstd",
+                use_dictionary=[column for column in schema if column in FEW_VALUES]))
         for name, frame in frames:
             writers[name].write_table(frame.rechunk().to_arrow())
             rows[name] += frame.height
