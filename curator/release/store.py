@@ -332,13 +332,14 @@ def _pieces_with_eval(splits: JsonSplits) -> Iterator[tuple[JsonPiece, np.ndarra
 
 
 def _decoded_piece(job: tuple[JsonPiece, np.ndarray]) -> dict[str, pl.DataFrame]:
-    """A piece's release columns, its train rows and its eval rows."""
+    """A piece's release columns, its train rows and its eval rows (split before they are decoded: a frame filtered
+    after would hold on to the whole piece's text, and the eval rows of many pieces wait to fill a row group)."""
     piece, to_eval = job
     table = piece.table()
     if table.num_rows != len(to_eval):
         raise CuratorError(f"release splits: a piece of {table.num_rows} rows, {len(to_eval)} of them flagged")
-    frame, to_eval = _json_frame(table), pl.Series(to_eval, dtype=pl.Boolean)
-    return {"train": frame.filter(~to_eval), "eval": frame.filter(to_eval)}
+    return {"train": _json_frame(table.filter(pa.array(~to_eval))),
+            "eval": _json_frame(table.filter(pa.array(to_eval)))}
 
 
 def _write_parquets(staging: Path, frames: Iterable[tuple[str, pl.DataFrame]],
