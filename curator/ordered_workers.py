@@ -48,12 +48,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, *, start
         yield from map(fn, chain(head, items))
         return
     items = chain(head, items)
-    context = multiprocessing.get_context(start_method)
-    if preload:
-        context.set_forkserver_preload(list(preload))
-    parent = os.getpid() if start_method == "fork" else None
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
-                               initargs=(parent, os.getpid(), initializer, initargs))
+    pool = worker_pool(workers, start_method, preload, initializer, initargs)
     pending: deque[Future[R]] = deque()
     try:
         for item in items:
@@ -73,6 +68,17 @@ def start_forkserver(preload: tuple[str, ...]) -> None:
     if cpu_count() > 1 and sys.platform.startswith("linux"):
         multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))
         multiprocessing.forkserver.ensure_running()
+
+
+def worker_pool(workers: int, start_method: str = "fork", preload: tuple[str, ...] = (),
+                initializer: Callable[..., None] | None = None, initargs: tuple = ()) -> ProcessPoolExecutor:
+    """A pool of `workers` processes started as `ordered_map` starts them (see there); Linux only."""
+    context = multiprocessing.get_context(start_method)
+    if preload:
+        context.set_forkserver_preload(list(preload))
+    parent = os.getpid() if start_method == "fork" else None
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
+                               initargs=(parent, os.getpid(), initializer, initargs))
 
 
 def _exit_with(owner: int) -> None:

@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -13,6 +18,7 @@ from curator.errors import CuratorError
 from curator.gate.check import Row
 from curator.gate.checks.near_dedup import NearDedup
 from curator.gate.checks.schema import SchemaCheck
+from curator.gate import expectations
 from curator.gate.expectations import ExpectationsConfig, evaluate
 from curator.gate.minhash import choose_bands, jaccard, word_shingles
 from curator.gate.normalize import normalize, pair_text
@@ -419,6 +425,42 @@ def test_expectations_fail_on_out_of_band_lengths_and_repeated_ids(spec):
     lenient = evaluate(spec, kept=kept, train=kept, n_input=len(kept), n_rejected=0,
                        config=ExpectationsConfig(length_mostly=0.25))
     assert next(v for v in lenient if v["name"] == "length:short")["passed"]  # 2 of 6 classify rows in band
+
+
+def test_the_suite_runs_in_its_own_process_and_here_once_that_process_dies(spec, monkeypatch):
+    """great-expectations is imported and run in a process of its own (`import_in_background`): the same verdicts
+    as here; killed, the next evaluation runs here."""
+    qa = long_qa()[:12]
+    kept = qa + classify_rows(2) + [qa[0]]
+    kept_columns_here = expectations.kept_columns(pl.Series([json.dumps(r) for r in kept]), frozenset())
+    here = expectations._evaluate_columns(spec, kept_columns_here, np.ones(len(kept), dtype=bool), len(kept), 0, None)
+    monkeypatch.setattr(expectations, "_SUITE_PROCESS", None)
+    expectations.import_in_background()
+    pool = expectations._SUITE_PROCESS
+    assert pool is not None
+    try:
+        assert evaluate(spec, kept=kept, train=kept, n_input=len(kept), n_rejected=0) == here
+        (pid,) = pool._processes
+        os.kill(pid, signal.SIGKILL)
+        assert evaluate(spec, kept=kept, train=kept, n_input=len(kept), n_rejected=0) == here
+        assert expectations._SUITE_PROCESS is None
+        expectations._SUITE_PROCESS = pool  # known broken by now: the next evaluation does not even submit
+        assert evaluate(spec, kept=kept, train=kept, n_input=len(kept), n_rejected=0) == here
+        assert expectations._SUITE_PROCESS is None
+    finally:
+        pool.shutdown()
+
+
+def test_a_gate_loads_the_libraries_of_the_checks_it_runs_only(tmp_path):
+    """Building the checks of a spec without teacher checks loads no teacher client (openai); datasketch waits for
+    the first MinHash signature: a second of start-up on this machine, in every gate."""
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    code = ("import sys; from pathlib import Path; from curator.gate.pipeline import build_checks; "
+            "from curator.spec import load_spec; "
+            f"checks = build_checks(load_spec({str(tmp_path / 'spec.yaml')!r}), Path({str(tmp_path)!r})); "
+            "print(sorted(c.name for c in checks), 'openai' in sys.modules, 'datasketch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split()[-2:] == ["False", "False"] and "'near_dedup'" in out
 
 
 def test_cli_exits_0_on_a_certified_release(planted, spec, capsys):

@@ -1,5 +1,6 @@
-"""The gate's end stage reads the kept rows as JSON text in Arrow batches: the text-free columns, the split and the
-release files it derives must be those of the records parsed in Python, byte for byte, on awkward records."""
+"""The gate's end stage reads the kept rows as JSON text in Arrow batches and decodes each once: the text-free
+columns, the split and the release files it derives must be those of the records parsed in Python, byte for byte,
+on awkward records."""
 from __future__ import annotations
 
 import hashlib
@@ -14,12 +15,13 @@ import pytest
 
 from curator.formats import word_count
 from curator.gate import split
-from curator.gate.kept_columns import WHITESPACE, kept_columns
+from curator.gate.kept_columns import WHITESPACE, kept_columns, piece_columns
 from curator.gate.split import eval_count, eval_mask
 from curator.records import assistant_text, build_messages, make_pair, user_text
 from curator.ordered_workers import ordered_map
 from curator.release import store
-from curator.release.store import JSON_PAIRS, JsonBatch, JsonSplits, read_split, verify_release, write_release
+from curator.release.store import (JSON_PAIRS, Conclusion, DecodedSplits, JsonBatch, read_split, verify_release,
+                                   write_release)
 
 ODD_TEXTS = [" a\x1cb\u3000c ", "x\x1fy z\u200bq\t", "", "\u2028line\u2029 two\x85three",
              "caf\u00e9 \U0001f600 \"q\" \\ end"]
@@ -96,17 +98,22 @@ def test_workers_start_only_from_min_items():
 
 
 @pytest.mark.parametrize("nan", [False, True])
-@pytest.mark.parametrize("write_batch", [store.WRITE_BATCH, 2])  # 2: many batches, decoded in worker processes
-def test_json_splits_give_the_files_of_the_parsed_records(tmp_path, nan, write_batch, monkeypatch):
+@pytest.mark.parametrize("write_batch", [store.WRITE_BATCH, 2])  # 2: row groups cut across the pieces
+def test_decoded_splits_give_the_files_of_the_parsed_records(tmp_path, nan, write_batch, monkeypatch):
+    """Each piece decoded once (`piece_columns`: its text-free columns and its release columns on disk); the release
+    written from those is the release written from the parsed records, file for file."""
     monkeypatch.setattr(store, "WRITE_BATCH", write_batch)
     records = awkward_records(nan)
-    assert write_batch == store.WRITE_BATCH or len(records) >= 2 * write_batch * store.PARALLEL_BATCHES
     is_eval = np.array([i % 6 == 0 for i in range(len(records))])
-    common = {"rejected": [], "manifest": {}, "certified": True, "failed_verdicts": []}
+    common = {"rejected": [], "conclusion": Conclusion({}, [])}
     parsed = write_release(train=[r for r, e in zip(records, is_eval) if not e],
                            eval=[r for r, e in zip(records, is_eval) if e], root=tmp_path / "a", **common)
-    pieces = [JsonBatch(batch) for batch in as_batches(records, 5)]
-    streamed = write_release(splits=JsonSplits(pieces, is_eval), root=tmp_path / "b", **common)
+    pieces = [piece_columns((JsonBatch(batch), tmp_path / f"piece-{k}.arrow"), frozenset())
+              for k, batch in enumerate(as_batches(records, 5))]
+    whole = kept_columns(pa.concat_arrays([b.column("record") for b in as_batches(records, 5)]), frozenset())
+    assert pl.concat([columns for columns, _ in pieces]).equals(whole)
+    streamed = write_release(splits=DecodedSplits([decoded for _, decoded in pieces], is_eval),
+                             root=tmp_path / "b", **common)
     files = [verify_release(path)["files"] for path in (parsed, streamed)]
     assert files[0] == files[1] and files[0]["eval.parquet"]["rows"] == int(is_eval.sum())
     back = read_split(streamed, "train")

@@ -21,7 +21,7 @@ from curator.cli import main
 from curator.gate.pipeline import run_gate
 from curator.hashing import sha256_text
 from curator.records import assistant_text, build_messages, make_pair, user_text
-from curator.release.store import read_ledger, read_split, verify_release, write_release
+from curator.release.store import Conclusion, read_ledger, read_split, verify_release, write_release
 from curator.rundir import RunDir
 from curator.spec import load_spec
 from shared_data import MIX, mix_path
@@ -184,8 +184,8 @@ def write_named_copy(source: Path, root: Path, name: str, notes: str) -> Path:
     certificate = json.loads((source / "certificate.json").read_text())
     return write_release(train=read_split(source, "train"), eval=read_split(source, "eval"),
                          rejected=read_ledger(source),
-                         manifest={k: v for k, v in manifest.items() if k not in store_keys},
-                         certified=manifest["certified"], failed_verdicts=certificate["failed_verdicts"],
+                         conclusion=Conclusion({k: v for k, v in manifest.items() if k not in store_keys},
+                                               certificate["failed_verdicts"]),
                          root=root, name=name, notes=notes)
 
 

@@ -12,7 +12,7 @@ from curator.cli import main
 from curator.hashing import sha256_file
 from curator.records import build_messages, make_pair
 from curator.release.export import alpaca_skip_reason
-from curator.release.store import read_ledger, read_split, verify_release, write_release
+from curator.release.store import Conclusion, read_ledger, read_split, verify_release, write_release
 from test_lineage_diff import build_world
 from tiny_model import MULTI_TURN
 
@@ -31,8 +31,8 @@ def world(tmp_path_factory):
                   task_family="qa", format="free_text", difficulty="medium", source="human"),
     ]
     v3 = write_release(train=read_split(w.v2, "train") + extra, eval=read_split(w.v2, "eval"),
-                       rejected=read_ledger(w.v2), manifest={k: v for k, v in manifest.items() if k not in STORE_KEYS},
-                       certified=True, failed_verdicts=[], root=data / "releases")
+                       rejected=read_ledger(w.v2), conclusion=Conclusion({k: v for k, v in manifest.items() if k not in STORE_KEYS}, []),
+                       root=data / "releases")
     return {"data": data, "v2": w.v2, "v3": v3, "extra": extra}
 
 

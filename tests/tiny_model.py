@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from curator.records import build_messages, make_pair
-from curator.release.store import write_release
+from curator.release.store import Conclusion, write_release
 from curator.spec import Spec, load_spec
 from trainer.chat_template import REQUIRED_SPECIAL_TOKENS, install_chat_template
 
@@ -64,7 +64,7 @@ def write_fixture_release(root: Path, spec: Spec, *, train: list[dict], eval: li
     }
     failed = [] if certified else ["min_train_rows"]
     return write_release(
-        train=train, eval=eval, rejected=[], manifest=manifest, certified=certified, failed_verdicts=failed, root=root
+        train=train, eval=eval, rejected=[], conclusion=Conclusion(manifest, failed), root=root
     )
 
 

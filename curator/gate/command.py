@@ -71,8 +71,9 @@ def render(report: GateReport, console: Console) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.engine == "stream":  # its worker processes' server imports the gate while this process does
-        start_forkserver(("curator.gate.stream",))
+    if args.engine == "stream":  # its worker processes' server imports the gate while this process does, and what
+        # each worker would import on first use: datasketch (MinHash permutations), pandas (pyarrow's to_numpy)
+        start_forkserver(("curator.gate.stream", "datasketch", "pandas"))
     from curator.gate.pipeline import run_gate
     report = run_gate(args.run_dirs, load_spec(args.spec), name=args.name, notes=args.notes,
                       review_ledger=args.review_ledger,

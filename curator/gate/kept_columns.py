@@ -1,6 +1,8 @@
-"""The kept rows' text-free columns, decoded by polars from the records' JSON: what the split, the expectations
-and the manifest need (id, task family, format, difficulty, text lengths, response words, refusal coverage,
-teacher model), a few dozen bytes a row, with no dict per record.
+"""The kept rows' text-free columns, computed by polars from their release columns (`store.release_columns`, the
+records' JSON decoded): what the split, the expectations and the manifest need (id, task family, format,
+difficulty, text lengths, response words, refusal coverage, teacher model), a few dozen bytes a row, with no dict
+per record. The end stage decodes each kept record once (`piece_columns`): the release writer reads back the
+decoded columns.
 
 The figures are those of Python on the parsed record: lengths in code points of `user_text` and
 `assistant_text` (turns joined by a newline), `len(text.split())` words, the shortest `content.strip()`.
@@ -8,37 +10,30 @@ The figures are those of Python on the parsed record: lengths in code points of 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 
 from curator.refusal_coverage import coverage_kind
-from curator.release.store import JsonPiece
+from curator.release.store import JSON_PAIRS, DecodedPiece, JsonPiece, release_columns
 
 WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008" \
              "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"  # what str.split() and str.strip() cut at (str.isspace)
 _WORD = "[^" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]+"
-_MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
-FIELDS = {"id": pl.String, "task_family": pl.String, "format": pl.String, "difficulty": pl.String,
-          "messages": _MESSAGES, "provenance": pl.Struct({"teacher_model": pl.String})}
+_TEACHER = pl.Struct({"teacher_model": pl.String})
 COLUMNS = {"id": pl.String, "task_family": pl.Categorical, "format": pl.Categorical, "difficulty": pl.Categorical,
            "user": pl.Int64, "response": pl.Int64, "shortest_message": pl.Int64, "response_words": pl.Int64,
            "coverage": pl.Categorical, "teacher_model": pl.Categorical}  # a few values each: 4 bytes a row
 
 
-def _decoded(records: pl.Series) -> pl.DataFrame:
+def _teacher_models(provenance: pl.Series) -> pl.Series:
+    """`teacher_model` of each provenance (JSON text), null where it names none."""
     try:
-        return records.str.json_decode(pl.Struct(FIELDS)).struct.unnest()
-    except pl.exceptions.ComputeError:  # polars' reader refuses NaN and Infinity: the fields, parsed and written again
-        picked = [json.dumps(_fields(json.loads(r))) for r in records]
-        return pl.Series(picked, dtype=pl.String).str.json_decode(pl.Struct(FIELDS)).struct.unnest()
-
-
-def _fields(record: dict) -> dict:
-    provenance = record.get("provenance")
-    model = provenance.get("teacher_model") if isinstance(provenance, dict) else None
-    return {**{name: record.get(name) for name in FIELDS if name != "provenance"},
-            "provenance": {"teacher_model": model if isinstance(model, str) else None}}
+        return provenance.str.json_decode(_TEACHER).struct.field("teacher_model")
+    except pl.exceptions.ComputeError:  # polars' reader refuses NaN and Infinity, which `json` wrote
+        models = [json.loads(p).get("teacher_model") for p in provenance]
+        return pl.Series([m if isinstance(m, str) else None for m in models], dtype=pl.String)
 
 
 def _joined_length(texts: pl.Expr) -> pl.Expr:
@@ -46,22 +41,20 @@ def _joined_length(texts: pl.Expr) -> pl.Expr:
     return texts.list.eval(pl.element().str.len_chars()).list.sum() + (texts.list.len().cast(pl.Int64) - 1).clip(0)
 
 
-def kept_columns(records: pa.Array | pl.Series, refusal_families: frozenset[str]) -> pl.DataFrame:
-    """Per record (JSON text, in order): the columns of `COLUMNS`; `coverage` is `coverage_kind` (the record
-    parsed for it only in a refusal family)."""
-    records = pl.Series(records, dtype=pl.String)
+def columns_of(release: pl.DataFrame, records: pl.Series, refusal_families: frozenset[str]) -> pl.DataFrame:
+    """The columns of `COLUMNS` of some records, from their release columns (`release`) and, for `coverage`, their
+    JSON text (`records`, in the same order): `coverage_kind` of the records in a refusal family, parsed for it."""
     role, content = pl.element().struct.field("role"), pl.element().struct.field("content")
     user = pl.col("messages").list.eval(content.filter(role == "user"))
     response = pl.col("messages").list.eval(content.filter(role == "assistant"))
-    out = _decoded(records).select(
+    out = release.select(
         "id", "task_family", "format", "difficulty",
         user=_joined_length(user),
         response=_joined_length(response),
         shortest_message=pl.col("messages").list.eval(content.str.strip_chars(WHITESPACE).str.len_chars()).list.min()
         .fill_null(0),
         response_words=response.list.eval(pl.element().str.count_matches(_WORD)).list.sum(),
-        teacher_model=pl.col("provenance").struct.field("teacher_model"),
-    )
+    ).with_columns(teacher_model=_teacher_models(release["provenance"]))
     coverage: list[str | None] = [None] * len(out)
     for i in out["task_family"].is_in(list(refusal_families)).fill_null(False).arg_true().to_list():
         coverage[i] = coverage_kind(json.loads(records[i]), refusal_families)
@@ -69,9 +62,21 @@ def kept_columns(records: pa.Array | pl.Series, refusal_families: frozenset[str]
         [pl.col(name).cast(dtype) for name, dtype in COLUMNS.items()])
 
 
-def piece_columns(piece: JsonPiece, refusal_families: frozenset[str]) -> pl.DataFrame:
-    """`kept_columns` of the records of a `store.JsonPiece` (read here)."""
-    return kept_columns(piece.table().column("record"), refusal_families)
+def kept_columns(records: pa.Array | pl.Series, refusal_families: frozenset[str]) -> pl.DataFrame:
+    """The columns of `COLUMNS` of some records (JSON text, in order)."""
+    records = pl.Series(records, dtype=pl.String)
+    table = pa.table([records.to_arrow(), pa.nulls(len(records), pa.string())], schema=JSON_PAIRS)
+    return columns_of(release_columns(table), records, refusal_families)
+
+
+def piece_columns(job: tuple[JsonPiece, Path], refusal_families: frozenset[str]) -> tuple[pl.DataFrame, DecodedPiece]:
+    """The columns of `COLUMNS` of the records of a `store.JsonPiece` (read here), and their release columns, written
+    to the path given (`DecodedPiece`)."""
+    piece, path = job
+    table = piece.table()
+    release = release_columns(table)
+    return (columns_of(release, pl.Series(table.column("record"), dtype=pl.String), refusal_families),
+            DecodedPiece.write(release, path))
 
 
 def empty() -> pl.DataFrame:

@@ -28,7 +28,6 @@ from functools import lru_cache
 import numpy as np
 import polars as pl
 import pyarrow.compute as pc
-from datasketch import MinHash
 
 FOLD = np.uint64(0x100000001B3)  # the 64-bit FNV prime, odd
 MIN_RECALL_AT_THRESHOLD = 0.9
@@ -142,10 +141,14 @@ def input_hash32(values: np.ndarray) -> np.ndarray:
     return (values >> np.uint64(32)).astype(np.uint32)
 
 
+@lru_cache(maxsize=8)
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """datasketch's affine32 permutation parameters (a, b) for (num_perm, seed), uint32 each."""
-    a, b = MinHash(num_perm=num_perm, seed=seed).permutations
-    return a.astype(np.uint32), b.astype(np.uint32)
+    """datasketch's affine32 permutation parameters (a, b) for (num_perm, seed), uint32 each (datasketch imported
+    here, on first use: its import loads much of scipy, 0.3 s)."""
+    from datasketch import MinHash
+    a, b = (p.astype(np.uint32) for p in MinHash(num_perm=num_perm, seed=seed).permutations)
+    a.flags.writeable = b.flags.writeable = False  # cached: shared by every caller
+    return a, b
 
 
 def signatures(shingles: Shingles, num_perm: int, seed: int) -> np.ndarray:

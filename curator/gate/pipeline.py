@@ -16,43 +16,25 @@ import pyarrow as pa
 
 from curator.errors import CuratorError
 from curator.gate.check import Check, GateContext, Rejection, Row, progress
-from curator.gate.checks.arithmetic import Arithmetic
-from curator.gate.checks.code_syntax import CodeSyntax
-from curator.gate.checks.constraints import Constraints
-from curator.gate.checks.content_defects import ContentDefects
-from curator.gate.checks.decontaminate import Decontaminate
-from curator.gate.checks.exact_dedup import ExactDedup
-from curator.gate.checks.grounding import Grounding
 from curator.gate.checks.human_review import HumanReview
-from curator.gate.checks.judge import Judge
-from curator.gate.checks.label_consistency import LabelConsistency
-from curator.gate.checks.near_dedup import NearDedup
-from curator.gate.checks.pii import PIICheck
-from curator.gate.checks.refusal_policy import RefusalPolicy
-from curator.gate.checks.release_dedup import PriorReleaseDedup
-from curator.gate.checks.relevance import Relevance, relevance_on
-from curator.gate.checks.reward_model import RewardModel
-from curator.gate.checks.schema import SchemaCheck
-from curator.gate.checks.screening import Screening
-from curator.gate.checks.selection import Selection
-from curator.gate.checks.self_consistency import SelfConsistency
-from curator.gate.checks.semantic_dedup import SemanticDedup
+from curator.gate.checks.relevance import relevance_on
 from curator.gate.embeddings import LoadEmbedder, load_embedder
 from curator.gate.engines import ENGINES
-from curator.gate.expectations import evaluate_columns, import_in_background, refusal_families
+from curator.gate.expectations import evaluating, import_in_background, refusal_families
 from curator.gate.kept_columns import empty as empty_columns
 from curator.gate.kept_columns import piece_columns
 from curator.gate.registry import CheckEntry, build_from, plugin_checks, shipped_suites
 from curator.gate.split import eval_mask
 from curator.ordered_workers import cpu_count, ordered_map
 from curator.paths import releases_root, runs_root
-from curator.release.store import (JSON_PAIRS, PARALLEL_BATCHES, JsonBatch, JsonPiece, JsonSplits, releases_lock,
-                                   scores_json, write_release)
+from curator.release.store import (JSON_PAIRS, Conclusion, DecodedPiece, DecodedSplits, JsonBatch, JsonPiece,
+                                   releases_lock, scores_json, write_release)
 from curator.rundir import RunDir, resolve_run_dir
 from curator.spec import Spec
 from curator.text_signals import SIGNALS_VERSION
 
 BATCH_ROWS = 8192  # kept rows a batch of the in-memory engine holds
+PARALLEL_PIECES = 4  # kept pieces from which decoding them in worker processes pays for starting those
 UNKNOWN_FAMILY = "(none)"  # family column for a rejected row that names no task family
 
 
@@ -82,30 +64,30 @@ def read_rows(runs: list[RunDir]) -> list[Row]:
 
 
 ROW_CHECKS: list[CheckEntry] = [
-    CheckEntry(lambda spec: True, SchemaCheck),
-    CheckEntry(lambda spec: spec.gate.content_defects.enabled, ContentDefects),
-    CheckEntry(lambda spec: spec.gate.pii.enabled, PIICheck),
-    CheckEntry(lambda spec: spec.gate.decontamination.enabled, Decontaminate),
+    CheckEntry(lambda spec: True, "schema:SchemaCheck"),
+    CheckEntry(lambda spec: spec.gate.content_defects.enabled, "content_defects:ContentDefects"),
+    CheckEntry(lambda spec: spec.gate.pii.enabled, "pii:PIICheck"),
+    CheckEntry(lambda spec: spec.gate.decontamination.enabled, "decontaminate:Decontaminate"),
     # consistency review: is the answer right for this instruction (before dedup, so keepers passed it)
-    CheckEntry(lambda spec: spec.gate.arithmetic.enabled, Arithmetic),
-    CheckEntry(lambda spec: spec.gate.code_syntax.enabled, CodeSyntax),
-    CheckEntry(lambda spec: spec.gate.constraints.enabled, Constraints),
-    CheckEntry(lambda spec: spec.gate.refusal_policy.enabled, RefusalPolicy),
-    CheckEntry(lambda spec: spec.gate.labels.enabled, LabelConsistency),
-    CheckEntry(lambda spec: spec.gate.grounding.enabled, Grounding),
-    CheckEntry(relevance_on, Relevance),
-    CheckEntry(lambda spec: spec.gate.self_consistency.enabled, SelfConsistency),
-    CheckEntry(lambda spec: spec.gate.reward_model.enabled, RewardModel),
-    CheckEntry(lambda spec: spec.gate.judge.enabled, Judge),
+    CheckEntry(lambda spec: spec.gate.arithmetic.enabled, "arithmetic:Arithmetic"),
+    CheckEntry(lambda spec: spec.gate.code_syntax.enabled, "code_syntax:CodeSyntax"),
+    CheckEntry(lambda spec: spec.gate.constraints.enabled, "constraints:Constraints"),
+    CheckEntry(lambda spec: spec.gate.refusal_policy.enabled, "refusal_policy:RefusalPolicy"),
+    CheckEntry(lambda spec: spec.gate.labels.enabled, "label_consistency:LabelConsistency"),
+    CheckEntry(lambda spec: spec.gate.grounding.enabled, "grounding:Grounding"),
+    CheckEntry(relevance_on, "relevance:Relevance"),
+    CheckEntry(lambda spec: spec.gate.self_consistency.enabled, "self_consistency:SelfConsistency"),
+    CheckEntry(lambda spec: spec.gate.reward_model.enabled, "reward_model:RewardModel"),
+    CheckEntry(lambda spec: spec.gate.judge.enabled, "judge:Judge"),
     CheckEntry(lambda spec: spec.gate.minhash.against_releases and (spec.gate.exact_dedup or spec.gate.minhash.enabled),
-               PriorReleaseDedup),
-    CheckEntry(lambda spec: spec.gate.exact_dedup, ExactDedup),
-    CheckEntry(lambda spec: spec.gate.minhash.enabled, NearDedup),
-    CheckEntry(lambda spec: spec.gate.semantic_dedup.enabled, SemanticDedup),
+               "release_dedup:PriorReleaseDedup"),
+    CheckEntry(lambda spec: spec.gate.exact_dedup, "exact_dedup:ExactDedup"),
+    CheckEntry(lambda spec: spec.gate.minhash.enabled, "near_dedup:NearDedup"),
+    CheckEntry(lambda spec: spec.gate.semantic_dedup.enabled, "semantic_dedup:SemanticDedup"),
 ]
 DATASET_CHECKS: list[CheckEntry] = [  # after plug-ins: they judge the set that is left
-    CheckEntry(lambda spec: spec.gate.screening.enabled, Screening),
-    CheckEntry(lambda spec: any(v is not None for v in vars(spec.gate.selection).values()), Selection),
+    CheckEntry(lambda spec: spec.gate.screening.enabled, "screening:Screening"),
+    CheckEntry(lambda spec: any(v is not None for v in vars(spec.gate.selection).values()), "selection:Selection"),
 ]
 
 
@@ -266,7 +248,7 @@ class KeptRecords(Protocol):
     """The rows the checks kept, in input order, as `JsonPiece`s (record and scores as JSON)."""
 
     def pieces(self) -> Iterator[JsonPiece]:
-        """The kept rows as pieces, afresh on each call (the end stage reads them twice)."""
+        """The kept rows as pieces (the end stage reads them once)."""
         ...
 
 
@@ -328,9 +310,11 @@ def run_gate(
             kept, counts = KeptInMemory(kept_rows), InputCounts.of(rows)
         else:
             from curator.gate.stream import run_checks_streaming
-            kept, ledger, check_reports, counts = run_checks_streaming(checks, runs, engine, Path(workdir))
+            kept, ledger, check_reports, counts = run_checks_streaming(checks, runs, engine, Path(workdir),
+                                                                       after_first_pass=import_in_background)
         clock.lap("checks")
-        return _write(runs, counts, kept, ledger, check_reports, spec, root, name, notes, unfinished, clock)
+        return _write(runs, counts, kept, ledger, check_reports, spec, root, name, notes, unfinished, clock,
+                      Path(workdir))
 
 
 class Ledger(Protocol):
@@ -341,27 +325,27 @@ class Ledger(Protocol):
     def __iter__(self) -> Iterator[dict]: ...
 
 
-def _kept_columns(kept: KeptRecords, spec: Spec) -> pl.DataFrame:
-    """`kept_columns` of every kept row, in one pass, each piece read and decoded in a worker process (one per CPU)."""
+def _kept_columns(kept: KeptRecords, spec: Spec, workdir: Path) -> tuple[pl.DataFrame, list[DecodedPiece]]:
+    """`kept_columns` of every kept row and the rows' release columns (written to `workdir`), in one pass, each piece
+    read and decoded in a worker process (one per CPU)."""
     columns = partial(piece_columns, refusal_families=refusal_families(spec))
-    parts = list(ordered_map(columns, kept.pieces(), cpu_count(), start_method="forkserver",
-                             preload=("curator.gate.kept_columns",), min_items=PARALLEL_BATCHES))
-    return pl.concat(parts) if parts else empty_columns()
+    jobs = ((piece, workdir / f"kept-{k}.arrow") for k, piece in enumerate(kept.pieces()))
+    parts = list(ordered_map(columns, jobs, cpu_count(), start_method="forkserver",
+                             preload=("curator.gate.kept_columns",), min_items=PARALLEL_PIECES))
+    return (pl.concat([c for c, _ in parts]) if parts else empty_columns()), [d for _, d in parts]
 
 
 def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: Ledger, check_reports: list[dict],
            spec: Spec, root: Path, name: str | None, notes: str | None, unfinished: dict[str, str],
-           clock: _Clock) -> GateReport:
-    """Split, expectations, manifest and the release, from the checks' outcome, in passes over the kept
-    records (their text-free columns held, never the records)."""
-    columns = _kept_columns(kept, spec)
+           clock: _Clock, workdir: Path) -> GateReport:
+    """Split, expectations, manifest and the release, from the checks' outcome, in one pass over the kept
+    records (their text-free columns held, never the records; their release columns wait in `workdir`)."""
+    columns, decoded = _kept_columns(kept, spec, workdir)
     is_eval = eval_mask(columns["task_family"], columns["id"], spec.gate.eval_fraction)
     clock.lap("split")
     selected_out = sum(c["removed"] for c in check_reports if c["name"] == "selection")  # a choice, not a defect
-    verdicts = evaluate_columns(spec, columns, ~is_eval, n_input=counts.total - selected_out,
-                                n_rejected=len(ledger) - selected_out)
-    clock.lap("expectations")
-    failed = [v["name"] for v in verdicts if not v["passed"]]
+    verdicts = evaluating(spec, columns, ~is_eval, n_input=counts.total - selected_out,
+                          n_rejected=len(ledger) - selected_out)  # while the release files are written
     by_family: dict[str, dict[str, int]] = defaultdict(lambda: {"input": 0, "train": 0, "eval": 0})
     for family, n in counts.by_family.items():
         by_family[family]["input"] = n
@@ -375,7 +359,6 @@ def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: L
         "spec": {"name": spec.name, "path": spec.path, "sha256": spec.hash, "raw": spec.raw},
         "gate": asdict(spec.gate),
         "checks": check_reports,
-        "verdicts": verdicts,
         "counts": {
             "input": counts.total,
             "removed": {c["name"]: c["removed"] for c in check_reports},
@@ -389,10 +372,18 @@ def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: L
         "allow_partial": bool(unfinished),
         "teacher_models": sorted(m for m in columns["teacher_model"].unique().to_list() if m),
         "text_signals": SIGNALS_VERSION,  # versions of the refusal detector, lexicon and language detector
-        "seconds": clock.laps,  # wall time per gate phase, before the release is written
+        "seconds": clock.laps,  # wall time per gate phase, before the manifest is written
         "review": next((c["stats"]["review"] for c in check_reports if c["name"] == "human_review"), None),
     }
     del columns
-    path = write_release(splits=JsonSplits(kept.pieces(), is_eval), rejected=ledger, manifest=manifest,
-                         certified=not failed, failed_verdicts=failed, root=root, name=name, notes=notes)
-    return GateReport(release=path, certified=not failed, manifest=manifest)
+
+    def conclusion() -> Conclusion:
+        clock.lap("release_files")
+        manifest["verdicts"] = verdicts()
+        clock.lap("expectations")  # waiting for the verdicts, once the release files are written
+        return Conclusion(manifest, [v["name"] for v in manifest["verdicts"] if not v["passed"]])
+
+    path = write_release(splits=DecodedSplits(decoded, is_eval), rejected=ledger, conclusion=conclusion, root=root,
+                         name=name, notes=notes)
+    certified = all(v["passed"] for v in manifest["verdicts"])
+    return GateReport(release=path, certified=certified, manifest=manifest)

@@ -1,10 +1,12 @@
 """Which checks the gate runs, in what order: one registry for built-in checks and plug-ins.
 
-Each built-in check is one `CheckEntry`: whether the spec switches it on, and its class, which every
-check builds the same way, `from_spec(spec, context)` (None: nothing to check against, e.g. no
-earlier release); one check per file under `curator/gate/checks/`. Order matters: each check sees
-only what earlier checks kept. Consistency checks (verifiers, self-consistency, judge) run before
-deduplication, so the keeper of a duplicate cluster is a row that passed them and carries their scores.
+Each built-in check is one `CheckEntry`: whether the spec switches it on, and where its class is (`module:Class`
+under `curator.gate.checks`, imported only when the spec enables it: a teacher check's client library, openai, and
+its kind are not loaded by a gate that does not use them), which every check builds the same way,
+`from_spec(spec, context)` (None: nothing to check against, e.g. no earlier release); one check per file under
+`curator/gate/checks/`. Order matters: each check sees only what earlier checks kept. Consistency checks
+(verifiers, self-consistency, judge) run before deduplication, so the keeper of a duplicate cluster is a row that
+passed them and carries their scores.
 
 Plug-ins: a package declares an entry point in the group `instruct_curator.gate_checks` whose object
 has `from_spec(spec, context, params) -> Check`; the spec names it with its parameters under
@@ -14,6 +16,7 @@ screening. A plug-in named in the spec but not installed is an error naming the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
 from importlib.metadata import entry_points
 from importlib.util import find_spec
 from pathlib import Path
@@ -36,7 +39,11 @@ class BuildableCheck(Protocol):
 @dataclass(frozen=True)
 class CheckEntry:
     enabled: Callable[[Spec], bool]
-    check: type[BuildableCheck]
+    check: str  # `module:Class`, the module under `curator.gate.checks`
+
+    def load(self) -> type[BuildableCheck]:
+        module, name = self.check.split(":")
+        return getattr(import_module(f"curator.gate.checks.{module}"), name)
 
 
 def shipped_suites() -> tuple[Path, ...]:
@@ -63,4 +70,4 @@ def plugin_checks(spec: Spec, context: GateContext) -> list[Check]:
 def build_from(entries: list[CheckEntry], spec: Spec, context: GateContext) -> list[Check]:
     """Build the entries the spec enables, in order, dropping those with nothing to check against."""
     return [check for entry in entries
-            if entry.enabled(spec) and (check := entry.check.from_spec(spec, context)) is not None]
+            if entry.enabled(spec) and (check := entry.load().from_spec(spec, context)) is not None]

@@ -51,7 +51,6 @@ from curator.gate.check import Check, Row, progress
 from curator.gate.checks.exact_dedup import ExactDedup, pair_keys, prompt_keys
 from curator.gate.checks.label_consistency import LabelConsistency
 from curator.gate.checks.near_dedup import MINHASH_SEED, NearDedup
-from curator.gate.expectations import import_in_background
 from curator.gate.line_spans import Span, line_batches
 from curator.gate.minhash import band_key, char_shingles, choose_bands, signatures, word_shingles
 from curator.gate.normalize import NormalizedMessages
@@ -744,10 +743,12 @@ def _worker_lines(job: tuple[int, int, list[Span]]) -> BatchDone:
 
 
 def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, workdir: Path,
-                         batch_rows: int | None = None) -> tuple[KeptOnDisk, LedgerOnDisk, list[dict], InputCounts]:
+                         batch_rows: int | None = None, after_first_pass: Callable[[], None] = lambda: None
+                         ) -> tuple[KeptOnDisk, LedgerOnDisk, list[dict], InputCounts]:
     """What `pipeline.run_checks` returns for the rows of `runs` (kept rows, ledger, reports), and the input
     counts, with the rows in batches (`BATCH_ROWS` unless given) and spilled to `workdir` between checks (see
-    the module doc); the kept rows stay there, to be read back while `workdir` exists."""
+    the module doc); the kept rows stay there, to be read back while `workdir` exists. `after_first_pass` is
+    called when the first pass, which keeps every CPU busy, is over."""
     batch_rows = batch_rows or BATCH_ROWS
     lead = 0
     while lead < len(checks) and is_row_local(checks[lead]):
@@ -783,7 +784,7 @@ def run_checks_streaming(checks: list[Check], runs: list[RunDir], engine: str, w
             outcome.seconds[rest[i].name] += seconds
     if not total:
         raise CuratorError(f"no pairs to gate in {', '.join(str(r.path) for r in runs)}")
-    import_in_background()  # great-expectations, for the verdicts: the first pass kept every CPU busy
+    after_first_pass()
     if distributed is not None:
         for i, shared in distributed.shared.items():
             narrowings[i].shared = shared

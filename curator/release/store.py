@@ -25,7 +25,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from itertools import islice
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import orjson
@@ -37,7 +37,6 @@ from curator import __version__
 from curator.durable import fsync_dir
 from curator.errors import NO_SPACE_ERRNOS, CuratorError, DiskFullError
 from curator.hashing import sha256_file
-from curator.ordered_workers import cpu_count, ordered_map
 from curator.paths import releases_root
 from curator.records import now_iso
 from curator.signing import open_envelope, sign, signing_key, trusted_keys
@@ -140,19 +139,10 @@ class JsonBatch:
         return pa.Table.from_batches([self.batch])
 
 
-@dataclass(frozen=True)
-class JsonSplits:
-    """Both splits' pair records as JSON text, in one stream of `JsonPiece`s, and per row of the stream whether it
-    goes to eval. `write_release` decodes each piece in polars in a worker process (no dict per record) and writes
-    train and eval in one pass over them: the same files as the records parsed and given as `train` and `eval`."""
-
-    pieces: Iterable[JsonPiece]
-    is_eval: np.ndarray
-
-
-def _json_frame(batch: pa.Table) -> pl.DataFrame:
-    """The release columns of `JSON_PAIRS` rows: the fields decoded by polars, the provenance re-written with
-    sorted keys (parsed from polars' match where its numbers are exact, else from the record by `json`)."""
+def release_columns(batch: pa.Table) -> pl.DataFrame:
+    """The release columns (`PAIR_COLUMNS`) of `JSON_PAIRS` rows: the fields decoded by polars, the provenance
+    re-written with sorted keys (parsed from polars' match where its numbers are exact, else from the record by
+    `json`)."""
     records = pl.Series(batch.column("record"))
     scores = pl.Series(batch.column("scores"), dtype=pl.String)
     try:
@@ -171,6 +161,37 @@ def _json_frame(batch: pa.Table) -> pl.DataFrame:
         constraints = constraints.scatter(found, [None if v is None else _SORTED_JSON(v) for v in values])
     return decoded.with_columns(provenance=provenance, scores=scores,
                                 constraints=constraints).select(list(PAIR_COLUMNS))
+
+
+@dataclass(frozen=True)
+class DecodedPiece:
+    """Some pair records' release columns (`release_columns`), `rows` of them, in an Arrow IPC file (LZ4): decoded
+    once, in the worker process that computes the kept rows' other columns (`gate.kept_columns`), and read back by
+    the release writer."""
+
+    path: Path
+    rows: int
+
+    @classmethod
+    def write(cls, frame: pl.DataFrame, path: Path) -> DecodedPiece:
+        table = frame.to_arrow()
+        with pa.ipc.new_file(path, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+            writer.write_table(table)
+        return cls(path, frame.height)
+
+    def table(self) -> pa.Table:
+        with pa.OSFile(str(self.path)) as source:
+            return pa.ipc.open_file(source).read_all()
+
+
+@dataclass(frozen=True)
+class DecodedSplits:
+    """Both splits' pair records as `DecodedPiece`s, in one stream, and per row of the stream whether it goes to
+    eval: `write_release` writes train and eval in one pass over them, the same files as the records parsed and
+    given as `train` and `eval`."""
+
+    pieces: Iterable[DecodedPiece]
+    is_eval: np.ndarray
 
 
 def scores_json(scores: dict | None) -> str | None:
@@ -277,7 +298,6 @@ def attestation(release: str, version: int, manifest: dict[str, Any], digests: d
 
 WRITE_BATCH = 8192  # records converted and written at a time (a Parquet row group each)
 FEW_VALUES = frozenset({"task_family", "format", "difficulty", "length_band", "check", "input"})  # release columns
-PARALLEL_BATCHES = 4  # batches from which decoding them in worker processes pays for starting those
 
 
 def _batches_of(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
@@ -309,37 +329,21 @@ class _Rebatcher:
             yield pl.concat(self.pending, rechunk=False)
 
 
-def _json_split_frames(splits: JsonSplits) -> Iterator[tuple[str, pl.DataFrame]]:
-    """(split, `WRITE_BATCH` rows of its columns), train and eval as their rows come; each piece read and decoded
-    in a worker process (one per CPU, `ordered_map`) while this one writes the files."""
+def _split_frames(splits: DecodedSplits) -> Iterator[tuple[str, pl.DataFrame]]:
+    """(split, `WRITE_BATCH` rows of its columns), train and eval as their rows come, piece by piece."""
     out = {"train": _Rebatcher(WRITE_BATCH), "eval": _Rebatcher(WRITE_BATCH)}
-    for decoded in ordered_map(_decoded_piece, _pieces_with_eval(splits), cpu_count(), start_method="forkserver",
-                               preload=(__name__,), min_items=PARALLEL_BATCHES):
-        for split, frame in decoded.items():
-            yield from ((split, part) for part in out[split].add(frame))
-    for split, rebatcher in out.items():
-        yield from ((split, part) for part in rebatcher.rest())
-
-
-def _pieces_with_eval(splits: JsonSplits) -> Iterator[tuple[JsonPiece, np.ndarray]]:
-    """Each piece with its rows' eval flags."""
     seen = 0
     for piece in splits.pieces:
-        yield piece, splits.is_eval[seen:seen + piece.rows]
+        table, to_eval = piece.table(), splits.is_eval[seen:seen + piece.rows]
+        if table.num_rows != piece.rows:
+            raise CuratorError(f"release splits: {piece.path} holds {table.num_rows} rows, not {piece.rows}")
         seen += piece.rows
+        for split, mask in (("train", ~to_eval), ("eval", to_eval)):
+            yield from ((split, part) for part in out[split].add(pl.from_arrow(table.filter(pa.array(mask)))))
     if seen != len(splits.is_eval):
         raise CuratorError(f"release splits: {seen} rows read, {len(splits.is_eval)} flagged")
-
-
-def _decoded_piece(job: tuple[JsonPiece, np.ndarray]) -> dict[str, pl.DataFrame]:
-    """A piece's release columns, its train rows and its eval rows (split before they are decoded: a frame filtered
-    after would hold on to the whole piece's text, and the eval rows of many pieces wait to fill a row group)."""
-    piece, to_eval = job
-    table = piece.table()
-    if table.num_rows != len(to_eval):
-        raise CuratorError(f"release splits: a piece of {table.num_rows} rows, {len(to_eval)} of them flagged")
-    return {"train": _json_frame(table.filter(pa.array(~to_eval))),
-            "eval": _json_frame(table.filter(pa.array(to_eval)))}
+    for split, rebatcher in out.items():
+        yield from ((split, part) for part in rebatcher.rest())
 
 
 def _write_parquets(staging: Path, frames: Iterable[tuple[str, pl.DataFrame]],
@@ -360,15 +364,26 @@ def _write_parquets(staging: Path, frames: Iterable[tuple[str, pl.DataFrame]],
     return rows
 
 
+@dataclass(frozen=True)
+class Conclusion:
+    """The gate's word on a release: the manifest as the caller knows it (spec, gate config, checks, verdicts,
+    counts, inputs) and the verdicts that failed; certified when none did."""
+
+    manifest: dict[str, Any]
+    failed_verdicts: list[str]
+
+    @property
+    def certified(self) -> bool:
+        return not self.failed_verdicts
+
+
 def write_release(
     *,
     train: Iterable[dict] = (),
     eval: Iterable[dict] = (),
-    splits: JsonSplits | None = None,
+    splits: DecodedSplits | None = None,
     rejected: Iterable[dict],
-    manifest: dict[str, Any],
-    certified: bool,
-    failed_verdicts: list[str],
+    conclusion: Conclusion | Callable[[], Conclusion],
     root: Path | None = None,
     name: str | None = None,
     notes: str | None = None,
@@ -378,9 +393,11 @@ def write_release(
     The pair records, `train` and `eval` (or both as `splits`), and the `rejected` ledger entries may come from
     generators: they are read once and written in batches, never held whole.
 
-    `manifest` carries what the caller knows (spec, gate config, verdicts, inputs); this function
-    adds the version, the files with sha256, size and row counts, the tool version, and the
-    optional human `name` and `notes`; the certificate is a signed attestation over every file.
+    `conclusion` carries what the caller knows (its manifest: spec, gate config, verdicts, inputs; and the verdicts
+    that failed), or is a function giving it, called once the data files are written (the gate's verdicts are
+    reached meanwhile, in another process); this function adds to the manifest the version, the files with sha256,
+    size and row counts, the tool version, and the optional human `name` and `notes`; the certificate is a signed
+    attestation over every file.
     DiskFullError when the disk fills up (nothing is left behind).
     """
     root = releases_root() if root is None else Path(root)
@@ -398,10 +415,12 @@ def write_release(
                 pairs = ((split, _frame(part)) for split, records in (("train", train), ("eval", eval))
                          for part in _batches_of(records, WRITE_BATCH))
             else:
-                pairs = _json_split_frames(splits)
+                pairs = _split_frames(splits)
             rows = _write_parquets(staging, pairs, {"train": PAIR_COLUMNS, "eval": PAIR_COLUMNS})
             ledger = (("rejected", _ledger_frame(part)) for part in _batches_of(rejected, WRITE_BATCH))
             rows |= _write_parquets(staging, ledger, {"rejected": LEDGER_COLUMNS})
+            concluded = conclusion() if callable(conclusion) else conclusion
+            manifest, failed_verdicts, certified = concluded.manifest, concluded.failed_verdicts, concluded.certified
             files = {}
             for part, count in rows.items():
                 path = staging / f"{part}.parquet"
