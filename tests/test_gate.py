@@ -428,14 +428,14 @@ def test_expectations_fail_on_out_of_band_lengths_and_repeated_ids(spec):
 
 
 def test_the_suite_runs_in_its_own_process_and_here_once_that_process_dies(spec, monkeypatch):
-    """great-expectations is imported and run in a process of its own (`import_in_background`): the same verdicts
+    """great-expectations is imported and run in a process of its own (`start_suite_process`): the same verdicts
     as here; killed, the next evaluation runs here."""
     qa = long_qa()[:12]
     kept = qa + classify_rows(2) + [qa[0]]
     kept_columns_here = expectations.kept_columns(pl.Series([json.dumps(r) for r in kept]), frozenset())
     here = expectations._evaluate_columns(spec, kept_columns_here, np.ones(len(kept), dtype=bool), len(kept), 0, None)
     monkeypatch.setattr(expectations, "_SUITE_PROCESS", None)
-    expectations.import_in_background()
+    expectations.start_suite_process()
     pool = expectations._SUITE_PROCESS
     assert pool is not None
     try:

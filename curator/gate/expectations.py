@@ -27,11 +27,12 @@ analytics off). Each verdict is `{"name", "passed", "observed", "expected", "exp
   max_reject_share        rejected / input rows <= gate.max_reject_share (from the gate's counts, not GX:
                           rejected rows are not in the frame; rows selection left out count as neither)
 
-great_expectations is imported only here and only when a gate runs (the import takes about 2 s of CPU), in a
-process of its own that then runs the suite (`import_in_background`), started before the checks, so that the import overlaps
-them, or by the streaming gate after its first pass, which keeps every CPU busy. A process, not a thread: a thread
-importing holds this process's GIL, and the streaming gate's main process, cutting the spill into dedup buckets
-meanwhile, took 1.4 s instead of 0.4 for it (500k rows).
+great_expectations is imported only here and only when a gate runs (the import takes about 2 s of CPU): by the
+in-memory gate in a thread started before the checks, so that it overlaps them (`import_in_background`); by the
+streaming gate after its first pass, which keeps every CPU busy, in a process of its own that then runs the suite
+while the gate writes the release files (`start_suite_process`, `evaluating`). A process there, not a thread: a
+thread importing holds this process's GIL, and the streaming gate's main process, cutting the spill into dedup
+buckets meanwhile, took 1.4 s instead of 0.4 for it (500k rows).
 """
 from __future__ import annotations
 
@@ -39,9 +40,11 @@ import json
 import logging
 import os
 import sys
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.util import Finalize
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -86,17 +89,30 @@ def _import_gx():
     return gx, gxe
 
 
+def import_in_background() -> None:
+    """Start importing great-expectations in a thread, to overlap the checks; `run_suite` waits for it."""
+    threading.Thread(target=_import_quietly, name="import great-expectations", daemon=True).start()
+
+
 _SUITE_PROCESS: ProcessPoolExecutor | None = None  # kept for every later gate of this process: one import
 
 
-def import_in_background() -> None:
+def start_suite_process() -> None:
     """Start importing great-expectations in a process of its own (see the module doc), which `evaluate` and
-    `evaluate_columns` then run the suite in; nothing where there is one CPU or no forking (not Linux): they run it
-    here. The process is kept for the later gates of this process (a test session's)."""
+    `evaluate_columns` then run the suite in; a thread (`import_in_background`) where there is one CPU or no forking
+    (not Linux). The process is kept for the later gates of this process (a test session's). It forks from the
+    forkserver, as the streaming gate's workers do: a script that runs the gate guards its main code with `if
+    __name__ == "__main__"`, which the default in-memory engine, importing in a thread, does not ask."""
     global _SUITE_PROCESS
-    if _SUITE_PROCESS is None and cpu_count() > 1 and sys.platform.startswith("linux"):
-        _SUITE_PROCESS = worker_pool(1, "forkserver", preload=(__name__,))
-        _SUITE_PROCESS.submit(_import_quietly)
+    if _SUITE_PROCESS is not None:
+        return
+    if cpu_count() < 2 or not sys.platform.startswith("linux"):
+        import_in_background()
+        return
+    _SUITE_PROCESS = worker_pool(1, "forkserver", preload=(__name__,))
+    _SUITE_PROCESS.submit(_import_quietly)
+    # ended before a process made by multiprocessing joins its children on exit (it would wait for it forever)
+    Finalize(None, _SUITE_PROCESS.shutdown, kwargs={"cancel_futures": True}, exitpriority=10)
 
 
 def _import_quietly() -> None:
@@ -274,7 +290,7 @@ def evaluate_columns(spec: Spec, kept: pl.DataFrame, is_train: np.ndarray, n_inp
 
 def evaluating(spec: Spec, kept: pl.DataFrame, is_train: np.ndarray, n_input: int, n_rejected: int,
                config: ExpectationsConfig | None = None) -> Callable[[], list[dict]]:
-    """`evaluate_columns` begun in the process `import_in_background` started, while the caller goes on (it writes
+    """`evaluate_columns` begun in the process `start_suite_process` started, while the caller goes on (it writes
     the release files); the function returned waits for the verdicts. Without that process, it evaluates here."""
     job = (spec, kept, is_train, n_input, n_rejected, config)
     future = _submit(_evaluate_columns, *job)

@@ -20,7 +20,7 @@ from curator.gate.checks.human_review import HumanReview
 from curator.gate.checks.relevance import relevance_on
 from curator.gate.embeddings import LoadEmbedder, load_embedder
 from curator.gate.engines import ENGINES
-from curator.gate.expectations import evaluating, import_in_background, refusal_families
+from curator.gate.expectations import evaluating, import_in_background, refusal_families, start_suite_process
 from curator.gate.kept_columns import empty as empty_columns
 from curator.gate.kept_columns import piece_columns
 from curator.gate.registry import CheckEntry, build_from, plugin_checks, shipped_suites
@@ -311,7 +311,7 @@ def run_gate(
         else:
             from curator.gate.stream import run_checks_streaming
             kept, ledger, check_reports, counts = run_checks_streaming(checks, runs, engine, Path(workdir),
-                                                                       after_first_pass=import_in_background)
+                                                                       after_first_pass=start_suite_process)
         clock.lap("checks")
         return _write(runs, counts, kept, ledger, check_reports, spec, root, name, notes, unfinished, clock,
                       Path(workdir))

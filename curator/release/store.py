@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -416,9 +417,12 @@ def write_release(
                          for part in _batches_of(records, WRITE_BATCH))
             else:
                 pairs = _split_frames(splits)
-            rows = _write_parquets(staging, pairs, {"train": PAIR_COLUMNS, "eval": PAIR_COLUMNS})
             ledger = (("rejected", _ledger_frame(part)) for part in _batches_of(rejected, WRITE_BATCH))
-            rows |= _write_parquets(staging, ledger, {"rejected": LEDGER_COLUMNS})
+            with ThreadPoolExecutor(1, thread_name_prefix="release-ledger") as beside:
+                # the ledger's records are re-written in Python while the pairs are encoded in Arrow, without the GIL
+                ledger_rows = beside.submit(_write_parquets, staging, ledger, {"rejected": LEDGER_COLUMNS})
+                rows = _write_parquets(staging, pairs, {"train": PAIR_COLUMNS, "eval": PAIR_COLUMNS})
+                rows |= ledger_rows.result()
             concluded = conclusion() if callable(conclusion) else conclusion
             manifest, failed_verdicts, certified = concluded.manifest, concluded.failed_verdicts, concluded.certified
             files = {}
