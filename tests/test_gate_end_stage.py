@@ -20,8 +20,7 @@ from curator.gate.split import eval_count, eval_mask
 from curator.records import assistant_text, build_messages, make_pair, user_text
 from curator.ordered_workers import ordered_map
 from curator.release import store
-from curator.release.store import (JSON_PAIRS, Conclusion, DecodedSplits, JsonBatch, read_split, verify_release,
-                                   write_release)
+from curator.release.store import JSON_PAIRS, Conclusion, JsonBatch, read_split, verify_release, write_release
 
 ODD_TEXTS = [" a\x1cb\u3000c ", "x\x1fy z\u200bq\t", "", "\u2028line\u2029 two\x85three",
              "caf\u00e9 \U0001f600 \"q\" \\ end"]
@@ -99,20 +98,24 @@ def test_workers_start_only_from_min_items():
 
 @pytest.mark.parametrize("nan", [False, True])
 @pytest.mark.parametrize("write_batch", [store.WRITE_BATCH, 2])  # 2: row groups cut across the pieces
-def test_decoded_splits_give_the_files_of_the_parsed_records(tmp_path, nan, write_batch, monkeypatch):
-    """Each piece decoded once (`piece_columns`: its text-free columns and its release columns on disk); the release
-    written from those is the release written from the parsed records, file for file."""
+def test_pieces_decoded_once_give_the_files_of_the_parsed_records(tmp_path, nan, write_batch, monkeypatch):
+    """Each piece decoded once (`piece_columns`: its release columns per split and its text-free columns); the
+    release written from those is the release written from the parsed records, file for file."""
     monkeypatch.setattr(store, "WRITE_BATCH", write_batch)
     records = awkward_records(nan)
     is_eval = np.array([i % 6 == 0 for i in range(len(records))])
     common = {"rejected": [], "conclusion": Conclusion({}, [])}
     parsed = write_release(train=[r for r, e in zip(records, is_eval) if not e],
                            eval=[r for r, e in zip(records, is_eval) if e], root=tmp_path / "a", **common)
-    pieces = [piece_columns((JsonBatch(batch), tmp_path / f"piece-{k}.arrow"), frozenset())
-              for k, batch in enumerate(as_batches(records, 5))]
-    whole = kept_columns(pa.concat_arrays([b.column("record") for b in as_batches(records, 5)]), frozenset())
-    assert pl.concat([columns for columns, _ in pieces]).equals(whole)
-    streamed = write_release(splits=DecodedSplits([decoded for _, decoded in pieces], is_eval),
+    batches = as_batches(records, 5)
+    pieces = [piece_columns((JsonBatch(batch), is_eval[5 * k:5 * k + batch.num_rows]), frozenset())
+              for k, batch in enumerate(batches)]
+    whole = kept_columns(pa.concat_arrays([b.column("record") for b in batches]), frozenset())
+    in_piece_order = np.concatenate([np.r_[np.flatnonzero(~is_eval[5 * k:5 * k + 5]),
+                                           np.flatnonzero(is_eval[5 * k:5 * k + 5])] + 5 * k
+                                     for k in range(len(batches))])
+    assert pl.concat([columns for columns, _ in pieces]).equals(whole[in_piece_order])
+    streamed = write_release(pairs=[pair for _, splits in pieces for pair in splits.items()],
                              root=tmp_path / "b", **common)
     files = [verify_release(path)["files"] for path in (parsed, streamed)]
     assert files[0] == files[1] and files[0]["eval.parquet"]["rows"] == int(is_eval.sum())

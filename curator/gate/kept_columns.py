@@ -1,8 +1,8 @@
 """The kept rows' text-free columns, computed by polars from their release columns (`store.release_columns`, the
 records' JSON decoded): what the split, the expectations and the manifest need (id, task family, format,
 difficulty, text lengths, response words, refusal coverage, teacher model), a few dozen bytes a row, with no dict
-per record. The end stage decodes each kept record once (`piece_columns`): the release writer reads back the
-decoded columns.
+per record. The end stage decodes each kept record once (`piece_columns`), for these columns and the release
+writer both.
 
 The figures are those of Python on the parsed record: lengths in code points of `user_text` and
 `assistant_text` (turns joined by a newline), `len(text.split())` words, the shortest `content.strip()`.
@@ -10,13 +10,14 @@ The figures are those of Python on the parsed record: lengths in code points of 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from curator.errors import CuratorError
 from curator.refusal_coverage import coverage_kind
-from curator.release.store import JSON_PAIRS, DecodedPiece, JsonPiece, release_columns
+from curator.release.store import JSON_PAIRS, JsonPiece, release_columns
 
 WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008" \
              "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"  # what str.split() and str.strip() cut at (str.isspace)
@@ -69,14 +70,21 @@ def kept_columns(records: pa.Array | pl.Series, refusal_families: frozenset[str]
     return columns_of(release_columns(table), records, refusal_families)
 
 
-def piece_columns(job: tuple[JsonPiece, Path], refusal_families: frozenset[str]) -> tuple[pl.DataFrame, DecodedPiece]:
-    """The columns of `COLUMNS` of the records of a `store.JsonPiece` (read here), and their release columns, written
-    to the path given (`DecodedPiece`)."""
-    piece, path = job
+def piece_columns(job: tuple[JsonPiece, np.ndarray], refusal_families: frozenset[str]
+                  ) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """The records of a `store.JsonPiece` (read here) decoded once, given which of them go to eval: their release
+    columns per split (`store.release_columns`; split before decoding: a frame filtered after would hold on to the
+    whole piece's text), and the columns of `COLUMNS` of the train rows, then of the eval rows."""
+    piece, to_eval = job
     table = piece.table()
-    release = release_columns(table)
-    return (columns_of(release, pl.Series(table.column("record"), dtype=pl.String), refusal_families),
-            DecodedPiece.write(release, path))
+    if table.num_rows != len(to_eval):
+        raise CuratorError(f"kept rows: a piece of {table.num_rows} rows, {len(to_eval)} of them flagged")
+    splits, columns = {}, []
+    for split, mask in (("train", ~to_eval), ("eval", to_eval)):
+        part = table.filter(pa.array(mask))
+        splits[split] = release_columns(part)
+        columns.append(columns_of(splits[split], pl.Series(part.column("record"), dtype=pl.String), refusal_families))
+    return pl.concat(columns), splits
 
 
 def empty() -> pl.DataFrame:

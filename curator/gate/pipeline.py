@@ -5,12 +5,13 @@ import json
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterable, Iterator, Protocol
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -20,15 +21,14 @@ from curator.gate.checks.human_review import HumanReview
 from curator.gate.checks.relevance import relevance_on
 from curator.gate.embeddings import LoadEmbedder, load_embedder
 from curator.gate.engines import ENGINES
-from curator.gate.expectations import evaluating, import_in_background, refusal_families, start_suite_process
+from curator.gate.expectations import evaluate_columns, import_in_background, refusal_families, start_suite_process
 from curator.gate.kept_columns import empty as empty_columns
 from curator.gate.kept_columns import piece_columns
 from curator.gate.registry import CheckEntry, build_from, plugin_checks, shipped_suites
 from curator.gate.split import eval_mask
 from curator.ordered_workers import cpu_count, ordered_map
 from curator.paths import releases_root, runs_root
-from curator.release.store import (JSON_PAIRS, Conclusion, DecodedPiece, DecodedSplits, JsonBatch, JsonPiece,
-                                   releases_lock, scores_json, write_release)
+from curator.release.store import JSON_PAIRS, Conclusion, JsonBatch, JsonPiece, releases_lock, scores_json, write_release
 from curator.rundir import RunDir, resolve_run_dir
 from curator.spec import Spec
 from curator.text_signals import SIGNALS_VERSION
@@ -247,6 +247,10 @@ def _input_summary(run: RunDir, rows_read: int, complete: bool) -> dict:
 class KeptRecords(Protocol):
     """The rows the checks kept, in input order, as `JsonPiece`s (record and scores as JSON)."""
 
+    def ids_and_families(self) -> tuple[pl.Series, pl.Series]:
+        """The kept rows' ids and task families, in input order (what the split needs)."""
+        ...
+
     def pieces(self) -> Iterator[JsonPiece]:
         """The kept rows as pieces (the end stage reads them once)."""
         ...
@@ -255,6 +259,10 @@ class KeptRecords(Protocol):
 @dataclass(frozen=True)
 class KeptInMemory:
     rows: list[Row]
+
+    def ids_and_families(self) -> tuple[pl.Series, pl.Series]:
+        return (pl.Series([r.record["id"] for r in self.rows], dtype=pl.String),
+                pl.Series([r.record["task_family"] for r in self.rows], dtype=pl.String))
 
     def pieces(self) -> Iterator[JsonBatch]:
         rows = iter(self.rows)
@@ -313,56 +321,31 @@ def run_gate(
             kept, ledger, check_reports, counts = run_checks_streaming(checks, runs, engine, Path(workdir),
                                                                        after_first_pass=start_suite_process)
         clock.lap("checks")
-        return _write(runs, counts, kept, ledger, check_reports, spec, root, name, notes, unfinished, clock,
-                      Path(workdir))
+        return _write(runs, counts, kept, ledger, check_reports, spec, root, name, notes, unfinished, clock)
 
 
-class Ledger(Protocol):
-    """The ledger entries (as `ledger_entries` makes them, `kept_as` set), counted, and read in order once."""
-
-    def __len__(self) -> int: ...
-
-    def __iter__(self) -> Iterator[dict]: ...
-
-
-def _kept_columns(kept: KeptRecords, spec: Spec, workdir: Path) -> tuple[pl.DataFrame, list[DecodedPiece]]:
-    """`kept_columns` of every kept row and the rows' release columns (written to `workdir`), in one pass, each piece
-    read and decoded in a worker process (one per CPU)."""
-    columns = partial(piece_columns, refusal_families=refusal_families(spec))
-    jobs = ((piece, workdir / f"kept-{k}.arrow") for k, piece in enumerate(kept.pieces()))
-    parts = list(ordered_map(columns, jobs, cpu_count(), start_method="forkserver",
-                             preload=("curator.gate.kept_columns",), min_items=PARALLEL_PIECES))
-    return (pl.concat([c for c, _ in parts]) if parts else empty_columns()), [d for _, d in parts]
-
-
-def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: Ledger, check_reports: list[dict],
-           spec: Spec, root: Path, name: str | None, notes: str | None, unfinished: dict[str, str],
-           clock: _Clock, workdir: Path) -> GateReport:
-    """Split, expectations, manifest and the release, from the checks' outcome, in one pass over the kept
-    records (their text-free columns held, never the records; their release columns wait in `workdir`)."""
-    columns, decoded = _kept_columns(kept, spec, workdir)
-    is_eval = eval_mask(columns["task_family"], columns["id"], spec.gate.eval_fraction)
-    clock.lap("split")
-    selected_out = sum(c["removed"] for c in check_reports if c["name"] == "selection")  # a choice, not a defect
-    verdicts = evaluating(spec, columns, ~is_eval, n_input=counts.total - selected_out,
-                          n_rejected=len(ledger) - selected_out)  # while the release files are written
+def _manifest(runs: list[RunDir], counts: InputCounts, columns: pl.DataFrame, is_train: np.ndarray, rejected: int,
+              check_reports: list[dict], verdicts: list[dict], spec: Spec, unfinished: dict[str, str],
+              clock: _Clock) -> dict:
+    """What the gate puts in the release manifest (the store adds files, version and tool)."""
     by_family: dict[str, dict[str, int]] = defaultdict(lambda: {"input": 0, "train": 0, "eval": 0})
     for family, n in counts.by_family.items():
         by_family[family]["input"] = n
-    split_counts = pl.DataFrame({"family": columns["task_family"], "eval": is_eval}).group_by("family").agg(
+    split_counts = pl.DataFrame({"family": columns["task_family"], "eval": ~is_train}).group_by("family").agg(
         pl.len().alias("rows"), pl.col("eval").sum())
     for family, rows, evals in split_counts.iter_rows():
         by_family[family]["train"] += rows - evals
         by_family[family]["eval"] += evals
-    n_eval = int(is_eval.sum())
-    manifest = {
+    n_eval = int((~is_train).sum())
+    return {
         "spec": {"name": spec.name, "path": spec.path, "sha256": spec.hash, "raw": spec.raw},
         "gate": asdict(spec.gate),
         "checks": check_reports,
+        "verdicts": verdicts,
         "counts": {
             "input": counts.total,
             "removed": {c["name"]: c["removed"] for c in check_reports},
-            "rejected": len(ledger),
+            "rejected": rejected,
             "kept": len(columns),
             "train": len(columns) - n_eval,
             "eval": n_eval,
@@ -375,15 +358,81 @@ def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: L
         "seconds": clock.laps,  # wall time per gate phase, before the manifest is written
         "review": next((c["stats"]["review"] for c in check_reports if c["name"] == "human_review"), None),
     }
-    del columns
 
-    def conclusion() -> Conclusion:
+
+class Ledger(Protocol):
+    """The ledger entries (as `ledger_entries` makes them, `kept_as` set), counted, and read in order once."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[dict]: ...
+
+
+@dataclass
+class _KeptColumns:
+    """The kept rows' `kept_columns`, gathered piece by piece while the release is written (each piece's train rows,
+    then its eval rows), and which of them went to train."""
+
+    parts: list[pl.DataFrame] = field(default_factory=list)
+    train: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, columns: pl.DataFrame, splits: dict[str, pl.DataFrame]) -> None:
+        self.parts.append(columns)
+        self.train.append(np.repeat([True, False], [splits["train"].height, splits["eval"].height]))
+
+    def frame(self) -> pl.DataFrame:
+        return pl.concat(self.parts) if self.parts else empty_columns()
+
+    def is_train(self) -> np.ndarray:
+        return np.concatenate(self.train) if self.train else np.zeros(0, dtype=bool)
+
+
+def _decoded_pairs(kept: KeptRecords, is_eval: np.ndarray, spec: Spec, columns: _KeptColumns
+                   ) -> Iterator[tuple[str, pl.DataFrame]]:
+    """(split, release columns) of every kept piece as the pieces come, each piece read and decoded once in a worker
+    process (one per CPU) while this one writes the release; each piece's `kept_columns` go to `columns`."""
+    decode = partial(piece_columns, refusal_families=refusal_families(spec))
+    for piece, splits in ordered_map(decode, _with_eval(kept.pieces(), is_eval), cpu_count(),
+                                     start_method="forkserver", preload=("curator.gate.kept_columns",),
+                                     min_items=PARALLEL_PIECES):
+        columns.add(piece, splits)
+        yield from splits.items()
+
+
+def _with_eval(pieces: Iterable[JsonPiece], is_eval: np.ndarray) -> Iterator[tuple[JsonPiece, np.ndarray]]:
+    """Each piece with its rows' eval flags."""
+    seen = 0
+    for piece in pieces:
+        yield piece, is_eval[seen:seen + piece.rows]
+        seen += piece.rows
+    if seen != len(is_eval):
+        raise CuratorError(f"kept rows: {seen} read, {len(is_eval)} flagged")
+
+
+def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: Ledger, check_reports: list[dict],
+           spec: Spec, root: Path, name: str | None, notes: str | None, unfinished: dict[str, str],
+           clock: _Clock) -> GateReport:
+    """Split, release files, expectations and manifest, from the checks' outcome, in one pass over the kept
+    records (their text-free columns held, never the records)."""
+    ids, families = kept.ids_and_families()
+    is_eval = eval_mask(families, ids, spec.gate.eval_fraction)
+    del ids, families
+    clock.lap("split")
+    columns = _KeptColumns()
+    manifest: dict = {}
+
+    def conclusion() -> Conclusion:  # once the pairs are written: their columns are all in
         clock.lap("release_files")
-        manifest["verdicts"] = verdicts()
-        clock.lap("expectations")  # waiting for the verdicts, once the release files are written
-        return Conclusion(manifest, [v["name"] for v in manifest["verdicts"] if not v["passed"]])
+        kept_columns, is_train = columns.frame(), columns.is_train()
+        selected_out = sum(c["removed"] for c in check_reports if c["name"] == "selection")  # a choice, not a defect
+        verdicts = evaluate_columns(spec, kept_columns, is_train, n_input=counts.total - selected_out,
+                                    n_rejected=len(ledger) - selected_out)
+        clock.lap("expectations")
+        manifest.update(_manifest(runs, counts, kept_columns, is_train, len(ledger), check_reports, verdicts, spec,
+                                  unfinished, clock))
+        return Conclusion(manifest, [v["name"] for v in verdicts if not v["passed"]])
 
-    path = write_release(splits=DecodedSplits(decoded, is_eval), rejected=ledger, conclusion=conclusion, root=root,
-                         name=name, notes=notes)
+    path = write_release(pairs=_decoded_pairs(kept, is_eval, spec, columns), rejected=ledger, conclusion=conclusion,
+                         root=root, name=name, notes=notes)
     certified = all(v["passed"] for v in manifest["verdicts"])
     return GateReport(release=path, certified=certified, manifest=manifest)

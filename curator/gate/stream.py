@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.sparse import coo_array
@@ -62,7 +63,7 @@ from curator.rundir import PAIRS, RunDir
 
 BATCH_ROWS = 8192
 SPILL_SCHEMA = pa.schema([("order", pa.int64()), ("input", pa.string()), ("line", pa.int64()), ("id", pa.string()),
-                          ("record", pa.string())])
+                          ("task_family", pa.string()), ("record", pa.string())])  # id and family: for the split
 EARLY_SPILL = "rejected-early.parquet"  # rows the leading checks rejected, for the ledger
 # a spill is written once and read a few times by this machine: LZ4 and no dictionaries (records are unique text)
 # read it about three times faster than Parquet's default Snappy with dictionaries, at the same size
@@ -107,6 +108,7 @@ def spill_batch(rows: list[Row], texts: list[str | None] | None = None) -> pa.Re
     """`rows` as a batch of `SPILL_SCHEMA`; `texts[i]`, when given and not None, is row i's record as JSON already."""
     texts = texts or [None] * len(rows)
     columns = [[r.order for r in rows], [r.input for r in rows], [r.line for r in rows], [as_text(r.id) for r in rows],
+               [as_text(r.record.get("task_family")) if isinstance(r.record, dict) else None for r in rows],
                [json.dumps(r.record, ensure_ascii=False) if t is None else t for r, t in zip(rows, texts)]]
     return pa.record_batch(columns, schema=SPILL_SCHEMA)
 
@@ -582,6 +584,14 @@ class KeptOnDisk:
     spill: Spill
     alive: np.ndarray
     scores: dict[int, dict]
+
+    def ids_and_families(self) -> tuple[pl.Series, pl.Series]:
+        """The kept rows' ids and task families, in input order (what the split needs; no record is read)."""
+        batches = list(self.spill.batches(self.alive, ["id", "task_family"]))
+        table = pa.Table.from_batches(batches, schema=pa.schema([SPILL_SCHEMA.field(n) for n in ("order", "id",
+                                                                                                 "task_family")]))
+        return (pl.Series(table.column("id"), dtype=pl.String),
+                pl.Series(table.column("task_family"), dtype=pl.String))
 
     def pieces(self) -> Iterator[KeptSlice]:
         """The kept rows, in input order, a slice of each row group of the spill that holds any (only their

@@ -28,7 +28,6 @@ from pathlib import Path
 from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -162,37 +161,6 @@ def release_columns(batch: pa.Table) -> pl.DataFrame:
         constraints = constraints.scatter(found, [None if v is None else _SORTED_JSON(v) for v in values])
     return decoded.with_columns(provenance=provenance, scores=scores,
                                 constraints=constraints).select(list(PAIR_COLUMNS))
-
-
-@dataclass(frozen=True)
-class DecodedPiece:
-    """Some pair records' release columns (`release_columns`), `rows` of them, in an Arrow IPC file (LZ4): decoded
-    once, in the worker process that computes the kept rows' other columns (`gate.kept_columns`), and read back by
-    the release writer."""
-
-    path: Path
-    rows: int
-
-    @classmethod
-    def write(cls, frame: pl.DataFrame, path: Path) -> DecodedPiece:
-        table = frame.to_arrow()
-        with pa.ipc.new_file(path, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
-            writer.write_table(table)
-        return cls(path, frame.height)
-
-    def table(self) -> pa.Table:
-        with pa.OSFile(str(self.path)) as source:
-            return pa.ipc.open_file(source).read_all()
-
-
-@dataclass(frozen=True)
-class DecodedSplits:
-    """Both splits' pair records as `DecodedPiece`s, in one stream, and per row of the stream whether it goes to
-    eval: `write_release` writes train and eval in one pass over them, the same files as the records parsed and
-    given as `train` and `eval`."""
-
-    pieces: Iterable[DecodedPiece]
-    is_eval: np.ndarray
 
 
 def scores_json(scores: dict | None) -> str | None:
@@ -330,19 +298,11 @@ class _Rebatcher:
             yield pl.concat(self.pending, rechunk=False)
 
 
-def _split_frames(splits: DecodedSplits) -> Iterator[tuple[str, pl.DataFrame]]:
-    """(split, `WRITE_BATCH` rows of its columns), train and eval as their rows come, piece by piece."""
+def _rebatched(pairs: Iterable[tuple[str, pl.DataFrame]]) -> Iterator[tuple[str, pl.DataFrame]]:
+    """(split, `WRITE_BATCH` rows of its columns), train and eval as their rows come."""
     out = {"train": _Rebatcher(WRITE_BATCH), "eval": _Rebatcher(WRITE_BATCH)}
-    seen = 0
-    for piece in splits.pieces:
-        table, to_eval = piece.table(), splits.is_eval[seen:seen + piece.rows]
-        if table.num_rows != piece.rows:
-            raise CuratorError(f"release splits: {piece.path} holds {table.num_rows} rows, not {piece.rows}")
-        seen += piece.rows
-        for split, mask in (("train", ~to_eval), ("eval", to_eval)):
-            yield from ((split, part) for part in out[split].add(pl.from_arrow(table.filter(pa.array(mask)))))
-    if seen != len(splits.is_eval):
-        raise CuratorError(f"release splits: {seen} rows read, {len(splits.is_eval)} flagged")
+    for split, frame in pairs:
+        yield from ((split, part) for part in out[split].add(frame))
     for split, rebatcher in out.items():
         yield from ((split, part) for part in rebatcher.rest())
 
@@ -382,7 +342,7 @@ def write_release(
     *,
     train: Iterable[dict] = (),
     eval: Iterable[dict] = (),
-    splits: DecodedSplits | None = None,
+    pairs: Iterable[tuple[str, pl.DataFrame]] | None = None,
     rejected: Iterable[dict],
     conclusion: Conclusion | Callable[[], Conclusion],
     root: Path | None = None,
@@ -391,8 +351,9 @@ def write_release(
 ) -> Path:
     """Write the next release-vN atomically, signed with the local key, and return its path.
 
-    The pair records, `train` and `eval` (or both as `splits`), and the `rejected` ledger entries may come from
-    generators: they are read once and written in batches, never held whole.
+    The pair records, `train` and `eval` (or both as `pairs`: (split, frame of its `release_columns`) as they come,
+    frames of any size), and the `rejected` ledger entries may come from generators: they are read once and written
+    in batches, never held whole.
 
     `conclusion` carries what the caller knows (its manifest: spec, gate config, verdicts, inputs; and the verdicts
     that failed), or is a function giving it, called once the data files are written (the gate's verdicts are
@@ -412,16 +373,14 @@ def write_release(
             shutil.rmtree(staging)
         try:
             staging.mkdir()
-            if splits is None:
+            if pairs is None:
                 pairs = ((split, _frame(part)) for split, records in (("train", train), ("eval", eval))
                          for part in _batches_of(records, WRITE_BATCH))
-            else:
-                pairs = _split_frames(splits)
             ledger = (("rejected", _ledger_frame(part)) for part in _batches_of(rejected, WRITE_BATCH))
             with ThreadPoolExecutor(1, thread_name_prefix="release-ledger") as beside:
                 # the ledger's records are re-written in Python while the pairs are encoded in Arrow, without the GIL
                 ledger_rows = beside.submit(_write_parquets, staging, ledger, {"rejected": LEDGER_COLUMNS})
-                rows = _write_parquets(staging, pairs, {"train": PAIR_COLUMNS, "eval": PAIR_COLUMNS})
+                rows = _write_parquets(staging, _rebatched(pairs), {"train": PAIR_COLUMNS, "eval": PAIR_COLUMNS})
                 rows |= ledger_rows.result()
             concluded = conclusion() if callable(conclusion) else conclusion
             manifest, failed_verdicts, certified = concluded.manifest, concluded.failed_verdicts, concluded.certified
