@@ -30,9 +30,9 @@ analytics off). Each verdict is `{"name", "passed", "observed", "expected", "exp
 great_expectations is imported only here and only when a gate runs (the import takes about 2 s of CPU): by the
 in-memory gate in a thread started before the checks, so that it overlaps them (`import_in_background`); by the
 streaming gate after its first pass, which keeps every CPU busy, in a process of its own that then runs the suite
-(`start_suite_process`). A process there, not a thread: a thread importing holds this process's GIL, and the
-streaming gate's main process, cutting the spill into dedup buckets meanwhile, took 1.4 s instead of 0.4 for it
-(500k rows).
+(`start_suite_process`, `evaluating`) while the gate writes the ledger. A process there, not a thread: a thread
+importing holds this process's GIL, and the streaming gate's main process, cutting the spill into dedup buckets
+meanwhile, took 1.4 s instead of 0.4 for it (500k rows).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.util import Finalize
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import polars as pl
@@ -284,15 +284,30 @@ def refusal_families(spec: Spec) -> frozenset[str]:
 
 def evaluate_columns(spec: Spec, kept: pl.DataFrame, is_train: np.ndarray, n_input: int, n_rejected: int,
                      config: ExpectationsConfig | None = None) -> list[dict]:
-    """`evaluate` on the `kept_columns` of the kept rows and whether each went to the train split: in the process
-    `start_suite_process` started, if it did (here if it died)."""
+    """`evaluate` on the `kept_columns` of the kept rows and whether each went to the train split."""
+    return evaluating(spec, kept, is_train, n_input, n_rejected, config)()
+
+
+def evaluating(spec: Spec, kept: pl.DataFrame, is_train: np.ndarray, n_input: int, n_rejected: int,
+               config: ExpectationsConfig | None = None) -> Callable[[], list[dict]]:
+    """`evaluate_columns` begun in the process `start_suite_process` started, while the caller goes on (the gate
+    writes the ledger meanwhile); the function returned waits for the verdicts. Without that process (or where it
+    died), the verdicts are reached here, when asked for."""
     job = (spec, kept, is_train, n_input, n_rejected, config)
-    if _SUITE_PROCESS is not None:
-        try:
-            return _SUITE_PROCESS.submit(_evaluate_columns, *job).result()
-        except BrokenProcessPool:  # the process died (killed): evaluate here
-            _forget_process()
-    return _evaluate_columns(*job)
+    try:
+        future = _SUITE_PROCESS.submit(_evaluate_columns, *job) if _SUITE_PROCESS is not None else None
+    except BrokenProcessPool:  # the process died (killed)
+        _forget_process()
+        future = None
+
+    def verdicts() -> list[dict]:
+        if future is not None:
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                _forget_process()
+        return _evaluate_columns(*job)
+    return verdicts
 
 
 def _forget_process() -> None:

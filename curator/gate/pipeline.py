@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import polars as pl
@@ -21,7 +21,7 @@ from curator.gate.checks.human_review import HumanReview
 from curator.gate.checks.relevance import relevance_on
 from curator.gate.embeddings import LoadEmbedder, load_embedder
 from curator.gate.engines import ENGINES
-from curator.gate.expectations import evaluate_columns, import_in_background, refusal_families, start_suite_process
+from curator.gate.expectations import evaluating, import_in_background, refusal_families, start_suite_process
 from curator.gate.kept_columns import empty as empty_columns
 from curator.gate.kept_columns import piece_columns
 from curator.gate.registry import CheckEntry, build_from, plugin_checks, shipped_suites
@@ -418,21 +418,26 @@ def _write(runs: list[RunDir], counts: InputCounts, kept: KeptRecords, ledger: L
     is_eval = eval_mask(families, ids, spec.gate.eval_fraction)
     del ids, families
     clock.lap("split")
-    columns = _KeptColumns()
-    manifest: dict = {}
+    columns, manifest = _KeptColumns(), {}
+    selected_out = sum(c["removed"] for c in check_reports if c["name"] == "selection")  # a choice, not a defect
+    done: list[tuple[pl.DataFrame, np.ndarray, Callable[[], list[dict]]]] = []
 
-    def conclusion() -> Conclusion:  # once the pairs are written: their columns are all in
+    def pairs() -> Iterator[tuple[str, pl.DataFrame]]:
+        yield from _decoded_pairs(kept, is_eval, spec, columns)
+        # the columns are all in: the suite runs (in its process) while the release writer writes the ledger
+        frame, is_train = columns.frame(), columns.is_train()
+        done.append((frame, is_train, evaluating(spec, frame, is_train, n_input=counts.total - selected_out,
+                                                 n_rejected=len(ledger) - selected_out)))
+
+    def conclusion() -> Conclusion:  # once the release's data files are written
         clock.lap("release_files")
-        kept_columns, is_train = columns.frame(), columns.is_train()
-        selected_out = sum(c["removed"] for c in check_reports if c["name"] == "selection")  # a choice, not a defect
-        verdicts = evaluate_columns(spec, kept_columns, is_train, n_input=counts.total - selected_out,
-                                    n_rejected=len(ledger) - selected_out)
-        clock.lap("expectations")
-        manifest.update(_manifest(runs, counts, kept_columns, is_train, len(ledger), check_reports, verdicts, spec,
-                                  unfinished, clock))
-        return Conclusion(manifest, [v["name"] for v in verdicts if not v["passed"]])
+        frame, is_train, verdicts = done[0]
+        found = verdicts()
+        clock.lap("expectations")  # waiting for the verdicts
+        manifest.update(_manifest(runs, counts, frame, is_train, len(ledger), check_reports, found, spec, unfinished,
+                                  clock))
+        return Conclusion(manifest, [v["name"] for v in found if not v["passed"]])
 
-    path = write_release(pairs=_decoded_pairs(kept, is_eval, spec, columns), rejected=ledger, conclusion=conclusion,
-                         root=root, name=name, notes=notes)
+    path = write_release(pairs=pairs(), rejected=ledger, conclusion=conclusion, root=root, name=name, notes=notes)
     certified = all(v["passed"] for v in manifest["verdicts"])
     return GateReport(release=path, certified=certified, manifest=manifest)

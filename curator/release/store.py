@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,7 +356,7 @@ def write_release(
 
     `conclusion` carries what the caller knows (its manifest: spec, gate config, verdicts, inputs; and the verdicts
     that failed), or is a function giving it, called once the data files are written (the gate's verdicts are
-    reached meanwhile, in another process); this function adds to the manifest the version, the files with sha256,
+    reached meanwhile, in another process, while the ledger is written); this function adds to the manifest the version, the files with sha256,
     size and row counts, the tool version, and the optional human `name` and `notes`; the certificate is a signed
     attestation over every file.
     DiskFullError when the disk fills up (nothing is left behind).
@@ -376,12 +375,9 @@ def write_release(
             if pairs is None:
                 pairs = ((split, _frame(part)) for split, records in (("train", train), ("eval", eval))
                          for part in _batches_of(records, WRITE_BATCH))
+            rows = _write_parquets(staging, _rebatched(pairs), {"train": PAIR_COLUMNS, "eval": PAIR_COLUMNS})
             ledger = (("rejected", _ledger_frame(part)) for part in _batches_of(rejected, WRITE_BATCH))
-            with ThreadPoolExecutor(1, thread_name_prefix="release-ledger") as beside:
-                # the ledger's records are re-written in Python while the pairs are encoded in Arrow, without the GIL
-                ledger_rows = beside.submit(_write_parquets, staging, ledger, {"rejected": LEDGER_COLUMNS})
-                rows = _write_parquets(staging, _rebatched(pairs), {"train": PAIR_COLUMNS, "eval": PAIR_COLUMNS})
-                rows |= ledger_rows.result()
+            rows |= _write_parquets(staging, ledger, {"rejected": LEDGER_COLUMNS})
             concluded = conclusion() if callable(conclusion) else conclusion
             manifest, failed_verdicts, certified = concluded.manifest, concluded.failed_verdicts, concluded.certified
             files = {}
