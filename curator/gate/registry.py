@@ -1,8 +1,8 @@
 """Which checks the gate runs, in what order: one registry for built-in checks and plug-ins.
 
 Each built-in check is one `CheckEntry`: whether the spec switches it on, and where its class is (`module:Class`
-under `curator.gate.checks`, imported only when the spec enables it: a teacher check's client library, openai, and
-its kind are not loaded by a gate that does not use them), which every check builds the same way,
+under `curator.gate.checks`, imported only when the spec enables it: a gate without teacher checks never loads
+their client library, openai), which every check builds the same way,
 `from_spec(spec, context)` (None: nothing to check against, e.g. no earlier release); one check per file under
 `curator/gate/checks/`. Order matters: each check sees only what earlier checks kept. Consistency checks
 (verifiers, self-consistency, judge) run before deduplication, so the keeper of a duplicate cluster is a row that
