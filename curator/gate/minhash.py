@@ -239,7 +239,7 @@ def _distinct_sorted(values: np.ndarray) -> np.ndarray:
     return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if len(ordered) else ordered
 
 
-def pair_jaccard(shingles: Shingles, pairs: np.ndarray, block: int = 1 << 22) -> np.ndarray:
+def pair_jaccard(shingles: Shingles, pairs: np.ndarray, block: int = 1 << 18) -> np.ndarray:
     """Exact Jaccard of the shingle sets of each pair (i, j) of `pairs` (shape (k, 2)), as `jaccard` gives it.
 
     Each text's distinct shingles are numbered (ranks among all values); per pair both sets are tagged with the
