@@ -25,17 +25,21 @@ def parse_json_response(text: str) -> object:
     return json.loads(body)
 
 
+def _lines(body: str) -> list[str]:
+    """The non-blank lines of a response."""
+    return [ln for ln in body.splitlines() if ln.strip()]
+
+
 def format_problem(fmt: Format, text: str) -> str | None:
     """None when `text` is a valid response in `fmt`, else a short reason (`json_invalid: ...`)."""
     body = text.strip()
     if not body:
         return "empty_response"
-    lines = [ln for ln in body.splitlines() if ln.strip()]
     if fmt.kind == "bullet_list":
-        if not all(_BULLET.match(ln) for ln in lines):
+        if not all(_BULLET.match(ln) for ln in _lines(body)):
             return "not_a_bullet_list: every line must start with '- '"
     elif fmt.kind == "numbered_list":
-        if not all(_NUMBERED.match(ln) for ln in lines):
+        if not all(_NUMBERED.match(ln) for ln in _lines(body)):
             return "not_a_numbered_list: every line must start with '1.'"
     elif fmt.kind == "label":
         label = body.strip(" .\"'").lower()

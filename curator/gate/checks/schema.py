@@ -29,6 +29,7 @@ class SchemaCheck:
         self.families = {t.name: t for t in spec.task_families}
         self.formats = {f.name: f for f in spec.formats}
         self.levels = set(spec.difficulty_levels)
+        self.bands = {t.name: spec.band(t.length_band) for t in spec.task_families}  # looked up once, not per row
 
     def problem(self, record: object) -> str | None:
         """The first reason `record` cannot go into a release, or None."""
@@ -53,7 +54,7 @@ class SchemaCheck:
         bad_format = format_problem(fmt, response)
         if bad_format:
             return f"format: {fmt.name}: {bad_format}"
-        bad_length = length_problem(self.spec.band(family.length_band), response)
+        bad_length = length_problem(self.bands[family.name], response)
         if bad_length:
             return f"length: {bad_length}"
         return None
