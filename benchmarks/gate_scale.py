@@ -26,12 +26,16 @@ rows; null for one size) and `baseline` (the memory engine at the smallest size)
 add /tmp/before <commit>`), right after on the same run directory: its seconds, CPU seconds and peak RSS, and
 whether its verdicts (kept, rejected, removed per check, certified) are the same.
 
+`--repeats K` gates each size K times (with `--gate-baseline`, alternating with the baseline code): a 2-core virtual
+machine's speed drifts by up to a fifth within the hour, so one run says little; `gate_seconds` is then the median,
+`gate_seconds_runs` every run's.
+
 `--import-only` measures import alone (no gate; results in benchmarks/results/import_scale.json), with
 `--import-baseline DIR` also importing each input with the code checked out in DIR (for instance
 `git worktree add /tmp/before <commit>`), right after, as the baseline in the same run.
 
     python benchmarks/gate_scale.py [--sizes 500000,1000000,2000000] [--checks dedup|default] [--data PATH]
-        [--gate-baseline DIR]
+        [--gate-baseline DIR] [--repeats K]
     python benchmarks/gate_scale.py --import-only --sizes 500000,1000000 [--import-baseline DIR]
 """
 from __future__ import annotations
@@ -40,6 +44,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,22 +138,33 @@ def build_input(base: list[dict], n: int, path: Path, exact_rate: float, near_ra
     return planted
 
 
+def busy_seconds() -> float:
+    """CPU seconds this machine has spent busy since boot, all CPUs together (/proc/stat; 0 where there is none)."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
 def measured(command: list[str], env: dict, cwd: Path | None = None) -> tuple[float, float, int, float]:
     """Run `command`; (wall seconds, peak RSS in GB, exit status, CPU seconds). The peak RSS is the largest of the
-    process and its children (import's worker processes); the CPU seconds are theirs together."""
-    started = time.perf_counter()
+    process and the descendants reaped below it (`wait4`); the CPU seconds are the whole machine's busy time while it
+    ran, worker processes included wherever they were started (nothing else should run meanwhile)."""
+    started, busy = time.perf_counter(), busy_seconds()
     proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, busy_seconds() - busy
     err = proc.stderr.read().decode("utf-8", "replace")
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 1):
         raise SystemExit(f"{' '.join(command)} failed ({code}):\n{err[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024 / 1024, code, usage.ru_utime + usage.ru_stime
+    return seconds, usage.ru_maxrss / 1024 / 1024, code, cpu
 
 
 def gate(run: Path, spec: Path, engine: str, env: dict, planted: dict, tree: Path | None = None) -> dict:
-    """Gate `run` with the code in `tree` (this checkout unless given); timings, counts and duplicate recall."""
+    """Gate `run` with the code in `tree` (this checkout unless given); timings, counts and duplicate recall (the
+    release is removed once read)."""
     data = Path(env["INSTRUCT_CURATOR_DATA"])
     before = set((data / "releases").glob("release-v*")) if (data / "releases").exists() else set()
     tree = tree or ROOT  # `python -m` finds the package in its working directory first
@@ -158,6 +174,8 @@ def gate(run: Path, spec: Path, engine: str, env: dict, planted: dict, tree: Pat
     manifest = json.loads((release / "manifest.json").read_text())
     ledger = pl.read_parquet(release / "rejected.parquet", columns=["id", "check"])
     dedup = set(ledger.filter(pl.col("check").is_in(["exact_dedup", "near_dedup"]))["id"].to_list())
+    subprocess.run(["chmod", "-R", "u+w", str(release)], check=True)  # releases are read-only
+    subprocess.run(["rm", "-rf", str(release)], check=True)
     recall = {kind: (sum(i in dedup for i in ids) / len(ids) if ids else None) for kind, ids in planted.items()}
     return {"seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "peak_rss_gb": round(rss, 2),
             "certified": code == 0,
@@ -165,6 +183,28 @@ def gate(run: Path, spec: Path, engine: str, env: dict, planted: dict, tree: Pat
             "removed": manifest["counts"]["removed"], "phases": manifest["seconds"],
             "check_seconds": {c["name"]: c["seconds"] for c in manifest["checks"]},
             "near_duplicate_recall": recall["near"], "exact_duplicate_recall": recall["exact"]}
+
+
+def repeated(run: Path, spec: Path, engine: str, env: dict, planted: dict, repeats: int, baseline: Path | None
+             ) -> tuple[dict, dict | None]:
+    """`gate` `repeats` times with this checkout and, when given, as often with the code in `baseline`, one after the
+    other (this, baseline, this, ...): each as its first run, with the median seconds and CPU seconds, every run's
+    seconds (`runs`) and the largest peak RSS. Every run must give the same verdicts."""
+    trees = [None] if baseline is None else [None, baseline.resolve()]
+    runs: dict = {tree: [] for tree in trees}
+    for _ in range(repeats):
+        for tree in trees:
+            runs[tree].append(gate(run, spec, engine, env, planted, tree))
+    out = []
+    for tree in trees:
+        first = runs[tree][0]
+        if any(r[k] != first[k] for r in runs[tree] for k in ("kept", "rejected", "removed", "certified")):
+            raise SystemExit(f"gate runs of {tree or ROOT} on {run} gave different verdicts")
+        out.append({**first, "seconds": round(statistics.median(r["seconds"] for r in runs[tree]), 1),
+                    "cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in runs[tree]), 1),
+                    "peak_rss_gb": max(r["peak_rss_gb"] for r in runs[tree]),
+                    "runs": [r["seconds"] for r in runs[tree]]})
+    return out[0], out[1] if baseline is not None else None
 
 
 def main() -> None:
@@ -180,6 +220,8 @@ def main() -> None:
     ap.add_argument("--import-only", action="store_true", help="measure import alone, no gate")
     ap.add_argument("--import-baseline", type=Path, help="with --import-only: a checkout of the code to compare with")
     ap.add_argument("--gate-baseline", type=Path, help="also gate each size with the code checked out here, right after")
+    ap.add_argument("--repeats", type=int, default=1, help="gate each size this many times (and as often with "
+                    "--gate-baseline, alternating); the median seconds count")
     args = ap.parse_args()
     if args.import_only:
         return import_only(args)
@@ -200,21 +242,21 @@ def main() -> None:
             import_s, import_rss, _, _ = measured([sys.executable, "-m", "curator.cli", "import", str(src), "--format",
                                                 "alpaca", "--out", str(run)], env)
             src.unlink()
-            gated = gate(run, spec, args.engine, env, planted)
+            gated, code = repeated(run, spec, args.engine, env, planted, args.repeats, args.gate_baseline)
             entry = {"rows": n, "import_seconds": round(import_s, 1), "import_rows_per_s": round(n / import_s),
                      "import_peak_rss_gb": round(import_rss, 2), "gate_seconds": gated["seconds"],
-                     "gate_rows_per_s": round(n / gated["seconds"]), "gate_cpu_seconds": gated["cpu_seconds"],
-                     "gate_peak_rss_gb": gated["peak_rss_gb"],
+                     "gate_rows_per_s": round(n / gated["seconds"]), "gate_seconds_runs": gated["runs"],
+                     "gate_cpu_seconds": gated["cpu_seconds"], "gate_peak_rss_gb": gated["peak_rss_gb"],
                      "near_duplicate_recall": gated["near_duplicate_recall"],
                      "exact_duplicate_recall": gated["exact_duplicate_recall"],
                      "planted": {k: len(v) for k, v in planted.items()}, **{k: gated[k] for k in
                      ("kept", "rejected", "removed", "phases", "check_seconds", "certified")}}
-            if args.gate_baseline:
-                code = gate(run, spec, args.engine, env, planted, tree=args.gate_baseline.resolve())
+            if code is not None:
                 entry["baseline_code"] = {
                     "tree": str(args.gate_baseline), "gate_seconds": code["seconds"],
-                    "gate_rows_per_s": round(n / code["seconds"]), "gate_cpu_seconds": code["cpu_seconds"],
-                    "gate_peak_rss_gb": code["peak_rss_gb"], "check_seconds": code["check_seconds"],
+                    "gate_rows_per_s": round(n / code["seconds"]), "gate_seconds_runs": code["runs"],
+                    "gate_cpu_seconds": code["cpu_seconds"], "gate_peak_rss_gb": code["peak_rss_gb"],
+                    "check_seconds": code["check_seconds"],
                     "same_verdicts": all(code[k] == gated[k] for k in ("kept", "rejected", "removed", "certified"))}
             print(json.dumps(entry), flush=True)
             results.append(entry)
@@ -222,9 +264,6 @@ def main() -> None:
                 baseline = {"rows": n, "engine": "memory", **gate(run, spec, "memory", env, planted)}
                 baseline["gate_rows_per_s"] = round(n / baseline["seconds"])
                 print("baseline", json.dumps(baseline), flush=True)
-            for part in (tmp / "data" / "releases").glob("release-v*"):
-                subprocess.run(["chmod", "-R", "u+w", str(part)], check=True)
-                subprocess.run(["rm", "-rf", str(part)], check=True)
             subprocess.run(["rm", "-rf", str(run)], check=True)
     exponent = None
     if len(results) > 1:
