@@ -188,8 +188,8 @@ def gate(run: Path, spec: Path, engine: str, env: dict, planted: dict, tree: Pat
 def repeated(run: Path, spec: Path, engine: str, env: dict, planted: dict, repeats: int, baseline: Path | None
              ) -> tuple[dict, dict | None]:
     """`gate` `repeats` times with this checkout and, when given, as often with the code in `baseline`, one after the
-    other (this, baseline, this, ...): each as its first run, with the median seconds and CPU seconds, every run's
-    seconds (`runs`) and the largest peak RSS. Every run must give the same verdicts."""
+    other (this, baseline, this, ...): per code, its first run's counts and recall with the median seconds and CPU
+    seconds, every run's seconds (`runs`) and the largest peak RSS. Every run must give the same verdicts."""
     trees = [None] if baseline is None else [None, baseline.resolve()]
     runs: dict = {tree: [] for tree in trees}
     for _ in range(repeats):

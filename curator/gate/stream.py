@@ -68,7 +68,8 @@ EARLY_SPILL = "rejected-early.parquet"  # rows the leading checks rejected, for 
 # a spill is written once and read a few times by this machine: LZ4 and no dictionaries (records are unique text)
 # read it about three times faster than Parquet's default Snappy with dictionaries, at the same size
 SPILL_WRITE_OPTIONS = {"compression": "lz4", "use_dictionary": False}
-CHUNK_ROWS = 4096  # rows a narrowed whole-set check is given at a time (whole key groups)
+CHUNK_ROWS = 4096  # rows a narrowed whole-set check is given at a time (whole key groups); small enough that the
+# last buckets keep every worker busy and a bucket's sorts stay short (16,384 was about 0.5 s slower a dedup check at 0.5M)
 
 
 def is_row_local(check: Check) -> bool:
